@@ -8,6 +8,7 @@ their pinned releases. A cold build takes many minutes on two cores; progress is
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,12 +56,10 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, progress_tot
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     tail: list[str] = []
-    count = 0
     started = time.monotonic()
     last_report = started
-    for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-40:]
-        count += 1
+    for count, line in enumerate(proc.stdout, start=1):
+        tail = [*tail, line.rstrip()][-40:]
         now = time.monotonic()
         if now - last_report >= 30:
             done = f"{count}/{progress_total} packages" if progress_total else f"{count} lines"
@@ -84,8 +83,7 @@ def build_control_plane(k8s_version: str, out: Path) -> None:
     (src / "go.mod").write_text(wrapper_go_mod(k8s_version))
     (src / "tools.go").write_text(tools_go())
     env = _go_env()
-    if not (src / "go.sum").exists() or "k8s.io/kubernetes" not in (src / "go.sum").read_text():
-        _run(["go", "mod", "tidy"], src, env, "resolve modules (go mod tidy)")
+    _run(["go", "mod", "tidy"], src, env, "resolve modules (go mod tidy)")
     minor = k8s_version.lstrip("v").split(".")[1]
     pkg = "k8s.io/component-base/version"
     ldflags = " ".join(
@@ -110,8 +108,8 @@ def build_control_plane(k8s_version: str, out: Path) -> None:
          *K8S_PACKAGES.values(), ETCD_PACKAGE],
         src, env, f"build control plane {k8s_version}", total,
     )
-    # go names the etcd binary after the module path's last element ("v3").
-    built_etcd = tmp / "v3"
+    # go names the etcd binary after its module path without the major version suffix: "server".
+    built_etcd = tmp / "server"
     if built_etcd.exists():
         built_etcd.rename(tmp / "etcd")
     for name in versions.CONTROL_PLANE_BINARIES:
@@ -131,6 +129,25 @@ def go_install(module_cmd: str, version: str, out: Path, name: str) -> None:
     shutil.rmtree(gobin, ignore_errors=True)
 
 
+KWOK_CRDS = ("kwok.x-k8s.io_logs.yaml",)
+
+
+def ensure_kwok_crds(out: Path) -> Path:
+    """kwok serves pod logs from `Logs` objects; keep its CRD manifest beside the binary."""
+    crd_dir = out / "kwok-crds"
+    if all((crd_dir / f).exists() for f in KWOK_CRDS):
+        return crd_dir
+    res = subprocess.run(["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{versions.KWOK_VERSION}"],
+                         capture_output=True, text=True, env=_go_env(), cwd=out)
+    if res.returncode != 0:
+        raise BuildError(f"could not fetch the kwok module for its CRDs: {res.stdout}{res.stderr}")
+    src = Path(json.loads(res.stdout)["Dir"]) / "kustomize" / "crd" / "bases"
+    crd_dir.mkdir(parents=True, exist_ok=True)
+    for f in KWOK_CRDS:
+        shutil.copyfile(src / f, crd_dir / f)
+    return crd_dir
+
+
 def missing(k8s_version: str = versions.K8S_VERSION) -> list[str]:
     out = versions.bin_dir(k8s_version)
     return [b for b in versions.ALL_BINARIES if not (out / b).exists()]
@@ -141,6 +158,7 @@ def ensure_binaries(k8s_version: str = versions.K8S_VERSION) -> Path:
     out = versions.bin_dir(k8s_version)
     todo = missing(k8s_version)
     if not todo:
+        ensure_kwok_crds(out)
         return out
     if shutil.which("go") is None:
         raise BuildError("the lab builds its binaries with Go, and `go` is not on PATH: install Go 1.24 or newer")
@@ -152,6 +170,7 @@ def ensure_binaries(k8s_version: str = versions.K8S_VERSION) -> Path:
         go_install("sigs.k8s.io/kwok/cmd/kwok", versions.KWOK_VERSION, out, "kwok")
     if any(b in todo for b in versions.CONTROL_PLANE_BINARIES):
         build_control_plane(k8s_version, out)
+    ensure_kwok_crds(out)
     return out
 
 

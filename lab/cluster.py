@@ -1,0 +1,180 @@
+"""Bring the whole lab up or down, and describe it (`python -m lab up|down|status|env`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+from lab import build, chartrepo, controlplane, kwok, pki, processes, versions
+from lab.controlplane import LabError
+from lab.nodes import ensure_nodes
+from lab.spec import LabSpec, load
+from lab.state import LabPaths, load_ports
+
+SUITE_BINDING = "lab-suite-cluster-admin"
+# Order matters for `down`: the twin and kwok first, the apiserver's storage last.
+ALL_PROCESSES = ("twin", "kwok", "chartrepo", *controlplane.COMPONENTS)
+
+
+def api_client(paths: LabPaths, identity: pki.Identity = pki.HELPER) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(paths.kubeconfig(identity.stem)))
+
+
+def _spec_fingerprint(spec: LabSpec) -> str:
+    return json.dumps([asdict(n) for n in spec.nodes] + [asdict(spec.timing)], default=str, sort_keys=True)
+
+
+def _bootstrap_rbac(api: client.ApiClient) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    body = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": SUITE_BINDING},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": pki.SUITE.user}],
+    }
+    try:
+        rbac.create_cluster_role_binding(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def _install_kwok_crds(api: client.ApiClient, crd_dir: Path) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    for f in sorted(crd_dir.glob("*.yaml")):
+        doc = yaml.safe_load(f.read_text())
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        name = doc["metadata"]["name"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            crd = ext.read_custom_resource_definition(name)
+            if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                break
+            time.sleep(0.1)
+
+
+def _ready(node: client.V1Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+
+
+def wait_nodes_ready(api: client.ApiClient, names: set[str], paths: LabPaths, timeout: float = 60.0) -> None:
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    lst = core.list_node()
+    ready = {n.metadata.name for n in lst.items if _ready(n)}
+    if names <= ready:
+        return
+    w = watch.Watch()
+    for ev in w.stream(core.list_node, resource_version=lst.metadata.resource_version,
+                       timeout_seconds=max(1, int(timeout))):
+        node = ev["object"]
+        if _ready(node):
+            ready.add(node.metadata.name)
+        else:
+            ready.discard(node.metadata.name)
+        if names <= ready or time.monotonic() > deadline:
+            w.stop()
+    missing = names - ready
+    if missing:
+        raise LabError(f"nodes not Ready after {timeout:.0f}s: {sorted(missing)}; kwok log:\n"
+                       + processes.log_tail(paths, "kwok"))
+
+
+def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool = False) -> dict:
+    paths = paths or LabPaths()
+    spec = load(spec_path)
+    say = (lambda *_: None) if quiet else (lambda m: print(f"[lab] {m}", file=sys.stderr, flush=True))
+    fingerprint = _spec_fingerprint(spec)
+    if paths.spec_file.exists() and processes.running(paths, "kube-apiserver"):
+        recorded = json.loads(paths.spec_file.read_text())
+        if recorded["fingerprint"] != fingerprint:
+            raise LabError(
+                f"a lab is already running with spec {recorded['source']}; run `python -m lab down` first "
+                f"to start one from {spec.source}")
+    bin_dir = build.ensure_binaries()
+    paths.ensure()
+    ports = load_ports(paths)
+    t0 = time.monotonic()
+    say(f"control plane {versions.K8S_VERSION} on https://127.0.0.1:{ports['apiserver']}")
+    controlplane.start(bin_dir, paths, ports)
+    api = api_client(paths)
+    _bootstrap_rbac(api)
+    _install_kwok_crds(api, bin_dir / "kwok-crds")
+    paths.spec_file.write_text(json.dumps({"source": str(spec.source), "fingerprint": fingerprint}))
+    from lab.twin import hostview  # the twin's host views must exist before anything runs on them
+
+    for node in spec.nodes:
+        hostview.seed(paths, node)
+    kwok.start(bin_dir, paths, ports)
+    chartrepo.prepare(paths, bin_dir / "helm", ports["charts"])
+    processes.start(paths, "chartrepo", [sys.executable, "-m", "lab.chartrepo", "serve", str(paths.charts),
+                                         str(ports["charts"])], cwd=Path(__file__).resolve().parent.parent)
+    processes.start(paths, "twin", [sys.executable, "-m", "lab.twin", "--state", str(paths.root),
+                                    "--spec", str(spec.source)], cwd=Path(__file__).resolve().parent.parent)
+    created = ensure_nodes(client.CoreV1Api(api), spec.nodes)
+    if created:
+        say(f"created nodes {', '.join(created)}")
+    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths)
+    say(f"lab up in {time.monotonic() - t0:.1f}s: {len(spec.nodes)} nodes Ready")
+    return status(paths)
+
+
+def down(paths: LabPaths | None = None) -> list[str]:
+    """Stop every lab process; the state folder is removed too so the next `up` starts clean."""
+    import shutil
+
+    paths = paths or LabPaths()
+    stopped = [name for name in ALL_PROCESSES if processes.stop(paths, name)]
+    if paths.root.exists():
+        shutil.rmtree(paths.root, ignore_errors=True)
+    return stopped
+
+
+def status(paths: LabPaths | None = None) -> dict:
+    paths = paths or LabPaths()
+    procs = {name: (p.pid if (p := processes.running(paths, name)) else None) for name in ALL_PROCESSES}
+    running = all(procs.values())
+    ports = json.loads(paths.ports_file.read_text()) if paths.ports_file.exists() else {}
+    nodes: list[dict] = []
+    if paths.spec_file.exists():
+        recorded = json.loads(paths.spec_file.read_text())
+        spec = load(Path(recorded["source"]))
+        twin_ports = {}
+        tp = paths.root / "twin-endpoints.json"
+        if tp.exists():
+            twin_ports = json.loads(tp.read_text())
+        for n in spec.nodes:
+            nodes.append({
+                "name": n.name, "gpus": n.gpus, "product": n.product if n.is_gpu else None,
+                "control_plane": n.control_plane, "docker": n.docker, "faults": list(n.faults),
+                "host_root": str(paths.host_root(n.name)),
+                "dcgm_url": twin_ports.get(n.name),
+            })
+    return {
+        "running": running,
+        "state_dir": str(paths.root),
+        "kubeconfig": str(paths.kubeconfig(pki.SUITE.stem)),
+        "admin_kubeconfig": str(paths.kubeconfig(pki.ADMIN.stem)),
+        "helper_kubeconfig": str(paths.kubeconfig(pki.HELPER.stem)),
+        "no_rights_kubeconfig": str(paths.kubeconfig(pki.NOBODY.stem)),
+        "server": controlplane.server_url(ports) if ports else None,
+        "audit_log": str(paths.audit_log),
+        "suite_user": pki.SUITE.user,
+        "lab_users": {i.stem: i.user for i in pki.CLIENT_IDENTITIES if i is not pki.SUITE},
+        "kubernetes_version": versions.K8S_VERSION,
+        "chart_repo": f"http://127.0.0.1:{ports['charts']}" if ports else None,
+        "helm": str(versions.bin_dir() / "helm"),
+        "processes": procs,
+        "nodes": nodes,
+    }

@@ -1,0 +1,66 @@
+"""Node objects for the lab's simulated nodes (created by the lab helper identity, run by kwok)."""
+
+from __future__ import annotations
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from lab import versions
+from lab.kwok import MANAGED_ANNOTATION
+from lab.spec import NodeSpec
+
+NFD_PCI_LABEL = "feature.node.kubernetes.io/pci-10de.present"
+LAB_NODE_LABEL = "lab.gpu-conformance.io/node"
+
+
+def node_manifest(node: NodeSpec) -> dict:
+    labels = {
+        "kubernetes.io/hostname": node.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": node.arch,
+        LAB_NODE_LABEL: "true",
+    }
+    if node.control_plane:
+        labels["node-role.kubernetes.io/control-plane"] = ""
+    if node.is_gpu:
+        # What NFD's worker reports for a host with an NVIDIA PCI device. The chart's NFD pods cannot
+        # run in the lab, so the node carries the label from the start, as on a cluster where NFD ran.
+        labels[NFD_PCI_LABEL] = "true"
+    labels.update(node.labels)
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": labels, "annotations": {MANAGED_ANNOTATION: "fake"}},
+        "spec": {},
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            "nodeInfo": {
+                "architecture": node.arch,
+                "containerRuntimeVersion": f"containerd://{node.containerd_version}",
+                "kubeletVersion": versions.K8S_VERSION,
+                "kubeProxyVersion": versions.K8S_VERSION,
+                "kernelVersion": "6.8.0-60-generic",
+                "operatingSystem": "linux",
+                "osImage": "Ubuntu 24.04.2 LTS",
+                "bootID": "", "machineID": "", "systemUUID": "",
+            },
+        },
+    }
+
+
+def ensure_nodes(api: client.CoreV1Api, nodes: tuple[NodeSpec, ...]) -> list[str]:
+    """Create the spec's nodes that do not exist yet; returns the names created."""
+    existing = {n.metadata.name for n in api.list_node().items}
+    created = []
+    for node in nodes:
+        if node.name in existing:
+            continue
+        try:
+            api.create_node(node_manifest(node))
+            created.append(node.name)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    return created

@@ -1,0 +1,94 @@
+"""Per-node DCGM exporter endpoints: HTTP on the exporter pod's loopback IP, port 9400, serving
+Prometheus text in dcgm-exporter's format for the GPUs the node's nvidia-smi reports."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+from lab.spec import NodeSpec
+from lab.state import LabPaths
+
+PORT = 9400
+_METRICS = (
+    ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).", lambda g: 1980),
+    ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C).", lambda g: g.temperature or 36),
+    ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W).", lambda g: g.power_draw_w or 114.99),
+    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter",
+     "Total energy consumption since boot (in mJ).", lambda g: 123456789),
+    ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %).", lambda g: g.utilization or 0),
+    ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered.", lambda g: 0),
+)
+_FB = (
+    ("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).",
+     lambda g: (g.memory_total_mib or 0) - (g.memory_used_mib or 0)),
+    ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).", lambda g: g.memory_used_mib or 0),
+)
+
+
+def render(node: NodeSpec, gpus: list) -> str:
+    unified = any(g.memory_total_mib is None for g in gpus)
+    out: list[str] = []
+    for name, kind, help_text, value in _METRICS + (() if unified else _FB):
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        for g in gpus:
+            labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.pci_bus_id}",device="nvidia{g.index}",'
+                      f'modelName="{g.name}",Hostname="{node.name}",DCGM_FI_DRIVER_VERSION="{g.driver_version}"')
+            out.append(f"{name}{{{labels}}} {value(g)}")
+    return "\n".join(out) + "\n"
+
+
+class Servers:
+    """One exporter endpoint per running dcgm-exporter pod; the lab records them for `lab status`."""
+
+    def __init__(self, paths: LabPaths) -> None:
+        self.paths = paths
+        self.servers: dict[str, tuple[http.server.ThreadingHTTPServer, str]] = {}
+        self.lock = threading.Lock()
+        self.endpoints_file: Path = paths.root / "twin-endpoints.json"
+
+    def start(self, uid: str, ip: str, node: NodeSpec, gpus: list) -> str:
+        body = render(node, gpus).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] == "/metrics":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif self.path == "/health":
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(b"OK")
+                else:
+                    self.send_error(404)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        with self.lock:
+            if uid in self.servers:
+                return self.servers[uid][1]
+            srv = http.server.ThreadingHTTPServer((ip, PORT), Handler)
+            threading.Thread(target=srv.serve_forever, daemon=True, name=f"dcgm-{node.name}").start()
+            url = f"http://{ip}:{PORT}/metrics"
+            self.servers[uid] = (srv, url)
+            self._save(node.name, url)
+            return url
+
+    def stop(self, uid: str) -> None:
+        with self.lock:
+            entry = self.servers.pop(uid, None)
+        if entry:
+            entry[0].shutdown()
+            entry[0].server_close()
+
+    def _save(self, node: str, url: str) -> None:
+        data = json.loads(self.endpoints_file.read_text()) if self.endpoints_file.exists() else {}
+        data[node] = url
+        self.endpoints_file.write_text(json.dumps(data, indent=2))

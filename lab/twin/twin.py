@@ -1,0 +1,643 @@
+"""The GPU node twin's Kubernetes side: it plays the GPU Operator and, on each lab node, the kubelet's
+part for the pods that land there (the real controller-manager creates them, the real scheduler places
+them, kwok keeps the nodes alive).
+
+What each pod does is decided here from the node's host view (lab/twin/hostview.py and friends) and the
+node's faults: operand pods need the nvidia runtime in the node's running containerd, the toolkit pod
+writes its drop-in, the device plugin advertises GPUs x replicas, GFD labels, the DCGM exporter serves
+metrics on the pod's loopback IP, CUDA workloads succeed or fail with the real output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import heapq
+import ipaddress
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from lab.kwok import RUNTIME_DOWN_ANNOTATION
+from lab.spec import LabSpec, NodeSpec
+from lab.state import LabPaths
+from lab.twin import containerd, dcgm_server, operands, outputs, plugin_config
+from lab.twin.gpus import gpus_for
+from lab.twin.informer import Informer
+
+log = logging.getLogger("twin")
+POD_IP_BASE = ipaddress.ip_address("127.1.0.1")
+WORKLOAD_RESOURCE = "nvidia.com/gpu"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Timers:
+    """Delayed callbacks on one thread (the twin's notion of 'this takes a while')."""
+
+    def __init__(self, run: Callable[[Callable[[], None]], None]) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cv = threading.Condition()
+        self._seq = 0
+        self._run = run
+        threading.Thread(target=self._loop, name="twin-timers", daemon=True).start()
+
+    def after(self, delay: float, fn: Callable[[], None]) -> None:
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, fn))
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cv.wait(timeout=(self._heap[0][0] - time.monotonic()) if self._heap else None)
+                _, _, fn = heapq.heappop(self._heap)
+            self._run(fn)
+
+
+class Twin:
+    def __init__(self, paths: LabPaths, spec: LabSpec, api: client.ApiClient) -> None:
+        self.paths = paths
+        self.spec = spec
+        self.nodes: dict[str, NodeSpec] = {n.name: n for n in spec.nodes}
+        self.timing = spec.timing
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.node_api = client.NodeV1Api(api)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="twin-work")
+        self.timers = Timers(self._submit)
+        self.lock = threading.RLock()
+        self.pod_state: dict[str, str] = {}       # pod uid -> what the twin has done with it
+        self.pod_ips: dict[str, str] = {}
+        self.next_ip = 0
+        self.runtime_seen: dict[str, float] = {}   # node -> mtime of .twin/containerd.json last acted on
+        self.plugin_sharing: dict[str, plugin_config.Sharing] = {}  # node -> config the running plugin loaded
+        self.dcgm = dcgm_server.Servers(paths)
+        self.reconcile_pending = threading.Event()
+        self.events_file = paths.root / "twin-events.jsonl"
+        self.informers: dict[str, Informer] = {}
+
+    # ----------------------------------------------------------------- plumbing
+    def _submit(self, fn: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                fn()
+            except ApiException as exc:
+                if exc.status not in (404, 409):
+                    log.warning("api error in %s: %s %s", getattr(fn, "__name__", fn), exc.status, exc.reason)
+            except Exception:
+                log.exception("twin task failed")
+        self.pool.submit(guarded)
+
+    def record(self, kind: str, **fields: object) -> None:
+        """Moments the twin reached a state (the benchmark measures the suite's reaction to them)."""
+        with self.lock, self.events_file.open("a") as f:
+            f.write(json.dumps({"t": time.time(), "kind": kind, **fields}) + "\n")
+
+    def start(self) -> None:
+        self.informers = {
+            "nodes": Informer("nodes", self.core.list_node, self._on_node),
+            "pods": Informer("pods", self.core.list_pod_for_all_namespaces, self._on_pod),
+            "daemonsets": Informer("daemonsets", self.apps.list_daemon_set_for_all_namespaces, self._on_ds),
+            "deployments": Informer("deployments", self.apps.list_deployment_for_all_namespaces, self._on_ds,
+                                    field_selector="metadata.name=gpu-operator"),
+            "clusterpolicies": Informer(
+                "clusterpolicies",
+                lambda **kw: self.custom.list_cluster_custom_object(operands.GROUP, operands.VERSION,
+                                                                    operands.PLURAL, **kw),
+                self._on_cp),
+            "configmaps": Informer("configmaps", self.core.list_config_map_for_all_namespaces, lambda *_: None),
+        }
+        for inf in self.informers.values():
+            inf.start()
+        threading.Thread(target=self._reconcile_loop, name="twin-operator", daemon=True).start()
+        threading.Thread(target=self._watch_hosts, name="twin-hosts", daemon=True).start()
+
+    # ----------------------------------------------------------------- event handlers
+    def _on_node(self, etype: str, obj: dict) -> None:
+        self.reconcile_pending.set()
+
+    def _on_ds(self, etype: str, obj: dict) -> None:
+        self.reconcile_pending.set()
+
+    def _on_cp(self, etype: str, obj: dict) -> None:
+        self.reconcile_pending.set()
+
+    def _on_pod(self, etype: str, pod: dict) -> None:
+        md, spec = pod["metadata"], pod.get("spec") or {}
+        node = spec.get("nodeName")
+        uid = md["uid"]
+        if etype == "DELETED":
+            self._forget_pod(pod)
+            return
+        if node not in self.nodes:
+            return
+        if md.get("deletionTimestamp"):
+            with self.lock:
+                if self.pod_state.get(uid) == "deleting":
+                    return
+                self.pod_state[uid] = "deleting"
+            self._submit(lambda: self._finish_delete(pod))
+            return
+        with self.lock:
+            if uid in self.pod_state:
+                return
+            self.pod_state[uid] = "starting"
+        self.timers.after(self.timing.pod_start_s, lambda: self._start_pod(pod))
+
+    # ----------------------------------------------------------------- pod lifecycle
+    def _pod_ip(self, pod: dict) -> str:
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return "127.0.0.1"
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            if uid not in self.pod_ips:
+                self.pod_ips[uid] = str(POD_IP_BASE + self.next_ip)
+                self.next_ip += 1
+            return self.pod_ips[uid]
+
+    def _host_root(self, node: str) -> Path:
+        return self.paths.host_root(node)
+
+    def _runtime(self, node: str) -> dict:
+        return containerd.state(self._host_root(node))
+
+    def _has_runtime(self, node: str, handler: str) -> bool:
+        st = self._runtime(node)
+        return bool(st.get("running")) and handler in (st.get("runtimes") or [])
+
+    def _start_pod(self, pod: dict) -> None:
+        md, spec = pod["metadata"], pod["spec"]
+        uid, node_name = md["uid"], spec["nodeName"]
+        current = self.informers["pods"].get(f"{md['namespace']}/{md['name']}")
+        if current is None or current["metadata"]["uid"] != uid or current["metadata"].get("deletionTimestamp"):
+            return
+        node = self.nodes[node_name]
+        rt = self._runtime(node_name)
+        if not rt.get("running", True):
+            self._event(pod, "Warning", "FailedCreatePodSandBox",
+                        f"Failed to create pod sandbox: container runtime is down: {rt.get('error')}")
+            self._set_state(uid, "waiting-runtime")
+            return
+        handler = spec.get("runtimeClassName")
+        if handler and not self._has_runtime(node_name, handler):
+            self._event(pod, "Warning", "FailedCreatePodSandBox",
+                        f'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox '
+                        f'runtime: no runtime for "{handler}" is configured')
+            self._set_state(uid, "waiting-runtime")
+            return
+        app = (md.get("labels") or {}).get("app", "")
+        op = operands.BY_APP.get(app)
+        if op is not None:
+            self._start_operand(pod, op, node)
+        elif self._requests_gpu(pod):
+            self._run_workload(pod, node)
+        elif any(o.get("kind") == "Job" for o in md.get("ownerReferences") or []):
+            self._run_job_pod(pod)
+        else:
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
+
+    @staticmethod
+    def _requests_gpu(pod: dict) -> bool:
+        for c in pod["spec"].get("containers", []):
+            res = c.get("resources") or {}
+            if WORKLOAD_RESOURCE in (res.get("limits") or {}) or WORKLOAD_RESOURCE in (res.get("requests") or {}):
+                return True
+        return False
+
+    def _set_state(self, uid: str, state: str) -> None:
+        with self.lock:
+            if self.pod_state.get(uid) != "deleting":
+                self.pod_state[uid] = state
+
+    def _container_statuses(self, pod: dict, ready: bool, state: dict, restarts: int = 0) -> list[dict]:
+        return [{
+            "name": c["name"], "image": c.get("image", ""), "imageID": "",
+            "containerID": f"containerd://{pod['metadata']['uid'].replace('-', '')}{i}",
+            "ready": ready, "started": "running" in state, "restartCount": restarts, "state": state,
+        } for i, c in enumerate(pod["spec"].get("containers", []))]
+
+    def _patch_status(self, pod: dict, status: dict) -> None:
+        md = pod["metadata"]
+        self.core.patch_namespaced_pod_status(md["name"], md["namespace"], {"status": status})
+
+    def _set_running(self, pod: dict, ready: bool, restarts: int = 0, waiting: dict | None = None,
+                     init_waiting: str | None = None) -> None:
+        t = now()
+        ip = self._pod_ip(pod)
+        state = {"waiting": waiting} if waiting else {"running": {"startedAt": t}}
+        status: dict = {
+            "phase": "Running" if not init_waiting else "Pending",
+            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "podIP": ip, "podIPs": [{"ip": ip}],
+            "startTime": t,
+            "conditions": [
+                {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": t},
+                {"type": "Initialized", "status": "False" if init_waiting else "True", "lastTransitionTime": t},
+                {"type": "ContainersReady", "status": str(ready), "lastTransitionTime": t},
+                {"type": "Ready", "status": str(ready), "lastTransitionTime": t},
+            ],
+            "containerStatuses": self._container_statuses(pod, ready, state, restarts),
+        }
+        if pod["spec"].get("initContainers"):
+            status["initContainerStatuses"] = [{
+                "name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": not init_waiting,
+                "restartCount": 0,
+                "state": ({"running": {"startedAt": t}} if init_waiting == c["name"]
+                          else {"waiting": {"reason": "PodInitializing"}} if init_waiting
+                          else {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}}),
+            } for c in pod["spec"]["initContainers"]]
+        self._patch_status(pod, status)
+
+    def _set_terminated(self, pod: dict, exit_code: int, log_text: str) -> None:
+        self._write_logs(pod, log_text)
+        t = now()
+        ok = exit_code == 0
+        state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if ok else "Error",
+                                "startedAt": t, "finishedAt": t}}
+        self._patch_status(pod, {
+            "phase": "Succeeded" if ok else "Failed",
+            "hostIP": "127.0.0.1", "podIP": self._pod_ip(pod), "podIPs": [{"ip": self._pod_ip(pod)}],
+            "startTime": t,
+            "conditions": [
+                {"type": "Initialized", "status": "True", "lastTransitionTime": t},
+                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": t},
+                {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": t},
+            ],
+            "containerStatuses": self._container_statuses(pod, False, state),
+        })
+
+    def _write_logs(self, pod: dict, text: str) -> None:
+        """Container logs in CRI format, served by kwok's kubelet API through a `Logs` object."""
+        md = pod["metadata"]
+        folder = self.paths.root / "podlogs"
+        folder.mkdir(exist_ok=True)
+        entries = []
+        for c in pod["spec"].get("containers", []):
+            f = folder / f"{md['namespace']}_{md['name']}_{md['uid']}_{c['name']}.log"
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            f.write_text("".join(f"{stamp} stdout F {line}\n" for line in text.splitlines()))
+            entries.append({"containers": [c["name"]], "logsFile": str(f)})
+        body = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                "metadata": {"name": md["name"], "namespace": md["namespace"]}, "spec": {"logs": entries}}
+        try:
+            self.custom.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", md["namespace"], "logs", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.custom.replace_namespaced_custom_object(
+                "kwok.x-k8s.io", "v1alpha1", md["namespace"], "logs", md["name"],
+                {**body, "metadata": {**body["metadata"], "resourceVersion": self.custom.get_namespaced_custom_object(
+                    "kwok.x-k8s.io", "v1alpha1", md["namespace"], "logs", md["name"])["metadata"]["resourceVersion"]}})
+
+    def _event(self, pod: dict, etype: str, reason: str, message: str) -> None:
+        md = pod["metadata"]
+        name = f"{md['name']}.{reason.lower()}.{int(time.time() * 1000)}"
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_event(md["namespace"], {
+                "metadata": {"name": name, "namespace": md["namespace"]},
+                "involvedObject": {"kind": "Pod", "name": md["name"], "namespace": md["namespace"],
+                                   "uid": md["uid"], "apiVersion": "v1"},
+                "type": etype, "reason": reason, "message": message,
+                "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+                "firstTimestamp": now(), "lastTimestamp": now(), "count": 1,
+            })
+
+    def _finish_delete(self, pod: dict) -> None:
+        md = pod["metadata"]
+        try:
+            self.core.delete_namespaced_pod(md["name"], md["namespace"], grace_period_seconds=0,
+                                            body=client.V1DeleteOptions(grace_period_seconds=0,
+                                                                        preconditions={"uid": md["uid"]}))
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def _forget_pod(self, pod: dict) -> None:
+        md, spec = pod["metadata"], pod.get("spec") or {}
+        with self.lock:
+            self.pod_state.pop(md["uid"], None)
+            self.pod_ips.pop(md["uid"], None)
+        app = (md.get("labels") or {}).get("app")
+        node = spec.get("nodeName")
+        if app == "nvidia-dcgm-exporter":
+            self.dcgm.stop(md["uid"])
+        if app == "nvidia-device-plugin-daemonset" and node in self.nodes:
+            # kubelet drops a device plugin's resources when the plugin goes away.
+            self._submit(lambda: self._advertise(node, 0))
+        with contextlib.suppress(ApiException):
+            self.custom.delete_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", md["namespace"], "logs",
+                                                        md["name"])
+
+    # ----------------------------------------------------------------- workloads
+    def _run_workload(self, pod: dict, node: NodeSpec) -> None:
+        uid = pod["metadata"]["uid"]
+        self._set_running(pod, ready=True)
+        self._set_state(uid, "running")
+        fails = "vectoradd-fails" in node.faults or "driver-broken" in node.faults or "gpu-missing" in node.faults
+
+        def finish() -> None:
+            if fails:
+                self._set_terminated(pod, 1, outputs.VECTORADD_FAILED)
+            else:
+                self._set_terminated(pod, 0, outputs.VECTORADD_PASSED)
+            self._set_state(uid, "done")
+        self.timers.after(self.timing.workload_s, finish)
+
+    def _run_job_pod(self, pod: dict) -> None:
+        """Pods of Jobs (the chart's CRD-upgrade and NFD-prune hooks) run to completion."""
+        uid = pod["metadata"]["uid"]
+        self._set_running(pod, ready=True)
+
+        def finish() -> None:
+            self._set_terminated(pod, 0, "")
+            self._set_state(uid, "done")
+        self.timers.after(self.timing.workload_s, finish)
+
+    # ----------------------------------------------------------------- operands
+    def _cluster_policy(self) -> dict | None:
+        return self.informers["clusterpolicies"].get(f"/{operands.CLUSTER_POLICY}")
+
+    def _start_operand(self, pod: dict, op: operands.Operand, node: NodeSpec) -> None:
+        uid = pod["metadata"]["uid"]
+        cp = self._cluster_policy() or {"spec": {}}
+        ns = pod["metadata"]["namespace"]
+        if op is operands.DRIVER:
+            self._crashloop(pod, outputs.DRIVER_IN_USE)
+            return
+        if op.component == "toolkit":
+            self._set_running(pod, ready=False)
+
+            def install() -> None:
+                env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
+                written = containerd.toolkit_install(self._host_root(node.name), env,
+                                                     operands.cdi_enabled(cp.get("spec") or {}), node.faults)
+                self._write_logs(pod, "".join(f"Wrote {p}\n" for p in written))
+                self._set_running(pod, ready=True)
+                self._set_state(uid, "running")
+                self.record("toolkit-ready", node=node.name)
+            self.timers.after(self.timing.toolkit_ready_s, install)
+            return
+        if op.component == "devicePlugin":
+            self._start_device_plugin(pod, node, cp, ns)
+            return
+        if op.component == "gfd":
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
+            self._submit(lambda: self._label_gfd(node, cp))
+            return
+        if op.component == "dcgmExporter":
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
+            if "dcgm-down" not in node.faults and "driver-broken" not in node.faults:
+                self.dcgm.start(uid, self._pod_ip(pod), node, gpus_for(node))
+            return
+        if op.component == "validator":
+            self._validate(pod, node)
+            return
+        self._set_running(pod, ready=True)
+        self._set_state(uid, "running")
+
+    def _crashloop(self, pod: dict, message: str) -> None:
+        self._write_logs(pod, message + "\n")
+        self._set_running(pod, ready=False, restarts=3,
+                          waiting={"reason": "CrashLoopBackOff",
+                                   "message": f"back-off 40s restarting failed container: {message}"})
+        self._set_state(pod["metadata"]["uid"], "crashloop")
+
+    def _start_device_plugin(self, pod: dict, node: NodeSpec, cp: dict, ns: str) -> None:
+        uid = pod["metadata"]["uid"]
+        if "device-plugin-crash" in node.faults or "driver-broken" in node.faults:
+            self._crashloop(pod, "failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND"
+                            if "driver-broken" in node.faults else "panic: runtime error: invalid memory address")
+            return
+        self._set_running(pod, ready=False)
+        env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
+        node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
+        labels = node_obj["metadata"].get("labels") or {}
+        cm_name = env.get("CONFIG_NAME", "")
+        cm = self.informers["configmaps"].get(f"{ns}/{cm_name}") if cm_name else None
+        sharing = plugin_config.choose(labels, cm_name, env.get("DEFAULT_CONFIG", ""), cm)
+        self.plugin_sharing[node.name] = sharing
+        gpus = 0 if "gpu-missing" in node.faults else node.gpus
+        log_text = outputs.DEVICE_PLUGIN_START + (f"E {sharing.error}\n" if sharing.error else "") + (
+            f"Running with time-slicing: {sharing.replicas} replicas per GPU\n" if sharing.shared else
+            "No sharing configured\n") + ("No devices found. Waiting indefinitely.\n" if not gpus else "")
+        delay = self.timing.plugin_ready_s + (self.timing.slow_advertise_s if "slow-advertise" in node.faults else 0)
+
+        def ready() -> None:
+            self._write_logs(pod, log_text)
+            self._advertise(node.name, gpus * sharing.replicas)
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
+            self._label_gfd(node, self._cluster_policy() or cp)
+            self.record("gpus-advertised", node=node.name, count=gpus * sharing.replicas)
+        self.timers.after(delay, ready)
+
+    def _advertise(self, node: str, count: int) -> None:
+        self.core.patch_node_status(node, {"status": {"capacity": {WORKLOAD_RESOURCE: str(count)},
+                                                      "allocatable": {WORKLOAD_RESOURCE: str(count)}}})
+
+    def _label_gfd(self, node: NodeSpec, cp: dict) -> None:
+        """GPU feature discovery's labels, from the config the node's device plugin loaded."""
+        node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
+        labels = node_obj["metadata"].get("labels") or {}
+        gfd_running = any(
+            (p["spec"].get("nodeName") == node.name and (p["metadata"].get("labels") or {}).get("app")
+             == "gpu-feature-discovery" and (p.get("status") or {}).get("phase") == "Running")
+            for p in self.informers["pods"].items())
+        if not gfd_running or "driver-broken" in node.faults:
+            return
+        sharing = self.plugin_sharing.get(node.name, plugin_config.Sharing())
+        gpus = 0 if "gpu-missing" in node.faults else node.gpus
+        records = gpus_for(node)
+        want = {
+            "nvidia.com/gpu.count": str(gpus),
+            "nvidia.com/gpu.product": plugin_config.product_label(node.product, sharing),
+            "nvidia.com/gpu.replicas": str(sharing.replicas),
+            "nvidia.com/gpu.sharing-strategy": "time-slicing" if sharing.shared else "none",
+            "nvidia.com/gpu.family": "blackwell" if "GB" in node.product else "hopper",
+            "nvidia.com/cuda.driver-version.full": node.driver,
+            "nvidia.com/cuda.driver-version.major": node.driver.split(".")[0],
+            "nvidia.com/gpu.compute.major": node.compute_cap.split(".")[0],
+            "nvidia.com/gpu.compute.minor": node.compute_cap.split(".")[1] if "." in node.compute_cap else "0",
+            "nvidia.com/mig.strategy": str(((cp.get("spec") or {}).get("mig") or {}).get("strategy", "single")),
+        }
+        if records and records[0].memory_total_mib is not None:
+            want["nvidia.com/gpu.memory"] = str(records[0].memory_total_mib)
+        patch = {k: v for k, v in want.items() if labels.get(k) != v}
+        if patch:
+            self.core.patch_node(node.name, {"metadata": {"labels": patch}})
+
+    def _validate(self, pod: dict, node: NodeSpec) -> None:
+        """The validator's init containers in order driver -> toolkit -> cuda -> plugin."""
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            if self.pod_state.get(uid) == "deleting":
+                return
+        root = self._host_root(node.name)
+        cp = self._cluster_policy() or {"spec": {}}
+        waiting = None
+        host_driver_ready = (root / "run/nvidia/validations/host-driver-ready").exists()
+        driver_broken = "driver-broken" in node.faults or "gpu-missing" in node.faults
+        if driver_broken or (not operands.driver_enabled(cp.get("spec") or {}) and not host_driver_ready):
+            waiting = "driver-validation"
+        elif not self._has_runtime(node.name, "nvidia"):
+            waiting = "toolkit-validation"
+        elif "vectoradd-fails" in node.faults:
+            waiting = "cuda-validation"
+        elif self._allocatable(node.name) == 0:
+            waiting = "plugin-validation"
+        if waiting:
+            self._set_running(pod, ready=False, init_waiting=waiting)
+            self._set_state(uid, "validating")
+            self.timers.after(0.5, lambda: self._validate(pod, node))
+            return
+        vdir = root / "run/nvidia/validations"
+        vdir.mkdir(parents=True, exist_ok=True)
+        for step in ("driver-ready", "toolkit-ready", "cuda-ready", "plugin-ready"):
+            (vdir / step).touch()
+        self._set_running(pod, ready=True)
+        self._set_state(uid, "running")
+
+    def _allocatable(self, node: str) -> int:
+        obj = self.informers["nodes"].get(f"/{node}") or {}
+        return int(((obj.get("status") or {}).get("allocatable") or {}).get(WORKLOAD_RESOURCE, "0") or 0)
+
+    # ----------------------------------------------------------------- hosts -> nodes
+    def _watch_hosts(self) -> None:
+        """containerd restarts happen on the hosts (`snap restart k8s.containerd`); reflect them."""
+        while True:
+            for name in self.nodes:
+                f = self._host_root(name) / ".twin" / "containerd.json"
+                try:
+                    mtime = f.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if self.runtime_seen.get(name) == mtime:
+                    continue
+                self.runtime_seen[name] = mtime
+                self._submit(lambda n=name: self._runtime_changed(n))
+            time.sleep(0.2)
+
+    def _runtime_changed(self, node: str) -> None:
+        st = self._runtime(node)
+        obj = self.informers["nodes"].get(f"/{node}")
+        if obj is None:
+            return
+        annotations = obj["metadata"].get("annotations") or {}
+        if st.get("running", True):
+            if RUNTIME_DOWN_ANNOTATION in annotations:
+                self.core.patch_node(node, {"metadata": {"annotations": {RUNTIME_DOWN_ANNOTATION: None}}})
+            self.record("containerd-restarted", node=node, runtimes=st.get("runtimes"))
+        else:
+            message = f"container runtime is down: {st.get('error')}"
+            if annotations.get(RUNTIME_DOWN_ANNOTATION) != message:
+                self.core.patch_node(node, {"metadata": {"annotations": {RUNTIME_DOWN_ANNOTATION: message}}})
+        # Pods that waited for a runtime get another try.
+        for pod in self.informers["pods"].items():
+            if pod["spec"].get("nodeName") != node:
+                continue
+            uid = pod["metadata"]["uid"]
+            with self.lock:
+                if self.pod_state.get(uid) != "waiting-runtime":
+                    continue
+                self.pod_state[uid] = "starting"
+            self.timers.after(self.timing.pod_start_s, lambda p=pod: self._start_pod(p))
+
+    # ----------------------------------------------------------------- operator
+    def _reconcile_loop(self) -> None:
+        for inf in self.informers.values():
+            inf.synced.wait()
+        while True:
+            self.reconcile_pending.wait()
+            self.reconcile_pending.clear()
+            try:
+                self.reconcile()
+            except ApiException as exc:
+                if exc.status not in (404, 409):
+                    log.warning("reconcile: %s %s", exc.status, exc.reason)
+                self.reconcile_pending.set()
+            except Exception:
+                log.exception("reconcile failed")
+            time.sleep(0.05)
+
+    def _operator_namespace(self) -> str | None:
+        for dep in self.informers["deployments"].items():
+            if (dep.get("status") or {}).get("availableReplicas", 0) >= 1:
+                return dep["metadata"]["namespace"]
+        return None
+
+    def reconcile(self) -> None:
+        cp = self._cluster_policy()
+        ns = self._operator_namespace()
+        if cp is None or ns is None:
+            return
+        spec = cp.get("spec") or {}
+        for node in self.informers["nodes"].items():
+            labels = node["metadata"].get("labels") or {}
+            if labels.get(operands.NFD_PCI_LABEL) != "true":
+                continue
+            patch = operands.node_labels(labels, spec)
+            if patch:
+                self.core.patch_node(node["metadata"]["name"], {"metadata": {"labels": patch}})
+        wanted = operands.wanted_operands(spec)
+        existing = {d["metadata"]["name"]: d for d in self.informers["daemonsets"].items()
+                    if d["metadata"]["namespace"] == ns}
+        for op in wanted:
+            body = operands.daemonset(op, spec, ns, cp)
+            cur = existing.get(op.name)
+            if cur is None:
+                self.apps.create_namespaced_daemon_set(ns, body)
+            elif (cur["metadata"].get("annotations") or {}).get(operands.SPEC_HASH) != \
+                    body["metadata"]["annotations"][operands.SPEC_HASH]:
+                # Keep annotations others put on the pod template (e.g. kubectl rollout restart).
+                tmpl_ann = ((cur["spec"]["template"].get("metadata") or {}).get("annotations")) or {}
+                if tmpl_ann:
+                    body["spec"]["template"]["metadata"]["annotations"] = tmpl_ann
+                body["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+                self.apps.replace_namespaced_daemon_set(op.name, ns, body)
+        for op in operands.BY_APP.values():
+            if op not in wanted and op.name in existing:
+                self.apps.delete_namespaced_daemon_set(op.name, ns)
+        have_rc = {rc.metadata.name for rc in self.node_api.list_runtime_class().items}
+        for rc in operands.runtime_classes(spec):
+            if rc["metadata"]["name"] not in have_rc:
+                self.node_api.create_runtime_class(rc)
+        try:
+            self.core.read_namespaced_service("nvidia-dcgm-exporter", ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.core.create_namespaced_service(ns, operands.dcgm_service(ns))
+        ready = all(operands.daemonset_ready(existing[o.name]) for o in wanted if o.name in existing) and \
+            all(o.name in existing for o in wanted)
+        state = "ready" if ready else "notReady"
+        if (cp.get("status") or {}).get("state") != state or (cp.get("status") or {}).get("namespace") != ns:
+            t = now()
+            self.custom.patch_cluster_custom_object_status(operands.GROUP, operands.VERSION, operands.PLURAL,
+                                                           operands.CLUSTER_POLICY, {"status": {
+                "state": state, "namespace": ns,
+                "conditions": [
+                    {"type": "Ready", "status": str(ready), "reason": "Reconciled" if ready else "OperandNotReady",
+                     "message": "" if ready else "ClusterPolicy is not ready, states not ready: " + ", ".join(
+                         o.name for o in wanted if o.name not in existing
+                         or not operands.daemonset_ready(existing[o.name])),
+                     "lastTransitionTime": t},
+                    {"type": "Error", "status": str(not ready), "reason": "Reconciled" if ready else "OperandNotReady",
+                     "message": "", "lastTransitionTime": t},
+                ]}})
+            if ready:
+                self.record("cluster-policy-ready")
