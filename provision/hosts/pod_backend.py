@@ -1,0 +1,332 @@
+"""Host access through the Kubernetes API: a short-lived privileged pod pinned to the node.
+
+The pod (``build_pod_manifest``) runs a tiny image with the host's / mounted at /host, in the host's PID
+namespace, pinned with ``nodeName`` and tolerating every taint. Commands run through ``pods/exec`` as
+``/bin/sh -c '<command>'`` where the command line (built by HostAccess) starts with ``chroot /host``, so the
+host's own binaries and files are used. The pod is deleted in ``close()``; its container only sleeps for
+``lifetime_s`` and the pod has ``activeDeadlineSeconds``, so a crashed run cannot leave it behind for long.
+
+RBAC needed in the pod namespace: pods: create, get, list, watch, delete; pods/exec: create (and get,
+for clusters that still authorize the websocket upgrade as ``get``). The namespace must allow privileged
+pods (Pod Security Admission label ``pod-security.kubernetes.io/enforce: privileged``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from typing import Any
+
+import yaml
+
+from .results import HostUnreachable, RawResult
+from .safety import validate_node_name
+from .spec import DEFAULT_POD_IMAGE, DEFAULT_POD_NAMESPACE
+
+__all__ = [
+    "MANAGED_BY",
+    "POD_RBAC_RULES",
+    "PodExecBackend",
+    "build_pod_manifest",
+    "parse_exec_status",
+]
+
+MANAGED_BY = "gpu-node-conformance"
+COMPONENT = "host-access"
+NODE_LABEL = "gpu-node-conformance/node"
+CONTAINER = "host"
+HOST_MOUNT = "/host"
+
+#: The namespaced Role rules the pod backend needs (for a Role bound to the suite's identity).
+POD_RBAC_RULES: list[dict[str, list[str]]] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+]
+
+_NON_LABEL = re.compile(r"[^a-z0-9-]+")
+
+
+def _pod_name(node_name: str, suffix: str) -> str:
+    stem = _NON_LABEL.sub("-", node_name.lower()).strip("-")
+    # "gnc-host-" (9) + stem + "-" + suffix must stay a DNS-1123 label (<= 63)
+    stem = stem[: 63 - 9 - 1 - len(suffix)].rstrip("-") or "node"
+    return f"gnc-host-{stem}-{suffix}"
+
+
+def _label_value(node_name: str) -> str:
+    """A label value (<= 63, alphanumeric at both ends) identifying the node; long names are truncated."""
+    value = node_name[:63].rstrip("-.")
+    return value
+
+
+def build_pod_manifest(
+    node_name: str,
+    *,
+    namespace: str = DEFAULT_POD_NAMESPACE,
+    image: str = DEFAULT_POD_IMAGE,
+    suffix: str | None = None,
+    lifetime_s: int = 3600,
+    image_pull_secrets: list[str] | None = None,
+) -> dict[str, Any]:
+    """The pod that gives access to ``node_name``'s host (a pure function: same inputs, same manifest).
+
+    ``suffix`` makes the name unique per run (random when not given).
+    """
+    validate_node_name(node_name)
+    if suffix is None:
+        suffix = secrets.token_hex(3)
+    if not re.fullmatch(r"[a-z0-9]{1,10}", suffix):
+        raise ValueError(f"pod name suffix {suffix!r} must be 1-10 lowercase alphanumerics")
+    if not isinstance(lifetime_s, int) or isinstance(lifetime_s, bool) or lifetime_s < 60:
+        raise ValueError(f"lifetime_s {lifetime_s!r} must be an integer >= 60")
+    labels = {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/component": COMPONENT,
+        NODE_LABEL: _label_value(node_name),
+    }
+    spec: dict[str, Any] = {
+        "nodeName": node_name,
+        "hostPID": True,
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 0,
+        "activeDeadlineSeconds": lifetime_s,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        # nodeName bypasses the scheduler, but NoExecute taints would still evict the pod: tolerate all
+        "tolerations": [{"operator": "Exists"}],
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", str(lifetime_s)],
+                "securityContext": {"privileged": True},
+                "volumeMounts": [{"name": "host-root", "mountPath": HOST_MOUNT}],
+                # requests only: commands run in this container's cgroup, a memory limit would kill them
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+            }
+        ],
+        "volumes": [{"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}}],
+    }
+    if image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in image_pull_secrets]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": _pod_name(node_name, suffix),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {"gpu-node-conformance/purpose": f"host access to node {node_name}"},
+        },
+        "spec": spec,
+    }
+
+
+def parse_exec_status(raw: str | bytes | None) -> int:
+    """Exit status from the exec error channel (a metav1.Status as JSON/YAML).
+
+    Success -> 0; Failure with reason NonZeroExitCode -> the ExitCode cause; anything else (the command
+    could not be started, the container is gone) raises RuntimeError with the status message.
+    """
+    if raw is None or (isinstance(raw, str | bytes) and not raw.strip()):
+        raise RuntimeError("the exec stream closed without a status (connection lost?)")
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        status = yaml.safe_load(raw)
+    if not isinstance(status, dict):
+        raise RuntimeError(f"unexpected exec status {raw!r}")
+    if status.get("status") == "Success":
+        return 0
+    details = status.get("details") or {}
+    for cause in details.get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message"))
+            except (TypeError, ValueError):
+                break
+    raise RuntimeError(f"exec failed: {status.get('message') or status}")
+
+
+class PodExecBackend:
+    """Runs shell command lines on a node through a privileged pod (created on first use).
+
+    ``core_v1`` is a ``kubernetes.client.CoreV1Api``. The transport interface is ``execute(command,
+    timeout)`` -> RawResult and ``close()``; HostAccess builds the command lines (with ``chroot /host``).
+    """
+
+    def __init__(
+        self,
+        core_v1: Any,
+        node_name: str,
+        *,
+        namespace: str = DEFAULT_POD_NAMESPACE,
+        image: str = DEFAULT_POD_IMAGE,
+        start_timeout_s: int = 120,
+        lifetime_s: int = 3600,
+        image_pull_secrets: list[str] | None = None,
+    ) -> None:
+        self.core_v1 = core_v1
+        self.node_name = validate_node_name(node_name)
+        self.namespace = namespace
+        self.image = image
+        self.start_timeout_s = start_timeout_s
+        self.lifetime_s = lifetime_s
+        self.image_pull_secrets = image_pull_secrets
+        self.pod_name: str | None = None
+
+    # -- pod lifecycle -------------------------------------------------------------------------------------
+
+    def _unreachable(self, what: str, exc: BaseException | str) -> HostUnreachable:
+        text = exc if isinstance(exc, str) else (getattr(exc, "reason", None) or str(exc))
+        body = getattr(exc, "body", None)
+        if body:
+            try:
+                text = f"{text}: {json.loads(body).get('message', body)}"
+            except (ValueError, AttributeError):
+                text = f"{text}: {body}"
+        return HostUnreachable(self.node_name, f"{what}: {text}")
+
+    def start(self) -> str:
+        """Create the pod and wait (with a watch) until it is Running. Returns the pod name."""
+        if self.pod_name is not None:
+            return self.pod_name
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        manifest = build_pod_manifest(
+            self.node_name,
+            namespace=self.namespace,
+            image=self.image,
+            lifetime_s=self.lifetime_s,
+            image_pull_secrets=self.image_pull_secrets,
+        )
+        name = manifest["metadata"]["name"]
+        try:
+            self.core_v1.create_namespaced_pod(self.namespace, manifest)
+        except ApiException as e:
+            raise self._unreachable(f"cannot create host-access pod {self.namespace}/{name}", e) from e
+        self.pod_name = name
+        try:
+            self._wait_running(name, watch.Watch())
+        except BaseException:
+            self.close()
+            raise
+        return name
+
+    def _wait_running(self, name: str, w: Any) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        deadline = time.monotonic() + self.start_timeout_s
+        last = "no status yet"
+        while True:
+            remaining = int(deadline - time.monotonic())
+            if remaining <= 0:
+                raise self._unreachable(f"host-access pod {self.namespace}/{name} not Running after "
+                                        f"{self.start_timeout_s}s", last)
+            try:
+                for event in w.stream(
+                    self.core_v1.list_namespaced_pod,
+                    self.namespace,
+                    field_selector=f"metadata.name={name}",
+                    timeout_seconds=remaining,
+                ):
+                    pod = event["object"]
+                    if event["type"] == "DELETED":
+                        raise self._unreachable(f"host-access pod {self.namespace}/{name}", "deleted while starting")
+                    phase = getattr(pod.status, "phase", None)
+                    if phase == "Running":
+                        w.stop()
+                        return
+                    if phase in ("Failed", "Succeeded"):
+                        raise self._unreachable(f"host-access pod {self.namespace}/{name}",
+                                                f"phase {phase}: {pod.status.message or pod.status.reason or ''}")
+                    last = f"phase {phase}"
+                    for cs in getattr(pod.status, "container_statuses", None) or []:
+                        waiting = getattr(cs.state, "waiting", None)
+                        if waiting is not None and waiting.reason:
+                            last = f"phase {phase}, container {waiting.reason}: {waiting.message or ''}".strip()
+                            if waiting.reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                                                  "CreateContainerConfigError", "CreateContainerError"):
+                                raise self._unreachable(f"host-access pod {self.namespace}/{name}", last)
+            except ApiException as e:
+                raise self._unreachable(f"cannot watch host-access pod {self.namespace}/{name}", e) from e
+
+    def close(self) -> None:
+        """Delete the pod (idempotent; a pod already gone is fine)."""
+        if self.pod_name is None:
+            return
+        from kubernetes.client.exceptions import ApiException
+
+        name, self.pod_name = self.pod_name, None
+        try:
+            self.core_v1.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except ApiException as e:
+            if e.status != 404:
+                raise self._unreachable(
+                    f"cannot delete host-access pod {self.namespace}/{name} (remove it by the label "
+                    f"app.kubernetes.io/managed-by={MANAGED_BY})",
+                    e,
+                ) from e
+
+    # -- commands ------------------------------------------------------------------------------------------
+
+    def execute(self, command: str, timeout: float | None = None) -> RawResult:
+        """Run one shell command line in the pod (``/bin/sh -c command``) and return its status and output.
+
+        ``timeout`` is enforced by the command line itself (coreutils timeout, added by HostAccess); here it
+        only bounds how long the stream is waited for (timeout + 30 s).
+        """
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import stream
+
+        name = self.start()
+        try:
+            resp = stream(
+                self.core_v1.connect_get_namespaced_pod_exec,
+                name,
+                self.namespace,
+                container=CONTAINER,
+                command=["/bin/sh", "-c", command],
+                stdin=False,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                binary=True,
+                _preload_content=False,
+            )
+        except ApiException as e:
+            raise self._unreachable(f"exec in host-access pod {self.namespace}/{name} failed", e) from e
+        out, err = bytearray(), bytearray()
+        deadline = None if timeout is None else time.monotonic() + timeout + 30
+        try:
+            while resp.is_open():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise self._unreachable(f"exec in host-access pod {self.namespace}/{name}",
+                                            f"no result after {timeout + 30:.0f}s")
+                resp.update(timeout=1)
+                out += resp.read_stdout(timeout=0) or b""
+                err += resp.read_stderr(timeout=0) or b""
+            out += resp.read_stdout(timeout=0) or b""
+            err += resp.read_stderr(timeout=0) or b""
+            status = resp.read_channel(3)
+        except HostUnreachable:
+            raise
+        except Exception as e:
+            raise self._unreachable(f"exec stream of host-access pod {self.namespace}/{name} broke", e) from e
+        finally:
+            resp.close()
+        try:
+            rc = parse_exec_status(status)
+        except RuntimeError as e:
+            raise self._unreachable(f"exec in host-access pod {self.namespace}/{name}", str(e)) from e
+        return RawResult(rc, bytes(out), bytes(err))
+
+    def __enter__(self) -> PodExecBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
