@@ -1,0 +1,429 @@
+"""The conformance checks behind the Then steps. Each returns a Finding: ok, and a message that says what was
+expected, what was found and how to fix it. Could-not-check situations raise Broken (or a transport error).
+Cluster-wide state comes from the run's one snapshot; per-node work reads from it."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+from kubernetes.client.rest import ApiException
+
+from provision import expect
+from provision.context import RunContext
+from provision.converge.cluster import DISCOVERY_CM, DISCOVERY_LABELS, TIME_SLICING_CM, discovery_service
+from provision.converge.hosts import RUNC_DROPIN
+from provision.converge.operator import DROPIN_NAME
+from provision.hostfacts import containerd_facts, docker_config, has_docker
+from provision.kube import MANAGED_BY, SUITE, WaitTimeout, ready, ready_message
+from provision.observe import dcgm, docker_daemon, gfd, nvidia_smi
+from provision.observe.timeslicing import TimeSlicingError, parse_config
+from provision.outcomes import Broken
+
+OPERAND_DAEMONSETS = ("nvidia-container-toolkit-daemonset", "nvidia-device-plugin-daemonset", "nvidia-dcgm-exporter",
+                      "gpu-feature-discovery", "nvidia-operator-validator")
+DCGM_APP = "nvidia-dcgm-exporter"
+GPU = "nvidia.com/gpu"
+
+
+@dataclass
+class Finding:
+    ok: bool
+    message: str
+    attachments: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _fix(expected: str, found: str, fix: str) -> str:
+    return f"expected {expected}; found {found}. Fix: {fix}"
+
+
+# ----------------------------------------------------------------------------------------------- cluster
+def release_deployed(ctx: RunContext) -> Finding:
+    s = ctx.settings
+    rel = ctx.helm.release()
+    if rel is None:
+        return Finding(False, _fix(f"Helm release {s.namespace}/{s.release} at chart {s.chart_version}", "no release",
+                                   "run `pytest features/ --provision` (helm upgrade --install gpu-operator)"))
+    ok = rel.status == "deployed" and rel.chart_version == s.chart_version
+    return Finding(ok, _fix(f"release deployed at {s.chart_version}", f"status {rel.status}, chart {rel.chart}",
+                            f"helm upgrade --install {s.release} {s.chart_repo_name}/gpu-operator --version "
+                            f"{s.chart_version} -n {s.namespace} (or --provision)"))
+
+
+def operator_available(ctx: RunContext) -> Finding:
+    dep = ctx.kube.snapshot().deployments.get("gpu-operator")
+    if dep is None:
+        return Finding(False, _fix("Deployment gpu-operator", "none", "install the operator (--provision)"))
+    st = dep.get("status") or {}
+    ok = st.get("availableReplicas", 0) >= 1
+    return Finding(ok, _fix(">= 1 available replica", f"{st.get('availableReplicas', 0)} available of "
+                            f"{st.get('replicas', 0)}", f"kubectl -n {ctx.settings.namespace} describe deployment "
+                            "gpu-operator; check its pod's events and logs"))
+
+
+def cluster_policy_state(ctx: RunContext, want: str) -> Finding:
+    cp = ctx.kube.snapshot().cluster_policy
+    if cp is None:
+        return Finding(False, _fix("ClusterPolicy cluster-policy", "none", "install the operator chart (--provision)"))
+    st = cp.get("status") or {}
+    conds = "; ".join(f"{c.get('type')}={c.get('status')} {c.get('message', '')}".strip()
+                      for c in st.get("conditions") or [])
+    return Finding(st.get("state") == want, _fix(f"state {want!r}", f"state {st.get('state')!r} ({conds or 'no conditions'})",
+                   "kubectl get clusterpolicy cluster-policy -o yaml; see the operand DaemonSets that are not ready"))
+
+
+def supported_gpu_nodes(ctx: RunContext) -> list[str]:
+    labels = {n: (ctx.kube.snapshot().nodes.get(n, {}).get("metadata") or {}).get("labels") or {}
+              for n in ctx.gpu_nodes}
+    return [n for n in ctx.gpu_nodes if labels[n].get("nvidia.com/gpu.deploy.operator-validator") != "false"]
+
+
+def operands_ready(ctx: RunContext) -> Finding:
+    snap = ctx.kube.snapshot()
+    problems = []
+    nodes = supported_gpu_nodes(ctx)
+    for name in OPERAND_DAEMONSETS:
+        ds = snap.daemonsets.get(name)
+        if ds is None:
+            problems.append(f"{name}: missing")
+            continue
+        for node in nodes:
+            pod = snap.pod_on(name, node)
+            if pod is None:
+                problems.append(f"{name}: no pod on {node}")
+            elif not ready(pod):
+                st = pod.get("status") or {}
+                waits = [c.get("state", {}).get("waiting", {}).get("reason") for c in st.get("containerStatuses") or []]
+                problems.append(f"{name}: pod {pod['metadata']['name']} on {node} not ready "
+                                f"({st.get('phase')}{', ' + ', '.join(w for w in waits if w) if any(waits) else ''})")
+    return Finding(not problems, _fix(f"every operand DaemonSet with a ready pod on each of {len(nodes)} GPU node(s)",
+                                      "; ".join(problems) or "all ready",
+                                      f"kubectl -n {ctx.settings.namespace} get pods -o wide; describe the pods named"))
+
+
+def runtime_class(ctx: RunContext, name: str, handler: str) -> Finding:
+    rc = ctx.kube.snapshot().runtimeclasses.get(name)
+    found = "none" if rc is None else f"handler {rc.get('handler')!r}"
+    return Finding(rc is not None and rc.get("handler") == handler,
+                   _fix(f"RuntimeClass {name} with handler {handler}", found, "the operator creates it; check the "
+                        "operator's log and ClusterPolicy spec.operator.runtimeClass"))
+
+
+def time_slicing_configmap(ctx: RunContext, min_replicas: int) -> Finding:
+    s = ctx.settings
+    snap = ctx.kube.snapshot()
+    cm = snap.configmaps.get(TIME_SLICING_CM)
+    if cm is None:
+        return Finding(False, _fix(f"ConfigMap {s.namespace}/{TIME_SLICING_CM}", "none (it must live in the operator "
+                                   "namespace)", "run --provision, or create it with version v1 and replicas >= 2"))
+    problems = []
+    data = cm.get("data") or {}
+    for key, text in sorted(data.items()):
+        try:
+            cfg = parse_config(text, f"ConfigMap {s.namespace}/{TIME_SLICING_CM} key {key}")
+        except TimeSlicingError as exc:
+            problems.append(str(exc))
+            continue
+        if cfg.replicas is not None and cfg.replicas < min_replicas:
+            problems.append(f"key {key}: replicas {cfg.replicas} < {min_replicas}")
+    cp_cfg = (((snap.cluster_policy or {}).get("spec") or {}).get("devicePlugin") or {}).get("config") or {}
+    if cp_cfg.get("name") != TIME_SLICING_CM:
+        problems.append(f"ClusterPolicy spec.devicePlugin.config.name is {cp_cfg.get('name')!r}, not {TIME_SLICING_CM!r}")
+    if cp_cfg.get("default") and cp_cfg["default"] not in data:
+        problems.append(f"ClusterPolicy default config {cp_cfg['default']!r} is not a key of the ConfigMap")
+    default = data.get(cp_cfg.get("default") or "")
+    if default is not None:
+        try:
+            if parse_config(default).replicas is None:
+                problems.append(f"the default config {cp_cfg.get('default')!r} does not time-slice nvidia.com/gpu")
+        except TimeSlicingError:
+            pass
+    return Finding(not problems, _fix("a valid time-slicing config (version v1, replicas >= "
+                                      f"{min_replicas}) wired into ClusterPolicy", "; ".join(problems) or "valid",
+                                      "run --provision (it also restarts the device plugin, which the operator "
+                                      "does not do for a changed ConfigMap)"))
+
+
+def discovery_configmap(ctx: RunContext) -> Finding:
+    import yaml
+
+    ns = ctx.settings.namespace
+    cm = ctx.kube.snapshot().configmaps.get(DISCOVERY_CM)
+    if cm is None:
+        return Finding(False, _fix(f"ConfigMap {ns}/{DISCOVERY_CM}", "none", "run --provision"))
+    problems = [f"label {k}={cm['metadata'].get('labels', {}).get(k)!r}, want {v!r}"
+                for k, v in DISCOVERY_LABELS.items() if (cm["metadata"].get("labels") or {}).get(k) != v]
+    try:
+        svc = (yaml.safe_load((cm.get("data") or {}).get("service.yaml", "")) or {}).get("service") or {}
+    except yaml.YAMLError as exc:
+        svc = {}
+        problems.append(f"service.yaml is not YAML: {exc}")
+    want = discovery_service(ns)
+    for key in ("name", "display_name", "type", "category"):
+        if svc.get(key) != want[key]:
+            problems.append(f"service.{key}={svc.get(key)!r}, want {want[key]!r}")
+    have_eps = {e.get("name"): e.get("url") for e in svc.get("endpoints") or []}
+    for ep in want["endpoints"]:
+        if have_eps.get(ep["name"]) != ep["url"]:
+            problems.append(f"endpoint {ep['name']}={have_eps.get(ep['name'])!r}, want {ep['url']!r}")
+    return Finding(not problems, _fix("the discovery ConfigMap with both endpoints", "; ".join(problems) or "ok",
+                                      "run --provision"))
+
+
+# ----------------------------------------------------------------------------------------------- per node
+def node_ready(ctx: RunContext, node: str) -> Finding:
+    obj = ctx.kube.snapshot().nodes.get(node)
+    if obj is None:
+        return Finding(False, _fix(f"node {node}", "no such node", "check --gpu-nodes"))
+    return Finding(ready(obj), _fix("Ready=True", ready_message(obj),
+                                    f"kubectl describe node {node}; on the host: snap services k8s.containerd, "
+                                    "journalctl -u snap.k8s.containerd"))
+
+
+def driver(ctx: RunContext, node: str, minimum: int) -> Finding:
+    facts = expect.smi(ctx, node)
+    att = {"nvidia-smi output": facts.stdout + facts.stderr}
+    if facts.finding and not facts.finding.output_usable:
+        return Finding(False, _fix(f"nvidia-smi working with driver >= {minimum}",
+                                   f"{facts.finding.message} (exit {facts.rc})", facts.finding.remediation), att)
+    if facts.parse_error or not facts.gpus:
+        return Finding(False, _fix("nvidia-smi listing the GPUs", facts.parse_error or "no GPUs",
+                                   "run nvidia-smi on the host; reinstall the driver"), att)
+    versions = sorted({g.driver_version or "" for g in facts.gpus})
+    ok = all(v and nvidia_smi.driver_at_least(v, minimum) for v in versions)
+    return Finding(ok, _fix(f"driver >= {minimum}", f"driver {', '.join(versions)}",
+                            f"install NVIDIA driver {minimum} or newer on {node} (apt install nvidia-driver-580-server)"),
+                   att)
+
+
+def physical_count(ctx: RunContext, node: str) -> Finding:
+    facts = expect.smi(ctx, node)
+    att = {"nvidia-smi output": facts.stdout + facts.stderr}
+    if not facts.usable:
+        why = facts.finding.message if facts.finding else facts.parse_error
+        return Finding(False, _fix("GPUs listed by nvidia-smi", why or "nothing", "check the driver and the GPUs"), att)
+    found = len(facts.gpus)
+    want = ctx.settings.expected_gpus.get(node)
+    ok = found >= 1 and (want is None or want == found)
+    expected = f"{want} GPU(s) (setting)" if want is not None else ">= 1 GPU"
+    return Finding(ok, _fix(expected, f"{found} GPU(s) in nvidia-smi", "check lspci / nvidia-smi -L on the host; "
+                            "a GPU that fell off the bus needs a reboot or a reseat"), att)
+
+
+def _dropin_name(ctx: RunContext) -> str:
+    cp = ctx.kube.snapshot().cluster_policy or {}
+    env = {e["name"]: e.get("value") for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
+    return posixpath.basename(env.get("RUNTIME_DROP_IN_CONFIG") or DROPIN_NAME)
+
+
+def containerd_dropins(ctx: RunContext, node: str) -> Finding:
+    host = ctx.host(node)
+    facts = containerd_facts(host)
+    if facts.error:
+        return Finding(False, _fix("a readable containerd config", facts.error, "fix the file named"))
+    names = {posixpath.basename(p): p for p in facts.dropins()}
+    problems = []
+    for want in (RUNC_DROPIN, _dropin_name(ctx)):
+        if want not in names:
+            elsewhere = [p for p in (f"/etc/containerd/conf.d/{want}", posixpath.join(facts.conf_d, want))
+                         if host.exists(p)]
+            where = f" (it is at {elsewhere[0]}, which containerd does not import)" if elsewhere else ""
+            problems.append(f"{want} not in an imported directory{where}")
+    att = {f"containerd: {facts.root_path}": facts.files.get(facts.root_path, "")}
+    return Finding(not problems, _fix(f"{RUNC_DROPIN} and {_dropin_name(ctx)} in a directory containerd imports "
+                                      f"({', '.join(facts.import_dirs) or 'none'})", "; ".join(problems) or "both there",
+                                      f"set toolkit env RUNTIME_DROP_IN_CONFIG={facts.conf_d}/{DROPIN_NAME} (--provision "
+                                      "does) and keep the runc drop-in there"), att)
+
+
+def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
+    facts = containerd_facts(ctx.host(node))
+    if facts.error or facts.effective is None:
+        return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
+    eff = facts.effective
+    problems = [f.message for f in eff.errors if f.kind != "drop-in-version-higher"]
+    if "runc" not in eff.runtimes:
+        problems.append("no runc runtime")
+    if eff.default_runtime_name not in (None, "runc"):
+        problems.append(f"default runtime is {eff.default_runtime_name!r}")
+    if "nvidia" not in eff.runtimes:
+        problems.append("no nvidia runtime")
+    att = {f"containerd {p}": t for p, t in facts.files.items()}
+    return Finding(not problems, _fix("runtimes runc (default) and nvidia in containerd's effective configuration",
+                                      "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}",
+                                      "a drop-in whose CRI section lacks runc replaces the root's (no deep merge; "
+                                      "canonical/k8s-snap#1991): set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG "
+                                      "to the snap's config.toml, then restart k8s.containerd"), att)
+
+
+def containerd_versions(ctx: RunContext, node: str) -> Finding:
+    facts = containerd_facts(ctx.host(node))
+    if facts.error or facts.effective is None:
+        return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
+    eff = facts.effective
+    high = {p: v for p, v in eff.drop_in_versions.items() if v > eff.version}
+    return Finding(not high, _fix(f"no drop-in above the root config's version {eff.version}",
+                                  ", ".join(f"{p} has version {v}" for p, v in high.items()) or "none higher",
+                                  "containerd refuses to start with such a drop-in (NVIDIA/aicr#1688): the toolkit "
+                                  "copies the version of its config source; point RUNTIME_CONFIG_SOURCE=file at the "
+                                  "snap's config.toml"))
+
+
+def allocatable(ctx: RunContext, node: str) -> Finding:
+    obj = ctx.kube.snapshot().nodes.get(node) or {}
+    have = int(((obj.get("status") or {}).get("allocatable") or {}).get(GPU, "0") or 0)
+    count, source = expect.physical_gpus(ctx, node)
+    if count is None:
+        raise Broken(f"cannot tell how many GPUs {node} has: {source}")
+    replicas = expect.replicas(ctx, node)
+    want = count * replicas
+    return Finding(have == want, _fix(f"allocatable nvidia.com/gpu = {count} physical x {replicas} replicas = {want}",
+                                      f"{have}", "check the device-plugin pod on the node (kubectl logs); after "
+                                      "changing the time-slicing ConfigMap the plugin must be restarted"))
+
+
+def gfd_labels(ctx: RunContext, node: str) -> Finding:
+    labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+    got = gfd.parse_labels(labels)
+    count, _ = expect.physical_gpus(ctx, node)
+    replicas = expect.replicas(ctx, node)
+    name = expect.product(ctx, node)
+    problems = []
+    if got.count != count:
+        problems.append(f"gpu.count={got.count} (physical {count})")
+    if got.replicas != replicas:
+        problems.append(f"gpu.replicas={got.replicas} (want {replicas})")
+    if got.sharing_strategy != "time-slicing":
+        problems.append(f"gpu.sharing-strategy={got.sharing_strategy}")
+    if name:
+        want_product = gfd.expected_product_label(name, shared=True)
+        if got.product != want_product:
+            problems.append(f"gpu.product={got.product} (want {want_product})")
+    return Finding(not problems, _fix("GFD labels for time-sliced GPUs", "; ".join(problems) or "as expected",
+                                      "GFD relabels when it restarts; check the gpu-feature-discovery pod on the node"))
+
+
+def vectoradd(ctx: RunContext, node: str) -> Finding:
+    s, kube = ctx.settings, ctx.kube
+    ns = s.suite_namespace
+    name = f"vectoradd-{node[:40]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
+    body = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {MANAGED_BY: SUITE, "app": "gpu-conformance-vectoradd"}},
+        "spec": {
+            "restartPolicy": "Never", "runtimeClassName": "nvidia", "nodeName": node,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "vectoradd", "image": s.workload_image,
+                            "resources": {"limits": {GPU: "1"}}}],
+        },
+    }
+    try:
+        kube.workload_write(f"create Pod {ns}/{name}", kube.core.create_namespaced_pod, ns, body)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise Broken(f"namespace {ns} does not exist: apply deploy/rbac/ (it creates it) or run --provision") from exc
+        raise Broken(f"could not create the vectoradd pod in {ns}: {exc.status} {exc.reason}") from exc
+    try:
+        def done(pods: dict[str, dict]) -> bool:
+            return (pods.get(name, {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+        def diagnostics(pods: dict[str, dict]) -> str:
+            st = pods.get(name, {}).get("status") or {}
+            return f"phase {st.get('phase')}; events: " + " | ".join(kube.events_for(name, ns)[-5:])
+
+        try:
+            pods = kube.wait_for(f"vectoradd pod {name} on {node} to finish", kube.core.list_namespaced_pod, done,
+                                 lambda _: [name], s.timeout("workload"), diagnostics, ns,
+                                 field_selector=f"metadata.name={name}")
+        except WaitTimeout as exc:
+            return Finding(False, f"vectoradd pod did not finish: {exc}. Fix: a pod with runtimeClassName nvidia "
+                           "stays pending when containerd has no nvidia runtime (restart k8s.containerd after the "
+                           "toolkit writes its drop-in) or when the node advertises no nvidia.com/gpu")
+        st = pods[name].get("status") or {}
+        term = ((st.get("containerStatuses") or [{}])[0].get("state") or {}).get("terminated") or {}
+        log = kube.pod_log(name, ns)
+        code = term.get("exitCode")
+        ok = st.get("phase") == "Succeeded" and code == 0 and "Test PASSED" in log
+        return Finding(ok, _fix("phase Succeeded, exit 0 and 'Test PASSED' in the log",
+                                f"phase {st.get('phase')}, exit {code}, log: {log.strip()[-300:]!r}",
+                                "the validator can say ready while CUDA fails (NVIDIA/gpu-operator#2685): check "
+                                "nvidia-smi and dmesg (Xid errors) on the host"), {"vectoradd log": log})
+    finally:
+        with contextlib.suppress(ApiException):
+            kube.workload_write(f"delete Pod {ns}/{name}", kube.core.delete_namespaced_pod, name, ns,
+                                grace_period_seconds=0)
+
+
+def dcgm_metrics(ctx: RunContext, node: str) -> Finding:
+    s, kube = ctx.settings, ctx.kube
+    pod = kube.snapshot().pod_on(DCGM_APP, node)
+    if pod is None:
+        return Finding(False, _fix(f"a {DCGM_APP} pod on {node}", "none", "check the nvidia-dcgm-exporter DaemonSet "
+                                   "and the node's nvidia.com/gpu.deploy.dcgm-exporter label"))
+    name = pod["metadata"]["name"]
+    ip = (pod.get("status") or {}).get("podIP")
+    try:
+        if s.dcgm_access == "direct":
+            if not ip:
+                raise Broken(f"pod {name} has no IP yet")
+            with urllib.request.urlopen(f"http://{ip}:9400/metrics", timeout=s.timeout("api")) as resp:
+                text = resp.read().decode()
+        else:
+            text = kube.core.connect_get_namespaced_pod_proxy_with_path(f"{name}:9400", s.namespace, "metrics",
+                                                                        _request_timeout=kube.timeout)
+    except (OSError, ApiException) as exc:
+        return Finding(False, _fix(f"the DCGM exporter on {node} answering on :9400/metrics",
+                                   f"no answer ({exc})", f"kubectl -n {s.namespace} logs {name}; the exporter needs "
+                                   "the nvidia runtime and a working driver"))
+    try:
+        scrape = dcgm.parse_metrics(text)
+    except dcgm.DcgmParseError as exc:
+        return Finding(False, _fix("Prometheus text", str(exc), "check the exporter version"))
+    facts = expect.smi(ctx, node)
+    uuids = [g.uuid for g in facts.gpus]
+    missing = dcgm.missing_uuids(scrape, uuids)
+    att = {"DCGM sample": "\n".join(dcgm.sample_lines(text, 12))}
+    return Finding(bool(uuids) and not missing, _fix(f"a metric for each GPU UUID from nvidia-smi ({len(uuids)})",
+                                                     f"missing {missing}" if missing else "all reported",
+                                                     "restart the exporter pod; check DCGM on the host"), att)
+
+
+def docker_runtime(ctx: RunContext, node: str) -> Finding:
+    host = ctx.host(node)
+    if not has_docker(host):
+        raise NotApplicable("Docker is not installed on this node")
+    try:
+        text, cfg = docker_config(host)
+    except docker_daemon.DaemonJsonError as exc:
+        return Finding(False, f"{exc}. Fix: repair the JSON by hand; the suite never overwrites a file it cannot parse")
+    ok = cfg is not None and docker_daemon.has_nvidia_runtime(cfg)
+    return Finding(ok, _fix("runtimes.nvidia in /etc/docker/daemon.json", "present" if ok else "absent",
+                            "merge {\"runtimes\": {\"nvidia\": {\"path\": \"nvidia-container-runtime\", "
+                            "\"runtimeArgs\": []}}} and restart docker (--provision does, keeping other keys)"),
+                   {"/etc/docker/daemon.json": text or ""})
+
+
+class NotApplicable(Exception):
+    """The check does not apply to this node (the step skips with the reason)."""
+
+
+def unsupported_reason(ctx: RunContext, node: str) -> str | None:
+    """Why the node is out of scope (GPUs below the minimum compute capability), or None."""
+    try:
+        facts = expect.smi(ctx, node)
+    except Exception:  # noqa: BLE001 - no host access: judged by the checks themselves
+        return None
+    caps = [g.compute_cap for g in facts.gpus if g.compute_cap]
+    from packaging.version import Version
+
+    if caps and min(Version(c) for c in caps) < Version(ctx.settings.min_compute_capability):
+        return (f"unsupported: compute capability {min(caps, key=Version)} below "
+                f"{ctx.settings.min_compute_capability}; the operator's operands are disabled on this node")
+    return None
+

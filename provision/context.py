@@ -1,0 +1,119 @@
+"""Everything one run works with: settings, the cluster, the GPU nodes, their hosts, the change record."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from provision.helm import Helm
+from provision.hosts.access import HostAccess
+from provision.hosts.results import HostUnreachable
+from provision.hosts.spec import HostSpec, map_node
+from provision.kube import Kube, ready
+from provision.record import ClusterRecord, HostRecord
+from provision.settings import Settings
+
+GPU_PRESENT = "nvidia.com/gpu.present"
+
+
+class NoHostAccess(RuntimeError):
+    """Host checks are off (host_backend none): the scenario is skipped, not failed."""
+
+
+class DiscoveryError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Discovery:
+    nodes: tuple[str, ...]
+    how: str   # which selector or option found them
+    error: str | None = None
+
+
+def discover_gpu_nodes(nodes: dict[str, dict], settings: Settings) -> Discovery:
+    """GPU nodes, sorted: named ones (all must exist), else the GPU label, else the NFD PCI label."""
+    if settings.gpu_nodes:
+        missing = [n for n in settings.gpu_nodes if n not in nodes]
+        if missing:
+            return Discovery(tuple(sorted(settings.gpu_nodes)), "--gpu-nodes",
+                             f"named GPU node(s) {missing} do not exist in the cluster "
+                             f"(nodes: {', '.join(sorted(nodes)) or 'none'}); fix --gpu-nodes")
+        return Discovery(tuple(sorted(settings.gpu_nodes)), "--gpu-nodes")
+    for selector in (settings.node_selector, settings.fallback_selector):
+        key, _, value = selector.partition("=")
+        found = sorted(n for n, obj in nodes.items() if (obj["metadata"].get("labels") or {}).get(key) == value)
+        if found:
+            return Discovery(tuple(found), selector)
+    return Discovery((), "", f"no GPU nodes found: no node has {settings.node_selector} nor "
+                     f"{settings.fallback_selector} ({len(nodes)} node(s) in the cluster); install the GPU "
+                     "Operator with --provision, label the nodes, or name them with --gpu-nodes")
+
+
+class RunContext:
+    def __init__(self, settings: Settings, kube: Kube, run_dir: Path, gpu_nodes: tuple[str, ...]) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.run_dir = run_dir
+        self.gpu_nodes = gpu_nodes
+        self._hosts: dict[str, HostAccess] = {}
+        self._host_errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @cached_property
+    def helm(self) -> Helm:
+        return Helm(self.settings, self.settings.kubeconfig)
+
+    @cached_property
+    def record(self) -> ClusterRecord:
+        return ClusterRecord(self.kube)
+
+    def host_spec(self, node: str) -> HostSpec:
+        s = self.settings
+        if s.host_backend == "none":
+            raise NoHostAccess("host checks are off (--host-backend none)")
+        if s.host_backend == "lab":
+            return HostSpec(backend="lab", root=s.host_roots[node], exec_mode="path")
+        if s.host_backend == "local":
+            return HostSpec(backend="local", sudo=s.sudo)
+        obj = self.kube.snapshot().nodes.get(node, {})
+        ip = next((a["address"] for a in (obj.get("status") or {}).get("addresses") or []
+                   if a.get("type") == "InternalIP"), None)
+        address = map_node(node, ip, s.node_mapping, s.hosts)
+        if s.host_backend == "pod":
+            return HostSpec(backend="pod", address=node, pod_namespace=s.suite_namespace)
+        if s.host_backend == "ansible":
+            return HostSpec(backend="ansible", address=address, ansible_inventory=s.ansible_inventory, sudo=s.sudo)
+        return HostSpec(backend=s.host_backend, address=address, ssh_config=s.ssh_config,
+                        ssh_identity_file=s.ssh_identity_file, user=s.ssh_user, sudo=s.sudo)
+
+    def host(self, node: str) -> HostAccess:
+        """The node's host (cached per run); HostUnreachable is remembered so the node is broken once."""
+        with self._lock:
+            if node in self._host_errors:
+                raise HostUnreachable(node, self._host_errors[node])
+            if node not in self._hosts:
+                spec = self.host_spec(node)
+                try:
+                    h = HostAccess(spec, name=node, core_v1=self.kube.core)
+                    h.run(["true"], timeout=30)
+                except HostUnreachable as exc:
+                    self._host_errors[node] = exc.detail if hasattr(exc, "detail") else str(exc)
+                    raise
+                self._hosts[node] = h
+            return self._hosts[node]
+
+    def host_record(self, node: str) -> HostRecord:
+        return HostRecord(self.host(node))
+
+    def node_ready(self, node: str) -> bool:
+        obj = self.kube.snapshot().nodes.get(node)
+        return bool(obj) and ready(obj)
+
+    def close(self) -> None:
+        for h in self._hosts.values():
+            with contextlib.suppress(Exception):  # closing is best effort at the end of a run
+                h.close()

@@ -1,0 +1,10 @@
+"""The convergers, in the order their dependencies give (see provision/engine.py)."""
+
+from provision.converge.cluster import Discovery, TimeSlicing
+from provision.converge.hosts import DockerRuntime, HostDriver, RuncDropIn
+from provision.converge.operator import ContainerdRestart, OperatorRelease
+
+
+def all_convergers() -> list:
+    return [DockerRuntime(), HostDriver(), RuncDropIn(), OperatorRelease(), ContainerdRestart(), TimeSlicing(),
+            Discovery()]

@@ -1,0 +1,256 @@
+"""Cluster convergers: time-slicing (ConfigMap, ClusterPolicy, plugin restart, advertised GPUs) and the
+discovery ConfigMap. Objects are updated with optimistic concurrency; other parties' keys are kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import yaml
+from kubernetes.client.rest import ApiException
+
+from provision import expect
+from provision.context import RunContext
+from provision.engine import Change, Result
+from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE
+from provision.observe.timeslicing import render_config
+
+TIME_SLICING_CM = "time-slicing-config"
+SINGLE_KEY = "any"
+DEVICE_PLUGIN_DS = "nvidia-device-plugin-daemonset"
+CONFIG_LABEL = "nvidia.com/device-plugin.config"
+DISCOVERY_CM = "thinkube-service-config"
+GPU = "nvidia.com/gpu"
+
+
+def _allocatable(node: dict) -> int:
+    return int(((node.get("status") or {}).get("allocatable") or {}).get(GPU, "0") or 0)
+
+
+def desired_timeslicing(ctx: RunContext, nodes: list[str]) -> tuple[dict[str, str], str, dict[str, str]]:
+    """(ConfigMap data, default key, node -> config label). One value for every node, or profiles per
+    GPU product chosen through the node label nvidia.com/device-plugin.config."""
+    s = ctx.settings
+    if not s.replica_profiles:
+        return {SINGLE_KEY: render_config(s.replicas)}, SINGLE_KEY, {}
+    data = {SINGLE_KEY: render_config(s.replicas)}
+    labels: dict[str, str] = {}
+    for product, replicas in sorted(s.replica_profiles.items()):
+        data[expect.profile_key(product)] = render_config(replicas)
+    for node in nodes:
+        p = expect.product(ctx, node)
+        if p and p in s.replica_profiles:
+            labels[node] = expect.profile_key(p)
+    return data, SINGLE_KEY, labels
+
+
+class TimeSlicing:
+    name = "time-slicing"
+    depends = ("containerd-restart",)
+
+    def _supported(self, ctx: RunContext) -> list[str]:
+        hd = ctx.engine.ensure("host-driver") if hasattr(ctx, "engine") else None
+        skip = set(hd.node_skips) if hd else set()
+        return [n for n in ctx.gpu_nodes if n not in skip]
+
+    def _expected(self, ctx: RunContext, nodes: list[str]) -> dict[str, int | None]:
+        out = {}
+        for n in nodes:
+            count, _ = expect.physical_gpus(ctx, n)
+            out[n] = None if count is None else count * expect.replicas(ctx, n)
+        return out
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        s = ctx.settings
+        snap = ctx.kube.snapshot()
+        nodes = self._supported(ctx)
+        data, default, labels = desired_timeslicing(ctx, nodes)
+        changes: list[Change] = []
+        cm = snap.configmaps.get(TIME_SLICING_CM)
+        have = (cm or {}).get("data") or {}
+        diff_keys = sorted(k for k in data if have.get(k) != data[k])
+        if cm is None:
+            changes.append(Change(self.name, None, f"ConfigMap {s.namespace}/{TIME_SLICING_CM}", "create",
+                                  f"keys {sorted(data)}; default {default}; replicas {s.replicas}"))
+        elif diff_keys:
+            changes.append(Change(self.name, None, f"ConfigMap {s.namespace}/{TIME_SLICING_CM}", "update",
+                                  f"keys {diff_keys} -> replicas per config"))
+        for node, key in sorted(labels.items()):
+            cur = (snap.nodes.get(node, {}).get("metadata", {}).get("labels") or {}).get(CONFIG_LABEL)
+            if cur != key:
+                changes.append(Change(self.name, node, f"node {node} label {CONFIG_LABEL}", "label", f"{cur} -> {key}"))
+        cp = snap.cluster_policy
+        if cp is None:
+            result.notes.append("ClusterPolicy cluster-policy does not exist yet (operator not installed)")
+            changes.append(Change(self.name, None, "ClusterPolicy cluster-policy spec.devicePlugin.config", "patch",
+                                  f"-> name {TIME_SLICING_CM}, default {default} (after the operator install)"))
+        else:
+            cur_cfg = ((cp.get("spec") or {}).get("devicePlugin") or {}).get("config") or {}
+            if cur_cfg.get("name") != TIME_SLICING_CM or cur_cfg.get("default") != default:
+                changes.append(Change(self.name, None, "ClusterPolicy cluster-policy spec.devicePlugin.config",
+                                      "patch", f"{cur_cfg or '{}'} -> name {TIME_SLICING_CM}, default {default}"))
+        expected = self._expected(ctx, nodes)
+        wrong = {n: (_allocatable(snap.nodes.get(n, {})), want) for n, want in expected.items()
+                 if want is not None and _allocatable(snap.nodes.get(n, {})) != want}
+        for n, want in expected.items():
+            if want is None:
+                result.node_errors[n] = "cannot tell how many GPUs the node has (no host access, no setting, no label)"
+        if changes or wrong:
+            detail = ", ".join(f"{n}: {have} -> {want}" for n, (have, want) in sorted(wrong.items()))
+            changes.append(Change(self.name, None, f"DaemonSet {s.namespace}/{DEVICE_PLUGIN_DS}", "restart",
+                                  "rollout restart so the plugin reloads its config"
+                                  + (f"; nvidia.com/gpu allocatable {detail}" if detail else "")))
+        return changes
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
+        s = ctx.settings
+        nodes = self._supported(ctx)
+        data, default, labels = desired_timeslicing(ctx, nodes)
+        self._configmap(ctx, data)
+        for node, key in labels.items():
+            cur = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata", {}).get("labels") or {}).get(CONFIG_LABEL)
+            if cur != key:
+                ctx.record.add("node-label", f"{node}:{CONFIG_LABEL}", cur)
+                ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node,
+                                 {"metadata": {"labels": {CONFIG_LABEL: key}}})
+        cp = ctx.kube.get_cluster_policy()
+        if cp is None:
+            raise RuntimeError("ClusterPolicy cluster-policy does not exist: the operator release did not create it")
+        cur_cfg = ((cp.get("spec") or {}).get("devicePlugin") or {}).get("config")
+        want_cfg = {"name": TIME_SLICING_CM, "default": default}
+        if {k: (cur_cfg or {}).get(k) for k in want_cfg} != want_cfg:
+            ctx.record.add("clusterpolicy-field", "spec.devicePlugin.config", cur_cfg)
+            ctx.kube.guarded("patch ClusterPolicy cluster-policy spec.devicePlugin.config",
+                             ctx.kube.custom.patch_cluster_custom_object, CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME,
+                             {"spec": {"devicePlugin": {"config": want_cfg}}})
+        self._restart_plugin(ctx)
+        self._wait_advertised(ctx, nodes)
+        del s
+
+    def _configmap(self, ctx: RunContext, data: dict[str, str]) -> None:
+        s = ctx.settings
+        core = ctx.kube.core
+        try:
+            core.read_namespaced_config_map(TIME_SLICING_CM, s.namespace, _request_timeout=ctx.kube.timeout)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            ctx.record.add("configmap", f"{s.namespace}/{TIME_SLICING_CM}", None)
+            ctx.kube.guarded(f"create ConfigMap {s.namespace}/{TIME_SLICING_CM}", core.create_namespaced_config_map,
+                             s.namespace, {"metadata": {"name": TIME_SLICING_CM, "labels": {MANAGED_BY: SUITE}},
+                                           "data": data})
+            return
+        update_configmap_keys(ctx, s.namespace, TIME_SLICING_CM, data)
+
+    def _restart_plugin(self, ctx: RunContext) -> None:
+        ns = ctx.settings.namespace
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ctx.kube.guarded(f"rollout restart DaemonSet {ns}/{DEVICE_PLUGIN_DS}", ctx.kube.apps.patch_namespaced_daemon_set,
+                         DEVICE_PLUGIN_DS, ns,
+                         {"spec": {"template": {"metadata": {"annotations": {
+                             "kubectl.kubernetes.io/restartedAt": stamp}}}}})
+
+    def _wait_advertised(self, ctx: RunContext, nodes: list[str]) -> None:
+        expected = {n: v for n, v in self._expected(ctx, nodes).items() if v is not None}
+        ns = ctx.settings.namespace
+
+        def missing(objs: dict[str, dict]) -> list[str]:
+            return [f"{n} (advertises {_allocatable(objs.get(n, {}))}, want {w})"
+                    for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {})) != w]
+
+        def diagnostics(objs: dict[str, dict]) -> str:
+            lines = []
+            pods = {p["spec"].get("nodeName"): p for p in ctx.kube.snapshot(refresh=True).pods_of(DEVICE_PLUGIN_DS)}
+            for n in sorted(expected):
+                p = pods.get(n)
+                if p is None:
+                    lines.append(f"{n}: no device-plugin pod")
+                    continue
+                phase = (p.get("status") or {}).get("phase")
+                log = ctx.kube.pod_log(p["metadata"]["name"], ns, tail=3).strip().replace("\n", " | ")
+                lines.append(f"{n}: pod {p['metadata']['name']} {phase}; log: {log}")
+            return "\n".join(lines)
+
+        ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
+                          lambda objs: not missing(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
+
+
+def update_configmap_keys(ctx: RunContext, namespace: str, name: str, data: dict[str, str],
+                          labels: dict[str, str] | None = None) -> bool:
+    """Set `data` keys (and labels) on a ConfigMap, keeping every other key; 409 conflicts are retried."""
+    core = ctx.kube.core
+
+    def read() -> dict:
+        return json.loads(core.read_namespaced_config_map(name, namespace, _preload_content=False).data)
+
+    def mutate(obj: dict) -> dict | None:
+        cur = obj.get("data") or {}
+        cur_labels = obj["metadata"].get("labels") or {}
+        if all(cur.get(k) == v for k, v in data.items()) and all(
+                cur_labels.get(k) == v for k, v in (labels or {}).items()):
+            return None
+        before = {k: cur.get(k) for k in data}
+        ctx.record.add("configmap-keys", f"{namespace}/{name}", before)
+        obj["data"] = {**cur, **data}
+        obj["metadata"]["labels"] = {**cur_labels, **(labels or {})}
+        return obj
+
+    return ctx.kube.update_with_retry(f"update ConfigMap {namespace}/{name}", read, mutate,
+                                      lambda body: core.replace_namespaced_config_map(name, namespace, body))
+
+
+def discovery_service(ns: str) -> dict:
+    return {
+        "name": "gpu-operator",
+        "display_name": "GPU Operator",
+        "type": "core",
+        "category": "ai",
+        "endpoints": [
+            {"name": "metrics", "type": "http", "url": f"http://nvidia-dcgm-exporter.{ns}.svc.cluster.local:9400",
+             "health_url": f"http://nvidia-dcgm-exporter.{ns}.svc.cluster.local:9400/metrics", "primary": True},
+            {"name": "operator", "type": "internal", "url": f"http://gpu-operator.{ns}.svc.cluster.local:8080"},
+        ],
+        "scaling": {"resource_type": "deployment", "resource_name": "gpu-operator", "min_replicas": 1,
+                    "can_disable": False},
+    }
+
+
+DISCOVERY_LABELS = {"thinkube.io/managed": "true", "thinkube.io/service-type": "core",
+                    "thinkube.io/service-name": "gpu-operator"}
+
+
+class Discovery:
+    name = "discovery"
+    depends = ("operator-release",)
+
+    def desired(self, ctx: RunContext) -> dict[str, str]:
+        return {"service.yaml": yaml.safe_dump({"service": discovery_service(ctx.settings.namespace)},
+                                               sort_keys=False)}
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        ns = ctx.settings.namespace
+        cm = ctx.kube.snapshot().configmaps.get(DISCOVERY_CM)
+        if cm is None:
+            return [Change(self.name, None, f"ConfigMap {ns}/{DISCOVERY_CM}", "create", "service discovery entry")]
+        data = cm.get("data") or {}
+        labels = cm["metadata"].get("labels") or {}
+        want = self.desired(ctx)
+        wrong = [k for k in want if data.get(k) != want[k]] + [k for k, v in DISCOVERY_LABELS.items()
+                                                               if labels.get(k) != v]
+        if wrong:
+            return [Change(self.name, None, f"ConfigMap {ns}/{DISCOVERY_CM}", "update", f"fix {wrong}")]
+        return []
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
+        ns = ctx.settings.namespace
+        try:
+            ctx.kube.core.read_namespaced_config_map(DISCOVERY_CM, ns, _request_timeout=ctx.kube.timeout)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            ctx.record.add("configmap", f"{ns}/{DISCOVERY_CM}", None)
+            ctx.kube.guarded(f"create ConfigMap {ns}/{DISCOVERY_CM}", ctx.kube.core.create_namespaced_config_map, ns,
+                             {"metadata": {"name": DISCOVERY_CM, "labels": {**DISCOVERY_LABELS, MANAGED_BY: SUITE}},
+                              "data": self.desired(ctx)})
+            return
+        update_configmap_keys(ctx, ns, DISCOVERY_CM, self.desired(ctx), DISCOVERY_LABELS)

@@ -1,0 +1,212 @@
+"""Host convergers: Docker's nvidia runtime, host-driver readiness (and unsupported GPUs), the runc drop-in.
+
+Each reads every GPU host, computes its changes, and applies them host by host. A host that cannot be
+reached makes that node broken; the others go on.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from packaging.version import Version
+
+from provision.context import NoHostAccess, RunContext
+from provision.engine import Change, ConvergeError, Result
+from provision.hostfacts import DOCKER_DAEMON_JSON, containerd_facts, docker_config, has_docker, nvidia_smi_facts
+from provision.hosts.results import HostUnreachable
+from provision.observe import containerd as ctd
+from provision.observe import docker_daemon
+from provision.observe.docker_daemon import DaemonJsonError
+
+DEPLOY_OPERANDS = ("driver", "container-toolkit", "device-plugin", "dcgm-exporter", "dcgm",
+                   "gpu-feature-discovery", "operator-validator", "node-status-exporter", "mig-manager")
+DEPLOY_PREFIX = "nvidia.com/gpu.deploy."
+UNIT_NAME = "nvidia-host-driver-ready.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+READY_FILE = "/run/nvidia/validations/host-driver-ready"
+UNIT_TEXT = f"""[Unit]
+Description=Mark the host NVIDIA driver ready for the GPU Operator (driver.enabled=false)
+Documentation=https://github.com/NVIDIA/gpu-operator
+After=systemd-modules-load.service
+ConditionPathExists=/dev/nvidiactl
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/mkdir -p /run/nvidia/validations
+ExecStart=/usr/bin/touch {READY_FILE}
+
+[Install]
+WantedBy=multi-user.target
+"""
+RUNC_DROPIN = "00-k8s-runc.toml"
+
+
+def _each_host(ctx: RunContext, result: Result):
+    """(node, host) for every GPU node whose host answers; the others are recorded as broken."""
+    for node in ctx.gpu_nodes:
+        try:
+            yield node, ctx.host(node)
+        except NoHostAccess as exc:
+            result.node_skips[node] = str(exc)
+        except HostUnreachable as exc:
+            result.node_errors[node] = str(exc)
+
+
+class DockerRuntime:
+    """runtimes.nvidia merged into /etc/docker/daemon.json on hosts that run Docker; Docker restarted only
+    when the file changed. An unparsable daemon.json is an error naming the file, never overwritten."""
+
+    name = "docker-runtime"
+    depends: tuple[str, ...] = ()
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        changes = []
+        for node, host in _each_host(ctx, result):
+            if not has_docker(host):
+                result.node_skips[node] = "Docker is not installed on this host (not applicable)"
+                continue
+            try:
+                _, cfg = docker_config(host)
+            except DaemonJsonError as exc:
+                result.node_failures[node] = (f"{exc}; fix the JSON by hand (the suite never overwrites a file it "
+                                              "cannot parse), then run again")
+                continue
+            before = cfg or {}
+            after = docker_daemon.merge_nvidia_runtime(before)
+            lines = docker_daemon.diff(before, after)
+            if lines:
+                changes.append(Change(self.name, node, f"{DOCKER_DAEMON_JSON} on {node}", "update",
+                                      "; ".join(lines) + "; then restart docker"))
+        return changes
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
+        for ch in changes:
+            assert ch.node
+            host = ctx.host(ch.node)
+            text, cfg = docker_config(host)
+            merged = docker_daemon.merge_nvidia_runtime(cfg or {})
+            ctx.host_record(ch.node).file_changed(DOCKER_DAEMON_JSON, text)
+            written = host.write_text(DOCKER_DAEMON_JSON, docker_daemon.render(merged), backup=True)
+            if written.changed:
+                res = host.run(["systemctl", "restart", "docker"], timeout=120, mutates=True)
+                if not res.ok:
+                    result.node_errors[ch.node] = f"docker did not restart: {res.stderr.strip() or res.stdout}"
+
+
+class HostDriver:
+    """Host drivers (driver.enabled=false): the boot-time unit that recreates host-driver-ready on tmpfs,
+    enabled and run; GPUs below the minimum compute capability get every deploy label =false and are
+    reported unsupported; stale =false labels are cleared on supported nodes."""
+
+    name = "host-driver"
+    depends: tuple[str, ...] = ()
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        changes = []
+        nodes = ctx.kube.snapshot().nodes
+        for node, host in _each_host(ctx, result):
+            smi = nvidia_smi_facts(host)
+            if not smi.usable:
+                why = smi.finding.message if smi.finding else smi.parse_error
+                result.node_errors[node] = f"nvidia-smi on {node}: {why}"
+                continue
+            labels = (nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+            caps = [g.compute_cap for g in smi.gpus if g.compute_cap]
+            unsupported = bool(caps) and min(Version(c) for c in caps) < Version(ctx.settings.min_compute_capability)
+            if unsupported:
+                result.node_skips[node] = (f"unsupported: compute capability {min(caps)} is below "
+                                           f"{ctx.settings.min_compute_capability} (GPU Operator requirement)")
+                want = {DEPLOY_PREFIX + o: "false" for o in DEPLOY_OPERANDS}
+                patch = {k: v for k, v in want.items() if labels.get(k) != v}
+                if patch:
+                    changes.append(Change(self.name, node, f"node {node} labels", "label",
+                                          ", ".join(f"{k}={v}" for k, v in sorted(patch.items()))))
+                continue
+            stale = sorted(k for k, v in labels.items() if k.startswith(DEPLOY_PREFIX) and v == "false")
+            if stale:
+                changes.append(Change(self.name, node, f"node {node} labels", "label",
+                                      "clear stale " + ", ".join(stale)))
+            unit = host.read_text(UNIT_PATH)
+            if unit != UNIT_TEXT:
+                changes.append(Change(self.name, node, f"{UNIT_PATH} on {node}", "create" if unit is None else "update",
+                                      "oneshot unit recreating " + READY_FILE))
+            enabled = host.run(["systemctl", "is-enabled", UNIT_NAME]).stdout.strip() == "enabled"
+            if not enabled or not host.exists(READY_FILE):
+                changes.append(Change(self.name, node, f"{UNIT_NAME} on {node}", "restart",
+                                      "systemctl enable --now (creates " + READY_FILE + ")"))
+        return changes
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
+        for ch in changes:
+            assert ch.node
+            if ch.action == "label":
+                self._labels(ctx, ch)
+                continue
+            host = ctx.host(ch.node)
+            rec = ctx.host_record(ch.node)
+            if ch.target.startswith(UNIT_PATH):
+                rec.file_changed(UNIT_PATH, host.read_text(UNIT_PATH))
+                host.write_text(UNIT_PATH, UNIT_TEXT, backup=True)
+                host.run(["systemctl", "daemon-reload"], timeout=60, mutates=True, check=True)
+            else:
+                rec.unit_enabled(UNIT_NAME)
+                res = host.run(["systemctl", "enable", "--now", UNIT_NAME], timeout=120, mutates=True)
+                if not res.ok:
+                    result.node_errors[ch.node] = f"{UNIT_NAME} failed on {ch.node}: {res.stderr or res.stdout}"
+
+    def _labels(self, ctx: RunContext, ch: Change) -> None:
+        node = ch.node
+        assert node
+        current = ctx.kube.core.read_node(node, _request_timeout=ctx.kube.timeout).metadata.labels or {}
+        if ch.detail.startswith("clear stale "):
+            keys = [k.strip() for k in ch.detail.removeprefix("clear stale ").split(",")]
+            patch = {k: None for k in keys}
+        else:
+            patch = dict(kv.strip().split("=", 1) for kv in ch.detail.split(","))
+        for k in patch:
+            ctx.record.add("node-label", f"{node}:{k}", current.get(k))
+        ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node, {"metadata": {"labels": patch}})
+
+
+class RuncDropIn:
+    """The runc drop-in (k8s-snap workaround) in the directory the node's containerd really imports,
+    before anything can restart containerd. Also keeps a baseline copy of containerd's files (once) so a
+    failed containerd restart can be reverted exactly."""
+
+    name = "runc-dropin"
+    depends: tuple[str, ...] = ()
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        changes = []
+        for node, host in _each_host(ctx, result):
+            facts = containerd_facts(host)
+            if facts.error:
+                result.node_errors[node] = facts.error
+                continue
+            assert facts.effective is not None
+            path = posixpath.join(facts.conf_d, RUNC_DROPIN)
+            want = ctd.render_runc_dropin(facts.effective.version)
+            have = host.read_text(path)
+            if have != want:
+                changes.append(Change(self.name, node, f"{path} on {node}", "create" if have is None else "update",
+                                      "re-declare runc (default runtime) for containerd's CRI plugin"))
+            if not ctx.host_record(node).state().get("containerd_baseline"):
+                changes.append(Change(self.name, node, f"containerd baseline on {node}", "create",
+                                      "keep a copy of containerd's config files for an exact revert"))
+        return changes
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
+        for ch in changes:
+            assert ch.node
+            host = ctx.host(ch.node)
+            facts = containerd_facts(host)
+            if facts.effective is None:
+                raise ConvergeError(f"containerd config on {ch.node}: {facts.error}")
+            rec = ctx.host_record(ch.node)
+            if ch.target.startswith("containerd baseline"):
+                rec.set_state("containerd_baseline", {p: t for p, t in facts.files.items()})
+                continue
+            path = posixpath.join(facts.conf_d, RUNC_DROPIN)
+            rec.file_changed(path, host.read_text(path))
+            host.write_text(path, ctd.render_runc_dropin(facts.effective.version), backup=True)

@@ -1,0 +1,309 @@
+"""The GPU Operator release (helm), and the rolling containerd restart that must follow its toolkit."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+
+import yaml
+from packaging.version import InvalidVersion, Version
+
+from provision.context import NoHostAccess, RunContext
+from provision.engine import Change, ConvergeError, Result
+from provision.helm import HelmError, unknown_value_paths
+from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts
+from provision.hosts.results import HostUnreachable
+from provision.kube import ready, ready_message
+
+TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
+DROPIN_NAME = "99-nvidia.toml"
+CONTAINERD_SERVICE = "k8s.containerd"
+
+
+def _containerd_below_17(version: str) -> bool:
+    raw = version.split("://", 1)[-1].split("-")[0].lstrip("v")
+    try:
+        return Version(raw) < Version("1.7")
+    except InvalidVersion:
+        return False
+
+
+def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
+    """Chart values that work on k8s-snap, read from the nodes themselves; plus notes on how."""
+    notes: list[str] = []
+    base_dirs: dict[str, str] = {}
+    conf_ds: dict[str, str] = {}
+    for node in ctx.gpu_nodes:
+        try:
+            facts = containerd_facts(ctx.host(node))
+        except (NoHostAccess, HostUnreachable) as exc:
+            notes.append(f"{node}: containerd paths not read ({exc})")
+            continue
+        base_dirs[node] = facts.base_dir
+        conf_ds[node] = facts.conf_d
+    bases = set(base_dirs.values())
+    if len(bases) > 1:
+        raise ConvergeError("GPU nodes use different containerd base dirs "
+                            f"({base_dirs}); the operator's toolkit settings are cluster-wide: align the nodes")
+    base = bases.pop() if bases else DEFAULT_BASE_DIR
+    conf_d = sorted(set(conf_ds.values()))[0] if conf_ds else posixpath.join(base, "k8s-containerd/etc/containerd/conf.d")
+    snap = posixpath.join(base, "k8s-containerd")
+    nodes = ctx.kube.snapshot().nodes
+    old = [n for n in ctx.gpu_nodes if _containerd_below_17(
+        ((nodes.get(n, {}).get("status") or {}).get("nodeInfo") or {}).get("containerRuntimeVersion", ""))]
+    values = {
+        "driver": {"enabled": False},
+        "toolkit": {"env": [
+            {"name": "CONTAINERD_CONFIG", "value": posixpath.join(snap, "etc/containerd/config.toml")},
+            {"name": "CONTAINERD_SOCKET", "value": posixpath.join(snap, "run/containerd/containerd.sock")},
+            {"name": "RUNTIME_DROP_IN_CONFIG", "value": posixpath.join(conf_d, DROPIN_NAME)},
+            {"name": "RUNTIME_CONFIG_SOURCE", "value": "file"},
+        ]},
+        "cdi": {"enabled": not old},
+    }
+    if old:
+        notes.append(f"cdi.enabled=false: containerd older than 1.7 on {', '.join(old)}")
+    return values, notes
+
+
+def _env_map(values: dict) -> dict[str, str]:
+    return {e["name"]: str(e.get("value")) for e in (((values.get("toolkit") or {}).get("env")) or [])}
+
+
+class OperatorRelease:
+    name = "operator-release"
+    depends = ("docker-runtime", "host-driver", "runc-dropin")
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        s = ctx.settings
+        values, notes = desired_values(ctx)
+        result.notes += notes
+        rel = ctx.helm.release()
+        if rel is None:
+            return [Change(self.name, None, f"helm release {s.namespace}/{s.release}", "install",
+                           f"chart gpu-operator {s.chart_version} from {s.chart_repo}; values " + yaml.safe_dump(
+                               values, default_flow_style=True, width=1000).strip())]
+        changes = []
+        if rel.status != "deployed":
+            changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
+                                  f"release status is {rel.status!r}, want deployed"))
+        elif rel.chart_version != s.chart_version:
+            changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
+                                  f"chart {rel.chart_version} -> {s.chart_version}"))
+        else:
+            have = ctx.helm.values()
+            diffs = []
+            if ((have.get("driver") or {}).get("enabled")) is not False:
+                diffs.append("driver.enabled -> false")
+            if ((have.get("cdi") or {}).get("enabled")) != values["cdi"]["enabled"]:
+                diffs.append(f"cdi.enabled -> {values['cdi']['enabled']}")
+            want_env, have_env = _env_map(values), _env_map(have)
+            for k, v in want_env.items():
+                if have_env.get(k) != v:
+                    diffs.append(f"toolkit.env {k}: {have_env.get(k)!r} -> {v!r}")
+            if diffs:
+                changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
+                                      "; ".join(diffs)))
+        return changes
+
+    def validate(self, ctx: RunContext, values: dict) -> None:
+        """Before any change: the chart version exists and every value exists in the chart's values.yaml."""
+        s = ctx.settings
+        ctx.helm.repo_add()
+        versions = ctx.helm.chart_versions()
+        if s.chart_version not in versions:
+            raise ConvergeError(f"unknown GPU Operator chart version {s.chart_version} in {s.chart_repo}; "
+                                f"available: {', '.join(versions[:10]) or 'none'}; fix --chart-version")
+        unknown = unknown_value_paths(values, ctx.helm.chart_values(s.chart_version))
+        if unknown:
+            raise ConvergeError(f"values not in the chart's values.yaml (the chart would ignore them): {unknown}")
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
+        s = ctx.settings
+        values, _ = desired_values(ctx)
+        self.validate(ctx, values)
+        before = ctx.helm.release()
+        crd_existed = ctx.kube.get_cluster_policy() is not None or self._crd_exists(ctx)
+        ns_existed = self._namespace_exists(ctx)
+        ctx.record.add("helm-release", f"{s.namespace}/{s.release}",
+                       {"revision": before.revision, "chart": before.chart} if before else None)
+        if not ns_existed:
+            ctx.record.add("namespace", s.namespace, None)
+        if not crd_existed:
+            ctx.record.add("crd", "clusterpolicies.nvidia.com", None)
+            ctx.record.add("crd", "nvidiadrivers.nvidia.com", None)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(values, f)
+            values_file = f.name
+        try:
+            ctx.helm.upgrade_install(s.chart_version, values_file, s.timeout("helm"))
+        except HelmError as exc:
+            restored = "nothing to restore"
+            try:
+                if before is not None:
+                    ctx.helm.rollback(before.revision, s.timeout("helm"))
+                    restored = f"restored revision {before.revision} ({before.chart})"
+                else:
+                    ctx.helm.uninstall(s.timeout("helm"))
+                    restored = "removed the failed first install"
+            except HelmError as rb:
+                restored = f"could not restore: {rb}"
+            raise ConvergeError(f"helm upgrade --install failed: {exc}; {restored}") from exc
+        finally:
+            os.unlink(values_file)
+
+    @staticmethod
+    def _crd_exists(ctx: RunContext) -> bool:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        try:
+            client.ApiextensionsV1Api(ctx.kube.api).read_custom_resource_definition(
+                "clusterpolicies.nvidia.com", _request_timeout=ctx.kube.timeout)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    @staticmethod
+    def _namespace_exists(ctx: RunContext) -> bool:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            ctx.kube.core.read_namespace(ctx.settings.namespace, _request_timeout=ctx.kube.timeout)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+
+class ContainerdRestart:
+    """After the toolkit has written its drop-in on a node, restart that node's containerd, one node at a
+    time, each Ready again before the next. On the first node that does not come back: restore its previous
+    containerd files, restart it again, and fail with the node's error; the other nodes are not touched."""
+
+    name = "containerd-restart"
+    depends = ("operator-release",)
+
+    def _dropin(self, ctx: RunContext) -> str | None:
+        cp = ctx.kube.snapshot().cluster_policy or {}
+        env = {e["name"]: e.get("value") for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
+        return env.get("RUNTIME_DROP_IN_CONFIG", "/etc/containerd/conf.d/99-nvidia.toml")
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        changes = []
+        dropin = self._dropin(ctx)
+        for node in ctx.gpu_nodes:
+            try:
+                host = ctx.host(node)
+            except NoHostAccess as exc:
+                result.node_skips[node] = str(exc)
+                continue
+            except HostUnreachable as exc:
+                result.node_errors[node] = str(exc)
+                continue
+            text = host.read_text(dropin) if dropin else None
+            restarted_for = ctx.host_record(node).state().get("containerd_restarted_for")
+            if text is None:
+                changes.append(Change(self.name, node, f"containerd on {node}", "restart",
+                                      f"after the toolkit writes {dropin}"))
+            elif restarted_for != _sha(text):
+                changes.append(Change(self.name, node, f"containerd on {node}", "restart",
+                                      f"load {dropin} (snap restart {CONTAINERD_SERVICE})"))
+        return changes
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
+        dropin = self._dropin(ctx)
+        for ch in sorted(changes, key=lambda c: c.node or ""):
+            node = ch.node
+            assert node
+            host = ctx.host(node)
+            self._wait_toolkit(ctx, node)
+            text = self._wait_dropin(ctx, host, node, dropin)
+            error = self._restart_and_wait(ctx, host, node)
+            if error is None:
+                ctx.host_record(node).set_state("containerd_restarted_for", _sha(text))
+                continue
+            revert = self._revert(ctx, host, node)
+            result.node_failures[node] = (f"containerd on {node} did not come back after loading the NVIDIA "
+                                          f"drop-in: {error}; {revert}. Other nodes were not restarted. See "
+                                          "canonical/k8s-snap#1991 (a drop-in whose CRI section lacks runc)")
+            raise ConvergeError(result.node_failures[node])
+
+    def _wait_toolkit(self, ctx: RunContext, node: str) -> None:
+        ns = ctx.settings.namespace
+
+        def done(pods: dict[str, dict]) -> bool:
+            return any(p["spec"].get("nodeName") == node and ready(p) for p in pods.values())
+
+        def diagnostics(pods: dict[str, dict]) -> str:
+            mine = [p for p in pods.values() if p["spec"].get("nodeName") == node]
+            lines = [f"{p['metadata']['name']}: phase {p.get('status', {}).get('phase')}" for p in mine]
+            for p in mine:
+                lines += ctx.kube.events_for(p["metadata"]["name"], ns)[-3:]
+            return "\n".join(lines) or f"no {TOOLKIT_APP} pod on {node}"
+
+        ctx.kube.wait_for(f"the container toolkit pod on {node} to be ready", ctx.kube.core.list_namespaced_pod,
+                          done, lambda _: [node], ctx.settings.timeout("toolkit_ready"), diagnostics, ns,
+                          label_selector=f"app={TOOLKIT_APP}")
+
+    def _wait_dropin(self, ctx: RunContext, host, node: str, dropin: str) -> str:
+        text = host.read_text(dropin)
+        if text is None:
+            raise ConvergeError(f"the toolkit pod on {node} is ready but {dropin} is not on the host: the toolkit "
+                                "writes somewhere containerd does not read; check RUNTIME_DROP_IN_CONFIG")
+        return text
+
+    def _restart_and_wait(self, ctx: RunContext, host, node: str) -> str | None:
+        res = host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+        if not res.ok:
+            return f"`snap restart {CONTAINERD_SERVICE}` failed: {res.stderr.strip() or res.stdout.strip()}"
+        svc = host.run(["snap", "services", CONTAINERD_SERVICE], timeout=60)
+        if svc.ok and " active" not in svc.stdout:
+            # containerd exited right after the restart: the node will go NotReady; wait for that to read why.
+            try:
+                objs = ctx.kube.wait_for(
+                    f"{node} to report its runtime failure", ctx.kube.core.list_node,
+                    lambda ns: node in ns and not ready(ns[node]), lambda _: [node], ctx.settings.timeout("node_ready"),
+                    field_selector=f"metadata.name={node}")
+                return ready_message(objs[node])
+            except Exception:  # noqa: BLE001 - the service state is the error then
+                return f"{CONTAINERD_SERVICE} is not active after the restart:\n{svc.stdout.strip()}"
+        ctx.kube.wait_for(f"{node} to be Ready after its containerd restart", ctx.kube.core.list_node,
+                          lambda ns: node in ns and ready(ns[node]), lambda _: [node],
+                          ctx.settings.timeout("node_ready"), field_selector=f"metadata.name={node}")
+        return None
+
+    def _revert(self, ctx: RunContext, host, node: str) -> str:
+        baseline = ctx.host_record(node).state().get("containerd_baseline") or {}
+        if not baseline:
+            return "no baseline of containerd's files was kept, nothing reverted"
+        res = restore_containerd_baseline(host, baseline)
+        try:
+            ctx.kube.wait_for(f"{node} to be Ready after the revert", ctx.kube.core.list_node,
+                              lambda ns: node in ns and ready(ns[node]), lambda _: [node],
+                              ctx.settings.timeout("node_ready"), field_selector=f"metadata.name={node}")
+            return "its previous containerd files were restored and it is Ready again"
+        except Exception as exc:  # noqa: BLE001
+            return f"its previous containerd files were restored but it is not Ready yet ({exc}; restart rc {res.rc})"
+
+
+def restore_containerd_baseline(host, baseline: dict[str, str]):
+    """Put containerd's config files back as they were before the suite's first provisioning (files added
+    since then in the imported directories are removed, changed ones rewritten), then restart containerd."""
+    facts = containerd_facts(host)
+    for path in sorted(set(facts.files) - set(baseline)):
+        host.remove(path, backup=True)
+    for path, text in baseline.items():
+        if facts.files.get(path) != text:
+            host.write_text(path, text, backup=True)
+    return host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,153 @@
+"""Observe / diff / apply behind every Given step.
+
+A converger computes the list of concrete Changes between the desired and the observed state (`plan`),
+makes them (`apply`, only when provisioning), and is then planned again: what remains is an error.
+Every converger covers the whole fleet (cluster-wide objects, or every GPU node in a safe order) and
+runs once per run, also with xdist: the first worker to need it takes a file lock, runs it and stores
+its result in the run folder; the others read that result. Per-node outcomes are read from the result.
+
+Modes: audit (plan; a non-empty diff for a node fails that node's scenario), plan (plan, print, change
+nothing), provision (plan, apply, plan again).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from filelock import FileLock
+
+from provision.hosts.guard import WRITE_GUARD
+
+
+@dataclass(frozen=True)
+class Change:
+    converger: str
+    node: str | None   # None: cluster-wide
+    target: str        # what changes, e.g. "/etc/docker/daemon.json on spark-1"
+    action: str        # create | update | delete | install | upgrade | restart | label | patch
+    detail: str = ""   # the diff itself, for the plan and the report
+
+    def line(self) -> str:
+        where = f"[{self.node}] " if self.node else ""
+        return f"{where}{self.action} {self.target}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass
+class Result:
+    name: str
+    mode: str
+    planned: list[Change] = field(default_factory=list)
+    applied: list[Change] = field(default_factory=list)
+    remaining: list[Change] = field(default_factory=list)
+    node_errors: dict[str, str] = field(default_factory=dict)     # could not check/converge: broken
+    node_failures: dict[str, str] = field(default_factory=dict)   # converged and found wrong: failed
+    node_skips: dict[str, str] = field(default_factory=dict)      # not applicable / unsupported
+    error: str | None = None                                      # the converger as a whole failed
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def for_node(self, node: str | None) -> list[Change]:
+        pending = self.remaining if self.mode == "provision" else self.planned
+        return [c for c in pending if c.node == node]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Result:
+        r = cls(**{k: v for k, v in doc.items() if k not in ("planned", "applied", "remaining")})
+        for k in ("planned", "applied", "remaining"):
+            setattr(r, k, [Change(**c) for c in doc.get(k, [])])
+        return r
+
+    def plan_text(self) -> str:
+        lines = [c.line() for c in self.planned] or ["(no changes)"]
+        return f"{self.name}: {len(self.planned)} change(s)\n" + "\n".join("  " + ln for ln in lines)
+
+
+class Converger(Protocol):
+    name: str
+    depends: tuple[str, ...]
+
+    def plan(self, ctx, result: Result) -> list[Change]: ...
+
+    def apply(self, ctx, changes: list[Change], result: Result) -> None: ...
+
+
+class ConvergeError(RuntimeError):
+    pass
+
+
+class Engine:
+    def __init__(self, ctx, convergers: list[Converger], state_dir: Path) -> None:
+        self.ctx = ctx
+        self.by_name = {c.name: c for c in convergers}
+        self.state_dir = state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.results: dict[str, Result] = {}
+
+    def _file(self, name: str) -> Path:
+        return self.state_dir / f"{name}.json"
+
+    def ensure(self, name: str) -> Result:
+        """The converger's result for this run (running it and its dependencies first if needed)."""
+        if name in self.results:
+            return self.results[name]
+        conv = self.by_name[name]
+        for dep in conv.depends:
+            dep_result = self.ensure(dep)
+            if dep_result.error and self.ctx.settings.mode == "provision":
+                r = Result(name, self.ctx.settings.mode, error=f"not run: {dep} failed: {dep_result.error}")
+                self.results[name] = r
+                return r
+        with FileLock(str(self.state_dir / f"{name}.lock")):
+            f = self._file(name)
+            if f.exists():
+                r = Result.from_json(json.loads(f.read_text()))
+            else:
+                r = self._run(conv)
+                tmp = f.with_suffix(".tmp")
+                tmp.write_text(json.dumps(r.to_json(), indent=2))
+                tmp.replace(f)
+        self.results[name] = r
+        return r
+
+    def _run(self, conv: Converger) -> Result:
+        mode = self.ctx.settings.mode
+        r = Result(conv.name, mode)
+        t0 = time.monotonic()
+        try:
+            r.planned = conv.plan(self.ctx, r)
+            if mode == "provision" and r.planned:
+                with WRITE_GUARD.allow("--provision"):
+                    conv.apply(self.ctx, r.planned, r)
+                r.applied = list(r.planned)
+                self.ctx.kube.snapshot(refresh=True)
+                check = Result(conv.name, mode)
+                r.remaining = conv.plan(self.ctx, check)
+                r.node_errors.update(check.node_errors)
+                r.node_skips.update(check.node_skips)
+                r.node_failures.update(check.node_failures)
+                if r.remaining:
+                    r.notes.append("still different after apply: " + "; ".join(c.line() for c in r.remaining))
+        except ConvergeError as exc:
+            r.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a converger failing is reported, not a crash of the run
+            r.error = f"{type(exc).__name__}: {exc}"
+            r.notes.append(traceback.format_exc(limit=6))
+        r.seconds = round(time.monotonic() - t0, 3)
+        return r
+
+    def all_results(self) -> list[Result]:
+        out = []
+        for f in sorted(self.state_dir.glob("*.json")):
+            try:
+                out.append(Result.from_json(json.loads(f.read_text())))
+            except (json.JSONDecodeError, TypeError, KeyError):
+                continue
+        return out

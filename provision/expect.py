@@ -1,0 +1,67 @@
+"""What each GPU node should look like: physical GPUs, product, replicas. Shared by convergers and checks."""
+
+from __future__ import annotations
+
+import threading
+
+from provision.context import NoHostAccess, RunContext
+from provision.hostfacts import SmiFacts, nvidia_smi_facts
+from provision.hosts.results import HostUnreachable
+from provision.observe import gfd
+
+_lock = threading.Lock()
+_smi_cache: dict[tuple[int, str], SmiFacts | Exception] = {}
+
+
+def smi(ctx: RunContext, node: str) -> SmiFacts:
+    """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable)."""
+    key = (id(ctx), node)
+    with _lock:
+        hit = _smi_cache.get(key)
+    if hit is None:
+        try:
+            hit = nvidia_smi_facts(ctx.host(node))
+        except (NoHostAccess, HostUnreachable) as exc:
+            hit = exc
+        with _lock:
+            _smi_cache[key] = hit
+    if isinstance(hit, Exception):
+        raise hit
+    return hit
+
+
+def physical_gpus(ctx: RunContext, node: str) -> tuple[int | None, str]:
+    """(count, where it came from): a setting/inventory value, else the node's nvidia-smi, else GFD's label."""
+    if node in ctx.settings.expected_gpus:
+        return ctx.settings.expected_gpus[node], "setting expected_gpus"
+    try:
+        facts = smi(ctx, node)
+        if facts.usable:
+            return len(facts.gpus), "nvidia-smi on the node"
+    except (NoHostAccess, HostUnreachable):
+        pass
+    labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+    parsed = gfd.parse_labels(labels)
+    if parsed.count is not None:
+        return parsed.count, "GFD label nvidia.com/gpu.count"
+    return None, "unknown (no host access, no setting, no GFD label)"
+
+
+def product(ctx: RunContext, node: str) -> str | None:
+    try:
+        facts = smi(ctx, node)
+        if facts.usable and facts.gpus:
+            return facts.gpus[0].name
+    except (NoHostAccess, HostUnreachable):
+        pass
+    labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+    p = labels.get("nvidia.com/gpu.product")
+    return p.removesuffix("-SHARED").replace("-", " ") if p else None
+
+
+def profile_key(product_name: str) -> str:
+    return gfd.sanitise(product_name).lower()
+
+
+def replicas(ctx: RunContext, node: str) -> int:
+    return ctx.settings.replicas_for(product(ctx, node))

@@ -1,0 +1,106 @@
+"""Observations of one GPU host, read through the host layer and handed to the pure parsers in observe/.
+
+The node's containerd is worked out from the node itself: the snap's base dir from
+/var/snap/k8s/common/lock/.containerd-base-dir, the root config under it, and the directories its
+`imports` actually glob over; never from a fixed path.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from provision.hosts.access import HostAccess
+from provision.observe import containerd as ctd
+from provision.observe import docker_daemon, nvidia_smi
+
+BASE_DIR_FILE = "/var/snap/k8s/common/lock/.containerd-base-dir"
+DEFAULT_BASE_DIR = "/var/lib/k8s-containerd"
+SNAP_LAYOUT = "k8s-containerd"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+
+
+@dataclass(frozen=True)
+class SmiFacts:
+    rc: int
+    stdout: str
+    stderr: str
+    gpus: tuple[nvidia_smi.Gpu, ...] = ()
+    finding: nvidia_smi.SmiFinding | None = None
+    parse_error: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.parse_error is None and (self.finding is None or self.finding.output_usable)
+
+
+def nvidia_smi_facts(host: HostAccess) -> SmiFacts:
+    res = host.run(nvidia_smi.query_argv(), timeout=60)
+    finding = nvidia_smi.classify_failure(res.rc, res.stdout, res.stderr)
+    if finding is not None and not finding.output_usable:
+        return SmiFacts(res.rc, res.stdout, res.stderr, (), finding)
+    try:
+        gpus = tuple(nvidia_smi.parse_query_csv(res.stdout))
+    except nvidia_smi.NvidiaSmiParseError as exc:
+        return SmiFacts(res.rc, res.stdout, res.stderr, (), finding, str(exc))
+    return SmiFacts(res.rc, res.stdout, res.stderr, gpus, finding)
+
+
+@dataclass(frozen=True)
+class ContainerdFacts:
+    base_dir: str
+    root_path: str
+    socket: str
+    files: dict[str, str] = field(default_factory=dict)    # every config file read: path -> text
+    import_dirs: tuple[str, ...] = ()
+    effective: ctd.EffectiveConfig | None = None
+    error: str | None = None                              # a file that did not parse, or no root config
+
+    @property
+    def conf_d(self) -> str:
+        """The drop-in directory containerd imports (the snap's own conf.d first)."""
+        own = posixpath.join(self.base_dir, SNAP_LAYOUT, "etc/containerd/conf.d")
+        if own in self.import_dirs or not self.import_dirs:
+            return own
+        return self.import_dirs[0]
+
+    def dropins(self) -> list[str]:
+        return sorted(p for p in self.files if p != self.root_path)
+
+
+def containerd_facts(host: HostAccess) -> ContainerdFacts:
+    base = (host.read_text(BASE_DIR_FILE) or "").strip() or DEFAULT_BASE_DIR
+    root = posixpath.join(base, SNAP_LAYOUT, "etc/containerd/config.toml")
+    socket = posixpath.join(base, SNAP_LAYOUT, "run/containerd/containerd.sock")
+    root_text = host.read_text(root)
+    if root_text is None:
+        return ContainerdFacts(base, root, socket, error=f"containerd's config {root} does not exist on the host "
+                               f"(base dir {base} from {BASE_DIR_FILE})")
+    files = {root: root_text}
+    try:
+        dirs = tuple(ctd.import_dirs(root_text, root))
+    except ctd.ContainerdConfigError as exc:
+        return ContainerdFacts(base, root, socket, files, error=str(exc))
+    for d in dirs:
+        for path in host.glob(posixpath.join(d, "*.toml")):
+            text = host.read_text(path)
+            if text is not None:
+                files[path] = text
+    try:
+        eff = ctd.resolve(root, files)
+    except ctd.ContainerdConfigError as exc:
+        return ContainerdFacts(base, root, socket, files, dirs, error=str(exc))
+    return ContainerdFacts(base, root, socket, files, dirs, eff)
+
+
+def has_docker(host: HostAccess) -> bool:
+    """Docker runs beside Kubernetes on this host (DGX Spark style): its daemon or its config is there."""
+    return host.exists(DOCKER_DAEMON_JSON) or host.exists("/usr/bin/dockerd")
+
+
+def docker_config(host: HostAccess) -> tuple[str | None, dict | None]:
+    """(text, parsed) of daemon.json; parsed None when absent. Raises DaemonJsonError when unparsable."""
+    text = host.read_text(DOCKER_DAEMON_JSON)
+    if text is None:
+        return None, None
+    return text, docker_daemon.parse(text, DOCKER_DAEMON_JSON)

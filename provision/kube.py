@@ -1,0 +1,258 @@
+"""Kubernetes access for the suite: connect with a clear error, read the cluster with a constant number of
+LIST requests, wait for states with WATCH, and write only through the write guard with optimistic
+concurrency.
+
+Nothing here knows whether the cluster is the lab or production.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from provision.hosts.guard import WRITE_GUARD
+from provision.settings import Settings, SettingsError
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+SUITE = "gpu-node-conformance"
+CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME = "nvidia.com", "v1", "clusterpolicies", "cluster-policy"
+
+
+class ClusterUnreachable(RuntimeError):
+    """The apiserver could not be reached or refused the credentials."""
+
+
+class WaitTimeout(RuntimeError):
+    """A wait ran out; the message lists what is still missing and diagnostics."""
+
+
+def connect(settings: Settings) -> client.ApiClient:
+    """An API client for the configured kubeconfig/context, checked with one quick /version request."""
+    try:
+        api = config.new_client_from_config(config_file=settings.kubeconfig, context=settings.context)
+    except ConfigException as exc:
+        msg = str(exc)
+        if settings.context and "context" in msg.lower():
+            raise SettingsError(
+                f"invalid setting context={settings.context!r}: the kubeconfig has no such context "
+                f"(list them with `kubectl config get-contexts`)") from exc
+        raise SettingsError(f"cannot load the kubeconfig ({settings.kubeconfig or '$KUBECONFIG or ~/.kube/config'}): "
+                            f"{msg}; pass --kubeconfig PATH") from exc
+    except FileNotFoundError as exc:
+        raise SettingsError(f"invalid setting kubeconfig={settings.kubeconfig!r}: no such file") from exc
+    api.configuration.retries = urllib3.Retry(total=2, connect=2, read=0, backoff_factor=0.2)
+    api.configuration.connection_pool_maxsize = 16
+    t = settings.timeout("api")
+    try:
+        client.VersionApi(api).get_code(_request_timeout=(min(t, 5.0), t))
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise ClusterUnreachable(f"the apiserver {api.configuration.host} refused the credentials of the "
+                                     f"kubeconfig ({exc.status} {exc.reason})") from exc
+        raise ClusterUnreachable(f"the apiserver {api.configuration.host} answered {exc.status} {exc.reason}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ClusterUnreachable(
+            f"cannot reach the Kubernetes API at {api.configuration.host}: {_root_cause(exc)}; check the "
+            "kubeconfig's server address, that the cluster is up, and your network/VPN") from exc
+    return api
+
+
+def _root_cause(exc: BaseException) -> str:
+    while getattr(exc, "reason", None) is not None and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    return str(exc)
+
+
+def ready(obj: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in ((obj.get("status") or {}).get("conditions") or []))
+
+
+def ready_message(obj: dict) -> str:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return f"Ready={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}".strip()
+    return "no Ready condition"
+
+
+@dataclass
+class Snapshot:
+    """The cluster-wide state one run reads: each kind listed once, shared by every scenario."""
+
+    nodes: dict[str, dict] = field(default_factory=dict)
+    pods: list[dict] = field(default_factory=list)                # operator namespace
+    daemonsets: dict[str, dict] = field(default_factory=dict)     # operator namespace
+    deployments: dict[str, dict] = field(default_factory=dict)    # operator namespace
+    configmaps: dict[str, dict] = field(default_factory=dict)     # operator namespace
+    runtimeclasses: dict[str, dict] = field(default_factory=dict)
+    cluster_policy: dict | None = None
+    version: str = ""
+    taken_at: float = 0.0
+
+    def pods_of(self, app: str) -> list[dict]:
+        return [p for p in self.pods if (p["metadata"].get("labels") or {}).get("app") == app]
+
+    def pod_on(self, app: str, node: str) -> dict | None:
+        for p in self.pods_of(app):
+            if (p.get("spec") or {}).get("nodeName") == node and not p["metadata"].get("deletionTimestamp"):
+                return p
+        return None
+
+
+class Kube:
+    """The suite's one door to the cluster."""
+
+    def __init__(self, api: client.ApiClient, settings: Settings) -> None:
+        self.api = api
+        self.settings = settings
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.nodeapi = client.NodeV1Api(api)
+        self.timeout = (min(settings.timeout("api"), 5.0), settings.timeout("api"))
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+        self.writes: list[str] = []  # what this process changed, for summary.json and the report
+
+    # --------------------------------------------------------------- reads
+    def _list(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> list[dict]:
+        resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kw)
+        return json.loads(resp.data).get("items", [])
+
+    def snapshot(self, refresh: bool = False) -> Snapshot:
+        with self._lock:
+            if self._snapshot is None or refresh:
+                ns = self.settings.namespace
+                s = Snapshot(taken_at=time.time())
+                s.nodes = {n["metadata"]["name"]: n for n in self._list(self.core.list_node)}
+                s.pods = self._list(self.core.list_namespaced_pod, ns)
+                s.daemonsets = {d["metadata"]["name"]: d for d in self._list(self.apps.list_namespaced_daemon_set, ns)}
+                s.deployments = {d["metadata"]["name"]: d for d in self._list(self.apps.list_namespaced_deployment, ns)}
+                s.configmaps = {c["metadata"]["name"]: c for c in self._list(self.core.list_namespaced_config_map, ns)}
+                s.runtimeclasses = {r["metadata"]["name"]: r for r in self._list(self.nodeapi.list_runtime_class)}
+                s.cluster_policy = self.get_cluster_policy()
+                self._snapshot = s
+            return self._snapshot
+
+    def get_cluster_policy(self) -> dict | None:
+        try:
+            return self.custom.get_cluster_custom_object(CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME,
+                                                         _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def pod_log(self, name: str, namespace: str, tail: int | None = None) -> str:
+        try:
+            return self.core.read_namespaced_pod_log(name, namespace, tail_lines=tail, _request_timeout=self.timeout)
+        except ApiException as exc:
+            return f"(log unavailable: {exc.status} {exc.reason})"
+
+    def events_for(self, name: str, namespace: str) -> list[str]:
+        try:
+            evs = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}",
+                                                  _request_timeout=self.timeout).items
+        except ApiException:
+            return []
+        return [f"{e.type} {e.reason}: {e.message}" for e in evs]
+
+    # --------------------------------------------------------------- writes (guarded)
+    def guarded(self, action: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        WRITE_GUARD.check(action)
+        result = fn(*args, _request_timeout=self.timeout, **kw)
+        self.writes.append(action)
+        return result
+
+    def workload_write(self, action: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """The audit's one exception to read-only: its own test pods in its own namespace."""
+        if not self.settings.workload:
+            WRITE_GUARD.check(action + " (workload tests are off: --no-workload)")
+        return fn(*args, _request_timeout=self.timeout, **kw)
+
+    def update_with_retry(self, action: str, read: Callable[[], dict], mutate: Callable[[dict], dict | None],
+                          write: Callable[[dict], Any], attempts: int = 5) -> bool:
+        """Read-modify-write with the object's resourceVersion; on 409 re-read and re-apply the change so
+        that whatever someone else wrote meanwhile is kept. Returns True when a write happened."""
+        for attempt in range(attempts):
+            current = read()
+            desired = mutate(json.loads(json.dumps(current)))
+            if desired is None:
+                return False
+            try:
+                self.guarded(action, write, desired)
+                return True
+            except ApiException as exc:
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return False
+
+    # --------------------------------------------------------------- waits (watch, no sleeps)
+    def wait_for(self, what: str, list_fn: Callable[..., Any], done: Callable[[dict[str, dict]], bool],
+                 missing: Callable[[dict[str, dict]], Iterable[str]], timeout: float,
+                 diagnostics: Callable[[dict[str, dict]], str] = lambda _: "", *args: Any, **kw: Any) -> dict:
+        """LIST once, then WATCH until done(objects) holds; resumes after a dropped watch (apiserver restart)
+        from the last resourceVersion, re-listing if that has expired. Times out with what is missing."""
+        deadline = time.monotonic() + timeout
+        objs: dict[str, dict] = {}
+        rv: str | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if rv is None:
+                    resp = list_fn(*args, _preload_content=False, _request_timeout=self.timeout, **kw)
+                    doc = json.loads(resp.data)
+                    objs = {o["metadata"]["name"]: o for o in doc.get("items", [])}
+                    rv = doc["metadata"]["resourceVersion"]
+                if done(objs):
+                    return objs
+                if remaining <= 0:
+                    break
+                w = watch.Watch()
+                for ev in w.stream(list_fn, *args, resource_version=rv, allow_watch_bookmarks=True,
+                                   timeout_seconds=max(1, int(remaining) + 1), _request_timeout=remaining + 5, **kw):
+                    obj = ev["raw_object"]
+                    if ev["type"] == "ERROR":
+                        rv = None
+                        break
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if ev["type"] == "BOOKMARK":
+                        continue
+                    if ev["type"] == "DELETED":
+                        objs.pop(obj["metadata"]["name"], None)
+                    else:
+                        objs[obj["metadata"]["name"]] = obj
+                    if done(objs):
+                        w.stop()
+                        return objs
+                    if time.monotonic() > deadline:
+                        w.stop()
+                        break
+            except ApiException as exc:
+                if exc.status == 410:
+                    rv = None
+                    continue
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            except (urllib3.exceptions.HTTPError, OSError):
+                # apiserver restarted or connection dropped: resume the watch from where it was.
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                break
+        still = sorted(missing(objs))
+        diag = diagnostics(objs)
+        raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; still missing: "
+                          f"{', '.join(still) or '(nothing listed)'}" + (f"\n{diag}" if diag else ""))

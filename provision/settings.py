@@ -1,0 +1,189 @@
+"""One validated Settings object for a run, from command-line options, pyproject.toml and defaults.
+
+A team pins its desired state in pyproject.toml under [tool.gpu-conformance]; options given on the command
+line win. Every value is checked here, before anything talks to a cluster or a host, and a bad value is
+an error that says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from provision.observe.timeslicing import validate_replicas
+
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CHART_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
+MODES = ("audit", "provision", "plan", "rollback")
+HOST_BACKENDS = ("none", "lab", "local", "ssh", "paramiko", "ansible", "pod")
+DCGM_ACCESS = ("proxy", "direct")
+NODE_MAPPINGS = ("name", "internal-ip", "map")
+DEFAULT_CHART_REPO = "https://helm.ngc.nvidia.com/nvidia"
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the setting, the bad value and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "audit"
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str = "gpu-operator"
+    suite_namespace: str = "gpu-conformance"
+    gpu_nodes: tuple[str, ...] = ()
+    node_selector: str = "nvidia.com/gpu.present=true"
+    fallback_selector: str = "feature.node.kubernetes.io/pci-10de.present=true"
+    expected_gpus: dict[str, int] = field(default_factory=dict)
+    replicas: int = 4
+    replica_profiles: dict[str, int] = field(default_factory=dict)
+    chart_version: str = "v26.3.0"
+    chart_repo: str = DEFAULT_CHART_REPO
+    chart_repo_name: str = "nvidia"
+    release: str = "gpu-operator"
+    min_driver: int = 470
+    min_compute_capability: str = "7.0"
+    workload: bool = True
+    workload_image: str = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04"
+    host_backend: str = "none"
+    hosts: dict[str, str] = field(default_factory=dict)  # node -> host address (explicit map)
+    host_roots: dict[str, str] = field(default_factory=dict)  # node -> folder the host's / is seen at
+    node_mapping: str = "name"
+    ansible_inventory: str | None = None
+    ssh_config: str | None = None
+    ssh_identity_file: str | None = None
+    ssh_user: str | None = None
+    sudo: bool = False
+    dcgm_access: str = "proxy"
+    report_dir: str = "reports"
+    helm: str = "helm"
+    timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    lab_state: str | None = None
+
+    @property
+    def provisioning(self) -> bool:
+        return self.mode == "provision"
+
+    @property
+    def writes_allowed(self) -> bool:
+        return self.mode in ("provision", "rollback")
+
+    def timeout(self, name: str) -> float:
+        return float(self.timeouts.get(name, DEFAULT_TIMEOUTS.get(name, 300)))
+
+    def replicas_for(self, product: str | None) -> int:
+        if product and product in self.replica_profiles:
+            return self.replica_profiles[product]
+        return self.replicas
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["gpu_nodes"] = list(self.gpu_nodes)
+        return out
+
+
+DEFAULT_TIMEOUTS = {
+    "helm": 900.0,            # helm upgrade --install --wait
+    "toolkit_ready": 300.0,   # toolkit pods ready and drop-in written, per node
+    "node_ready": 180.0,      # a node Ready again after its containerd restart
+    "advertise": 300.0,       # every GPU node advertising physical x replicas
+    "workload": 300.0,        # vectoradd pod finished
+    "cluster_policy": 600.0,  # ClusterPolicy ready
+    "api": 10.0,              # one API request (connect + read)
+}
+
+
+def _err(name: str, value: object, fix: str) -> SettingsError:
+    return SettingsError(f"invalid setting {name}={value!r}: {fix}")
+
+
+def load_pyproject(start: Path) -> dict[str, Any]:
+    """[tool.gpu-conformance] from the nearest pyproject.toml at or above `start`."""
+    for folder in [start, *start.parents]:
+        candidate = folder / "pyproject.toml"
+        if candidate.exists():
+            try:
+                doc = tomllib.loads(candidate.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{candidate} is not valid TOML: {exc}") from exc
+            return dict(doc.get("tool", {}).get("gpu-conformance", {}))
+    return {}
+
+
+def _node_name(name: str, setting: str) -> str:
+    if not isinstance(name, str) or len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+        raise _err(setting, name, "a node name must be a DNS-1123 subdomain: lowercase letters, digits, '-' and "
+                   "'.', starting and ending with a letter or digit (shell metacharacters are never accepted)")
+    return name
+
+
+def validate(raw: dict[str, Any]) -> Settings:
+    """Build Settings from a flat dict of values (already merged: defaults < pyproject < command line)."""
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SettingsError(f"unknown settings {unknown}; known settings: {sorted(known)}")
+    s = Settings(**{k: v for k, v in raw.items() if v is not None})
+    if s.mode not in MODES:
+        raise _err("mode", s.mode, f"one of {MODES}")
+    try:
+        replicas = validate_replicas(s.replicas)
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting replicas={s.replicas!r}: {exc}") from exc
+    profiles = {}
+    for product, value in (s.replica_profiles or {}).items():
+        try:
+            profiles[str(product)] = validate_replicas(value)
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting replica_profiles[{product!r}]={value!r}: {exc}") from exc
+    for name in ("namespace", "suite_namespace"):
+        value = getattr(s, name)
+        if not isinstance(value, str) or not DNS1123_LABEL.match(value) or len(value) > 63:
+            raise _err(name, value, "a namespace is a DNS-1123 label (lowercase letters, digits, '-')")
+    if not isinstance(s.chart_version, str) or not CHART_VERSION.match(s.chart_version):
+        raise _err("chart_version", s.chart_version, "GPU Operator chart versions look like v26.3.0")
+    try:
+        min_driver = int(s.min_driver)
+    except (TypeError, ValueError) as exc:
+        raise _err("min_driver", s.min_driver, "the minimum driver is a major version number such as 470") from exc
+    if isinstance(s.min_driver, bool) or not 100 <= min_driver <= 10000:
+        raise _err("min_driver", s.min_driver, "the minimum driver is a major version number such as 470")
+    try:
+        Version(str(s.min_compute_capability))
+    except InvalidVersion as exc:
+        raise _err("min_compute_capability", s.min_compute_capability, "a compute capability like 7.0") from exc
+    nodes = tuple(_node_name(n, "gpu_nodes") for n in s.gpu_nodes)
+    for node, count in (s.expected_gpus or {}).items():
+        _node_name(node, "expected_gpus")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise _err(f"expected_gpus[{node}]", count, "an integer count of physical GPUs")
+    if s.host_backend not in HOST_BACKENDS:
+        raise _err("host_backend", s.host_backend, f"one of {HOST_BACKENDS}")
+    if s.dcgm_access not in DCGM_ACCESS:
+        raise _err("dcgm_access", s.dcgm_access, f"one of {DCGM_ACCESS}")
+    if s.node_mapping not in NODE_MAPPINGS:
+        raise _err("node_mapping", s.node_mapping, f"one of {NODE_MAPPINGS}")
+    if s.kubeconfig and not Path(s.kubeconfig).expanduser().is_file():
+        raise _err("kubeconfig", s.kubeconfig, "no such file; pass --kubeconfig PATH or set KUBECONFIG")
+    if s.ansible_inventory and not Path(s.ansible_inventory).is_file():
+        raise _err("ansible_inventory", s.ansible_inventory, "no such inventory file")
+    if s.host_backend == "ansible" and not s.ansible_inventory:
+        raise _err("host_backend", "ansible", "the ansible backend needs --ansible-inventory PATH")
+    if s.host_backend == "lab" and not s.host_roots:
+        raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
+    timeouts = dict(DEFAULT_TIMEOUTS)
+    for k, v in (s.timeouts or {}).items():
+        if k not in DEFAULT_TIMEOUTS:
+            raise _err(f"timeouts.{k}", v, f"known timeouts: {sorted(DEFAULT_TIMEOUTS)}")
+        if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
+            raise _err(f"timeouts.{k}", v, "a positive number of seconds")
+        timeouts[k] = float(v)
+    return replace(s, replicas=replicas, replica_profiles=profiles, gpu_nodes=nodes, min_driver=min_driver,
+                   timeouts=timeouts)

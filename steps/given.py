@@ -1,0 +1,59 @@
+"""Given steps: converge (or, in an audit, observe and diff) the state a scenario depends on."""
+
+from __future__ import annotations
+
+import pytest
+from pytest_bdd import given, parsers
+
+from steps.support import converged, require_cluster_level, require_node_level
+
+
+@given("a GPU node of the cluster", target_fixture="node")
+def a_gpu_node(gpu_node, run):
+    return run.node_under_test(gpu_node)
+
+
+@given("its host driver is marked ready for the GPU Operator")
+def host_driver_ready(node, run):
+    require_node_level(converged(run, "host-driver"), node)
+
+
+@given("containerd on the node has loaded the NVIDIA runtime")
+def containerd_loaded(node, run):
+    require_node_level(converged(run, "runc-dropin"), node)
+    require_node_level(converged(run, "containerd-restart"), node)
+
+
+@given("containerd on every GPU node has loaded the NVIDIA runtime")
+def containerd_loaded_everywhere(run):
+    require_cluster_level(converged(run, "containerd-restart"), every_node=True)
+
+
+@given("Docker on the node is configured with the nvidia runtime")
+def docker_configured(node, run):
+    require_node_level(converged(run, "docker-runtime"), node)
+
+
+@given(parsers.parse("time-slicing is configured with {replicas:d} replicas per GPU"))
+def time_slicing(replicas, run, request):
+    run.note_feature_number("replicas", replicas)
+    result = converged(run, "time-slicing")
+    node = request.getfixturevalue("gpu_node")
+    if node:
+        require_node_level(result, node, cluster_too=True)
+    else:
+        require_cluster_level(result)
+
+
+@given("the GPU Operator is installed")
+def operator_installed(run):
+    require_cluster_level(converged(run, "operator-release"))
+
+
+@given("the discovery ConfigMap is published")
+def discovery_published(run):
+    require_cluster_level(converged(run, "discovery"))
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("pytest", "given", "parsers")]
+_ = pytest

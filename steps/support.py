@@ -1,0 +1,110 @@
+"""What the steps share: the run's state, converging through the engine, and turning results and findings
+into outcomes (failed for non-conformance, broken for could-not-check, skipped for not applicable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import allure
+import pytest
+
+from provision import checks
+from provision.context import NoHostAccess, RunContext
+from provision.engine import Engine, Result
+from provision.outcomes import Broken
+
+NO_GPU_NODES = "no-gpu-nodes"
+
+
+@dataclass
+class RunState:
+    """The session's view of the run, shared by every step (one per pytest process)."""
+
+    ctx: RunContext
+    engine: Engine
+    gpu_nodes: tuple[str, ...]
+    discovery_error: str | None = None
+    feature_numbers: dict[str, set] = field(default_factory=dict)
+
+    def node_under_test(self, node: str | None) -> str:
+        if node is None:
+            raise Broken("this step needs a GPU node, but the scenario is cluster-wide")
+        if node == NO_GPU_NODES:
+            pytest.fail(self.discovery_error or "no GPU nodes found", pytrace=False)
+        if self.discovery_error:
+            pytest.fail(self.discovery_error, pytrace=False)
+        allure.dynamic.label("node", node)
+        reason = checks.unsupported_reason(self.ctx, node)
+        if reason:
+            pytest.skip(reason)
+        return node
+
+    def note_feature_number(self, setting: str, value: int) -> None:
+        """Numbers written in the features are the desired state; a setting given for the run wins and the
+        report says so."""
+        configured = getattr(self.ctx.settings, setting)
+        if configured != value:
+            allure.attach(f"feature says {setting}={value}; this run's setting {setting}={configured} applies",
+                          f"setting {setting}", allure.attachment_type.TEXT)
+
+    def require_workload(self) -> None:
+        if not self.ctx.settings.workload:
+            pytest.skip("workload tests are off (--no-workload): a strictly read-only audit")
+
+
+def converged(run: RunState, name: str) -> Result:
+    if run.ctx.settings.mode == "plan":
+        result = run.engine.ensure(name)
+        allure.attach(result.plan_text(), f"plan: {name}", allure.attachment_type.TEXT)
+        pytest.skip(f"--plan: {len(result.planned)} change(s) by {name}; nothing was changed")
+    result = run.engine.ensure(name)
+    if result.planned:
+        allure.attach(result.plan_text(), f"diff: {name}", allure.attachment_type.TEXT)
+    return result
+
+
+def _pending_text(result: Result, changes) -> str:
+    return "; ".join(c.line() for c in changes)
+
+
+def require_node_level(result: Result, node: str, cluster_too: bool = False) -> None:
+    """Fail / break / skip the scenario of `node` from a converger's result."""
+    if node in result.node_failures:
+        pytest.fail(result.node_failures[node], pytrace=False)
+    if node in result.node_errors:
+        raise Broken(result.node_errors[node])
+    if node in result.node_skips:
+        reason = result.node_skips[node]
+        if "host checks are off" in reason:
+            raise NoHostAccess(reason)
+        pytest.skip(reason)
+    if result.error:
+        raise Broken(f"{result.name}: {result.error}")
+    pending = result.for_node(node) + (result.for_node(None) if cluster_too else [])
+    if pending:
+        verb = "still differs after provisioning" if result.mode == "provision" else "is not converged"
+        pytest.fail(f"{result.name} {verb} on {node}: {_pending_text(result, pending)}. "
+                    "Fix: run `pytest features/ --provision` (see --plan for the exact changes)", pytrace=False)
+
+
+def require_cluster_level(result: Result, every_node: bool = False) -> None:
+    if result.error:
+        if result.node_failures:
+            pytest.fail(f"{result.name}: {result.error}", pytrace=False)
+        raise Broken(f"{result.name}: {result.error}")
+    if every_node and result.node_failures:
+        pytest.fail("; ".join(f"{n}: {m}" for n, m in sorted(result.node_failures.items())), pytrace=False)
+    pending = result.for_node(None) + (
+        [c for c in (result.remaining if result.mode == "provision" else result.planned) if c.node] if every_node
+        else [])
+    if pending:
+        verb = "still differs after provisioning" if result.mode == "provision" else "is not converged"
+        pytest.fail(f"{result.name} {verb}: {_pending_text(result, pending)}. "
+                    "Fix: run `pytest features/ --provision` (see --plan for the exact changes)", pytrace=False)
+
+
+def expect_finding(finding: checks.Finding) -> None:
+    for title, body in finding.attachments.items():
+        allure.attach(body or "(empty)", title, allure.attachment_type.TEXT)
+    if not finding.ok:
+        pytest.fail(finding.message, pytrace=False)

@@ -1,0 +1,106 @@
+"""Then steps: assert the guarantee, with a message a cluster operator can act on."""
+
+from __future__ import annotations
+
+from pytest_bdd import parsers, then
+
+from provision import checks
+from steps.support import expect_finding
+
+
+@then("at least one GPU node is found")
+def gpu_nodes_found(run):
+    assert run.gpu_nodes, run.discovery_error or "no GPU nodes found"
+    assert not run.discovery_error, run.discovery_error
+
+
+@then("the Helm release is deployed at the expected chart version")
+def release_deployed(run):
+    expect_finding(checks.release_deployed(run.ctx))
+
+
+@then("the gpu-operator Deployment is available")
+def operator_available(run):
+    expect_finding(checks.operator_available(run.ctx))
+
+
+@then(parsers.parse('ClusterPolicy cluster-policy is "{state}"'))
+def cluster_policy_state(run, state):
+    expect_finding(checks.cluster_policy_state(run.ctx, state))
+
+
+@then("every operand DaemonSet has a ready pod on each GPU node")
+def operands_ready(run):
+    expect_finding(checks.operands_ready(run.ctx))
+
+
+@then(parsers.parse('RuntimeClass "{name}" exists with handler "{handler}"'))
+def runtime_class(run, name, handler):
+    expect_finding(checks.runtime_class(run.ctx, name, handler))
+
+
+@then(parsers.parse("the time-slicing ConfigMap is valid with at least {minimum:d} replicas and ClusterPolicy uses it"))
+def time_slicing_valid(run, minimum):
+    expect_finding(checks.time_slicing_configmap(run.ctx, minimum))
+
+
+@then("the discovery ConfigMap has its labels and both endpoints")
+def discovery_cm(run):
+    expect_finding(checks.discovery_configmap(run.ctx))
+
+
+@then("the node reports Ready")
+def node_ready(run, node):
+    expect_finding(checks.node_ready(run.ctx, node))
+
+
+@then(parsers.parse("nvidia-smi works and the driver is at least version {minimum:d}"))
+def driver_version(run, node, minimum):
+    run.note_feature_number("min_driver", minimum)
+    expect_finding(checks.driver(run.ctx, node, run.ctx.settings.min_driver))
+
+
+@then("the node has its expected number of physical GPUs")
+def physical_gpus(run, node):
+    expect_finding(checks.physical_count(run.ctx, node))
+
+
+@then("the runc and nvidia drop-ins are in a directory containerd imports")
+def dropins_imported(run, node):
+    expect_finding(checks.containerd_dropins(run.ctx, node))
+
+
+@then("containerd's effective runtimes include runc as default and nvidia")
+def effective_runtimes(run, node):
+    expect_finding(checks.containerd_runtimes(run.ctx, node))
+
+
+@then("no containerd drop-in has a higher version than the root config")
+def dropin_versions(run, node):
+    expect_finding(checks.containerd_versions(run.ctx, node))
+
+
+@then("/etc/docker/daemon.json has the nvidia runtime")
+def docker_runtime(run, node):
+    expect_finding(checks.docker_runtime(run.ctx, node))
+
+
+@then("allocatable nvidia.com/gpu equals physical GPUs times replicas")
+def allocatable(run, node):
+    expect_finding(checks.allocatable(run.ctx, node))
+
+
+@then("the GPU feature discovery labels show the physical count, replicas and a shared product")
+def gfd_labels(run, node):
+    expect_finding(checks.gfd_labels(run.ctx, node))
+
+
+@then(parsers.parse('a CUDA vectoradd pod on the node exits 0 and prints "{text}"'))
+def vectoradd(run, node, text):
+    run.require_workload()
+    expect_finding(checks.vectoradd(run.ctx, node))
+
+
+@then("the DCGM exporter on the node reports a metric for every GPU of nvidia-smi")
+def dcgm_metrics(run, node):
+    expect_finding(checks.dcgm_metrics(run.ctx, node))
