@@ -1,0 +1,361 @@
+"""The host view of a lab node: a folder laid out like a real k8s-snap GPU node, plus the twin's shims.
+
+``seed(paths, node)`` creates ``LabPaths().host_root(node.name)`` (e.g. ``.lab/hosts/gpu-a/``). The suite reaches
+it through its host-access layer with root prefix = the folder and ``PATH=<root>/usr/bin:...`` first, so the
+``nvidia-smi``, ``snap``, ``systemctl`` and ``docker`` it runs are the shims written here, and a host path such as
+``/etc/docker/daemon.json`` is read at ``<root>/etc/docker/daemon.json``. See lab/twin/README-host.md.
+
+The twin's own bookkeeping lives under ``<root>/.twin/`` (node.json, containerd.json, docker.json, systemd.json,
+snap.json, toolkit.json); the helpers at the top of this module read and write it atomically (the twin process
+and the shims both touch it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from lab.spec import NodeSpec
+from lab.state import REPO_ROOT, LabPaths
+
+__all__ = [
+    "LOCK_FILE",
+    "SHIMS",
+    "containerd_root",
+    "host_path",
+    "k8s_containerd_config",
+    "load_node",
+    "read_json",
+    "seed",
+    "set_faults",
+    "twin_dir",
+    "update_json",
+    "write_json",
+    "write_k8s_containerd_config",
+]
+
+SEEDED_MARKER = ".twin/seeded"
+LOCK_FILE = "/var/snap/k8s/common/lock/.containerd-base-dir"
+HOST_DRIVER_VALIDATIONS = "/run/nvidia/validations"
+K8SD_PAUSE_IMAGE = "ghcr.io/canonical/k8s-snap/pause:3.10"
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+
+# shim name -> (module, function); every node gets snap and systemctl, GPU nodes nvidia-smi, Docker nodes docker
+SHIMS: dict[str, tuple[str, str]] = {
+    "nvidia-smi": ("lab.twin.nvidia_smi", "main"),
+    "snap": ("lab.twin.hostcmd", "snap_main"),
+    "systemctl": ("lab.twin.hostcmd", "systemctl_main"),
+    "docker": ("lab.twin.hostcmd", "docker_main"),
+}
+
+_SHIM_TEMPLATE = '''#!{python}
+# Lab twin shim for `{name}` (written by lab/twin/hostview.py; see lab/twin/README-host.md).
+# The host root is this file's folder two levels up: <root>/usr/bin/{name} -> <root>.
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, {repo!r})
+from {module} import {func} as _main  # noqa: E402
+
+raise SystemExit(_main(ROOT, sys.argv[1:]))
+'''
+
+
+# ------------------------------------------------------------------------------------------------ state helpers
+def host_path(root: Path, path: str) -> Path:
+    """The lab file that stands for absolute host path ``path`` (``/etc/x`` -> ``<root>/etc/x``)."""
+    if not path.startswith("/"):
+        raise ValueError(f"host path {path!r} is not absolute")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"host path {path!r} must not contain '..'")
+    return root.joinpath(*parts)
+
+
+def twin_dir(root: Path) -> Path:
+    return root / ".twin"
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename), so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    lock = twin_dir(root) / ".lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def update_json(root: Path, name: str, fn: Callable[[Any], Any], default: Any = None) -> Any:
+    """Read-modify-write ``<root>/.twin/<name>`` under the host view's lock; returns what was written."""
+    path = twin_dir(root) / name
+    with _locked(root):
+        data = fn(read_json(path, default))
+        write_json(path, data)
+        return data
+
+
+def _node_to_json(node: NodeSpec) -> dict[str, Any]:
+    d = dataclasses.asdict(node)
+    d["nvidia_smi"] = str(node.nvidia_smi) if node.nvidia_smi else None
+    d["files"] = {k: str(v) for k, v in node.files.items()}
+    d["faults"] = list(node.faults)
+    return d
+
+
+def load_node(root: Path) -> NodeSpec:
+    """The NodeSpec recorded in ``<root>/.twin/node.json`` at seed time (faults may change: set_faults)."""
+    d = read_json(twin_dir(root) / "node.json")
+    if d is None:
+        raise FileNotFoundError(f"{root} is not a seeded host view (no .twin/node.json)")
+    d["nvidia_smi"] = Path(d["nvidia_smi"]) if d.get("nvidia_smi") else None
+    d["files"] = {k: Path(v) for k, v in (d.get("files") or {}).items()}
+    d["faults"] = tuple(d.get("faults") or ())
+    d["labels"] = dict(d.get("labels") or {})
+    known = {f.name for f in dataclasses.fields(NodeSpec)}
+    return NodeSpec(**{k: v for k, v in d.items() if k in known})
+
+
+def set_faults(root: Path, faults: tuple[str, ...] | list[str]) -> None:
+    """Change the faults the host's tools play (nvidia-smi reads them on every run)."""
+    def change(d: dict[str, Any]) -> dict[str, Any]:
+        d["faults"] = list(faults)
+        return d
+    update_json(root, "node.json", change)
+
+
+# ------------------------------------------------------------------------------------------------ k8s-snap layout
+def containerd_root(base_dir: str) -> str:
+    """k8s-snap's containerd root for a ``containerd-base-dir`` B: ``B/k8s-containerd`` (k8sd appends it).
+
+    ``/`` (no custom base dir: the classic-confinement default) means containerd's files are at /etc/containerd,
+    /run/containerd.
+    """
+    base = base_dir.strip() or "/"
+    if base == "/":
+        return "/"
+    return f"{base.rstrip('/')}/k8s-containerd"
+
+
+def _join(a: str, *rest: str) -> str:
+    out = a.rstrip("/")
+    for r in rest:
+        out = f"{out}/{r.strip('/')}"
+    return out or "/"
+
+
+def containerd_major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 1
+
+
+def k8s_containerd_config(node: NodeSpec) -> str:
+    """config.toml as k8s-snap's k8sd writes it under ``B/k8s-containerd/etc/containerd/``.
+
+    After k8s-snap's setup.Containerd (src/k8s/pkg/k8sd/setup/containerd.go and its embedded template): version,
+    oom_score, imports of the extra-config dir, grpc/debug/metrics/cgroup, the CRI plugin with sandbox image,
+    default_runtime_name "runc", runtimes.runc (io.containerd.runc.v2), cni dirs and registry config_path.
+    Lab additions (see README-host.md): the header comment, grpc.address (k8sd passes it as --address) and
+    SystemdCgroup = true (/work/shared/reference/gpu-stack.md). containerd >= 2.0 gets version 3 and the v3
+    CRI plugin ids (io.containerd.cri.v1.runtime / io.containerd.cri.v1.images / io.containerd.grpc.v1.cri).
+    """
+    croot = containerd_root(node.containerd_base_dir)
+    conf_d = _join(croot, "etc/containerd/conf.d")
+    hosts_d = _join(croot, "etc/containerd/hosts.d")
+    sock = _join(croot, "run/containerd/containerd.sock")
+    v3 = containerd_major(node.containerd_version) >= 2
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Generated by k8sd (k8s-snap). This file is rewritten by k8sd: do not edit it;"))
+    doc.add(tomlkit.comment(f"add drop-ins to {conf_d}/ instead."))
+    doc.add(tomlkit.comment(f"containerd {node.containerd_version}, containerd-base-dir {node.containerd_base_dir}"))
+    doc.add("version", 3 if v3 else 2)
+    doc.add("oom_score", 0)
+    doc.add("imports", [f"{conf_d}/*.toml"])
+    grpc = tomlkit.table()
+    grpc.update({"address": sock, "uid": 0, "gid": 0,
+                 "max_recv_message_size": 16777216, "max_send_message_size": 16777216})
+    doc.add("grpc", grpc)
+    debug = tomlkit.table()
+    debug.update({"address": "", "uid": 0, "gid": 0, "level": ""})
+    doc.add("debug", debug)
+    metrics = tomlkit.table()
+    metrics.update({"address": "", "grpc_histogram": False})
+    doc.add("metrics", metrics)
+    cgroup = tomlkit.table()
+    cgroup.add("path", "")
+    doc.add("cgroup", cgroup)
+
+    runc = tomlkit.table()
+    runc.add("runtime_type", "io.containerd.runc.v2")
+    runc_opts = tomlkit.table()
+    runc_opts.add("SystemdCgroup", True)
+    runc.add("options", runc_opts)
+    runtimes = tomlkit.table()
+    runtimes.add("runc", runc)
+    ctrd = tomlkit.table()
+    ctrd.add("default_runtime_name", "runc")
+    ctrd.add("runtimes", runtimes)
+    cni = tomlkit.table()
+    cni.update({"bin_dir": CNI_BIN_DIR, "conf_dir": CNI_CONF_DIR})
+    registry = tomlkit.table()
+    registry.add("config_path", hosts_d)
+    plugins = tomlkit.table()
+    if v3:
+        grpc_cri = tomlkit.table()
+        grpc_cri.update({"stream_server_address": "127.0.0.1", "stream_server_port": "0",
+                         "enable_tls_streaming": False})
+        images = tomlkit.table()
+        images.add("registry", registry)
+        pinned = tomlkit.table()
+        pinned.add("sandbox", K8SD_PAUSE_IMAGE)
+        images.add("pinned_images", pinned)
+        rt = tomlkit.table()
+        rt.update({"enable_selinux": False, "max_container_log_line_size": 16384})
+        rt.add("containerd", ctrd)
+        rt.add("cni", cni)
+        plugins.add("io.containerd.cri.v1.images", images)
+        plugins.add("io.containerd.cri.v1.runtime", rt)
+        plugins.add("io.containerd.grpc.v1.cri", grpc_cri)
+    else:
+        cri = tomlkit.table()
+        cri.update({"stream_server_address": "127.0.0.1", "stream_server_port": "0", "enable_selinux": False,
+                    "sandbox_image": K8SD_PAUSE_IMAGE, "stats_collect_period": 10,
+                    "enable_tls_streaming": False, "max_container_log_line_size": 16384})
+        ctrd_v2 = tomlkit.table()
+        ctrd_v2.add("no_pivot", False)
+        for k, v in ctrd.items():
+            ctrd_v2.add(k, v)
+        cri.add("containerd", ctrd_v2)
+        cri.add("cni", cni)
+        cri.add("registry", registry)
+        plugins.add("io.containerd.grpc.v1.cri", cri)
+    doc.add("plugins", plugins)
+    return tomlkit.dumps(doc)
+
+
+def write_k8s_containerd_config(root: Path, node: NodeSpec) -> Path:
+    """(Re)write the snap's config.toml as k8sd does (bootstrap, join, refresh): any toolkit import is lost."""
+    croot = containerd_root(node.containerd_base_dir)
+    path = host_path(root, _join(croot, "etc/containerd/config.toml"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(k8s_containerd_config(node))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ seeding
+def _write_shims(root: Path, node: NodeSpec) -> None:
+    names = ["snap", "systemctl"]
+    if node.is_gpu:
+        names.insert(0, "nvidia-smi")
+    if node.docker:
+        names.append("docker")
+    bindir = root / "usr" / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        module, func = SHIMS[name]
+        text = _SHIM_TEMPLATE.format(python=sys.executable, name=name, repo=str(REPO_ROOT), module=module,
+                                     func=func)
+        target = bindir / name
+        tmp = bindir / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, target)
+
+
+def _initial_systemd(node: NodeSpec) -> dict[str, Any]:
+    units: dict[str, Any] = {
+        "snap.k8s.containerd.service": {"enabled": True, "active": "active", "starts": 1},
+        "snap.k8s.kubelet.service": {"enabled": True, "active": "active", "starts": 1},
+        "snap.k8s.k8sd.service": {"enabled": True, "active": "active", "starts": 1},
+    }
+    if node.docker:
+        units["docker.service"] = {"enabled": True, "active": "active", "starts": 1}
+        units["containerd.service"] = {"enabled": True, "active": "active", "starts": 1}
+    return {"daemon_reloads": 0, "units": units}
+
+
+def seed(paths: LabPaths, node: NodeSpec) -> Path:
+    """Create the host view of ``node`` and return its root. Idempotent.
+
+    When ``<root>/.twin/seeded`` exists the host's files are left alone (a restarted lab keeps what the suite
+    changed); only the shims in usr/bin are rewritten, so they always point at the running interpreter.
+    """
+    from lab.twin import containerd  # late: containerd imports this module
+
+    root = paths.host_root(node.name)
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / SEEDED_MARKER).exists():
+        _write_shims(root, node)
+        return root
+
+    croot = containerd_root(node.containerd_base_dir)
+    for d in ("/etc/containerd/conf.d", "/etc/systemd/system", HOST_DRIVER_VALIDATIONS,
+              _join(croot, "etc/containerd/conf.d"), _join(croot, "etc/containerd/hosts.d"),
+              _join(croot, "run/containerd"), CNI_BIN_DIR, CNI_CONF_DIR):
+        host_path(root, d).mkdir(parents=True, exist_ok=True)
+    write_k8s_containerd_config(root, node)
+    host_path(root, _join(croot, "run/containerd/containerd.sock")).touch()  # placeholder, not a socket
+    lock = host_path(root, LOCK_FILE)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(node.containerd_base_dir + "\n")
+    if node.docker:
+        daemon = host_path(root, "/etc/docker/daemon.json")
+        daemon.parent.mkdir(parents=True, exist_ok=True)
+        daemon.write_text("{}\n")
+    _write_shims(root, node)
+    for host, local in node.files.items():
+        target = host_path(root, host)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+
+    tw = twin_dir(root)
+    write_json(tw / "node.json", _node_to_json(node))
+    ev = containerd.effective(root)
+    write_json(tw / "containerd.json", containerd.state_record(ev, restarts=0))
+    write_json(tw / "systemd.json", _initial_systemd(node))
+    if node.docker:
+        from lab.twin import hostcmd
+
+        write_json(tw / "docker.json", hostcmd.docker_start_record(root, restarts=0))
+    (root / SEEDED_MARKER).write_text(f"{time.time():.3f}\n")
+    return root
