@@ -318,7 +318,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
         exc = call.excinfo.value if call.excinfo else None
         skipped = report.skipped
-        scenario = getattr(getattr(item, "obj", None), "__scenario__", None)
+        from pytest_bdd.scenario import scenario_wrapper_template_registry
+
+        scenario = scenario_wrapper_template_registry.get(getattr(item, "obj", None))
         node = getattr(getattr(item, "callspec", None), "params", {}).get("gpu_node")
         message = ""
         if skipped and isinstance(report.longrepr, tuple):

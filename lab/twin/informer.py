@@ -101,6 +101,10 @@ class Informer:
             except ApiException as exc:
                 if exc.status == 410:
                     rv = None
+                elif exc.status == 404:  # the resource's CRD is not installed (yet)
+                    rv = None
+                    self.synced.set()
+                    time.sleep(1.0)
                 else:
                     log.warning("%s: watch failed (%s); retrying", self.name, exc.status)
                     time.sleep(0.5)

@@ -439,10 +439,10 @@ class Twin:
 
         def ready() -> None:
             self._write_logs(pod, log_text)
+            self._label_gfd(node, self._cluster_policy() or cp)
             self._advertise(node.name, gpus * sharing.replicas)
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
-            self._label_gfd(node, self._cluster_policy() or cp)
             self.record("gpus-advertised", node=node.name, count=gpus * sharing.replicas)
         self.timers.after(delay, ready)
 

@@ -154,9 +154,16 @@ class TimeSlicing:
         expected = {n: v for n, v in self._expected(ctx, nodes).items() if v is not None}
         ns = ctx.settings.namespace
 
+        replicas = {n: expect.replicas(ctx, n) for n in expected}
+
         def missing(objs: dict[str, dict]) -> list[str]:
-            return [f"{n} (advertises {_allocatable(objs.get(n, {}))}, want {w})"
-                    for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {})) != w]
+            out = [f"{n} (advertises {_allocatable(objs.get(n, {}))}, want {w})"
+                   for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {})) != w]
+            for n, r in sorted(replicas.items()):
+                label = ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get("nvidia.com/gpu.replicas")
+                if label != str(r):
+                    out.append(f"{n} (GFD label gpu.replicas={label}, want {r})")
+            return out
 
         def diagnostics(objs: dict[str, dict]) -> str:
             lines = []

@@ -1,0 +1,341 @@
+"""The fleet matrix: ``reports/<run-id>/fleet.html``, nodes as rows and checks as columns.
+
+One static file, no images, CSS classes per cell (no inline styles) and a few lines of vanilla JS for the
+search box and the "only problems" filter (also settable from the URL: ``fleet.html?q=node-1&problems=1``).
+Every cell links to the node's Allure report (to the test itself when it can be found there) and carries the
+result's message in its ``title``. Sized for 1000 nodes x 15 checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from provision.reporting import ALL_KEY, CLUSTER_KEY
+from provision.reporting.allure_split import is_dns1123_subdomain
+from provision.reporting.exit_codes import describe, exit_code, outcome_counts
+
+FLEET_FILE = "fleet.html"
+TITLE_MESSAGE_LIMIT = 400
+
+_CLASS = {"passed": "p", "failed": "f", "broken": "b", "skipped": "s"}
+_GLYPH = {"p": "\u2713", "f": "\u2717", "b": "!", "s": "\u2013"}
+_RANK = {"skipped": 0, "passed": 1, "broken": 2, "failed": 3}
+
+Check = tuple[str, str]  # (feature, scenario)
+
+_CSS = """
+:root{--p:#1a7f37;--f:#cf222e;--b:#e36209;--s:#afb8c1;--na:#f3f4f6;--line:#d0d7de;--mute:#57606a}
+*{box-sizing:border-box}
+body{margin:0;font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#fff}
+header{padding:12px 16px 8px}
+h1{font-size:18px;margin:0 0 2px}
+.meta{color:var(--mute);margin:0 0 8px}
+.verdict{font-weight:600;margin:0 0 8px}
+.v0{color:var(--p)}.v10{color:var(--f)}.v11{color:var(--b)}
+.counts{display:flex;flex-wrap:wrap;gap:6px;list-style:none;padding:0;margin:0 0 10px}
+.counts li{padding:2px 10px;border-radius:12px;background:#eef1f4}
+.counts b{font-size:14px}
+.counts .p b{color:var(--p)}.counts .f b{color:var(--f)}.counts .b b{color:var(--b)}.counts .s b{color:var(--mute)}
+.tools{display:flex;flex-wrap:wrap;gap:14px;align-items:center}
+.tools input[type=search]{width:260px;padding:4px 8px;border:1px solid var(--line);border-radius:6px;font:inherit}
+#shown{color:var(--mute)}
+.legend{display:flex;flex-wrap:wrap;gap:12px;color:var(--mute);margin:8px 0 0}
+.legend i{display:inline-block;width:14px;height:14px;vertical-align:-2px;margin-right:4px;border-radius:2px}
+.legend .p{background:var(--p)}.legend .f{background:var(--f)}.legend .b{background:var(--b)}
+.legend .s{background:var(--s)}.legend .na{background:var(--na);border:1px solid var(--line)}
+table{border-collapse:separate;border-spacing:0;margin:0 16px 24px}
+thead th{position:sticky;top:0;z-index:2;background:#fff;vertical-align:bottom}
+thead tr.fr th{height:26px;padding:0 2px;border-bottom:1px solid var(--line)}
+thead tr.sr th{top:26px;border-bottom:2px solid var(--line)}
+th.node{left:0;z-index:3;text-align:left;padding:4px 10px 4px 0;border-bottom:2px solid var(--line)}
+th.feat{font-weight:600;color:var(--mute);border-left:2px solid #fff;border-right:2px solid #fff}
+th.feat div{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;margin:0 auto}
+th.chk{width:30px;padding:6px 0 4px;font-weight:600}
+th.chk div{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap;overflow:hidden;
+  text-overflow:ellipsis;max-height:220px;margin:0 auto}
+th.sum{padding:4px 8px;text-align:right;border-bottom:2px solid var(--line)}
+tbody th{position:sticky;left:0;z-index:1;background:#fff;text-align:left;font-weight:400;padding:0 10px 0 0;
+  white-space:nowrap}
+tbody th a{color:inherit}
+tbody.cl th{font-weight:600;font-style:italic}
+tbody.cl tr:last-child>*{border-bottom:2px solid var(--line)}
+td{width:30px;min-width:30px;height:22px;padding:0;text-align:center;border:1px solid #fff}
+td a,td span{display:block;line-height:20px;color:#fff;text-decoration:none;font-weight:700}
+td.p{background:var(--p)}td.f{background:var(--f)}td.b{background:var(--b)}td.s{background:var(--s)}
+td.s a,td.s span{color:#24292f}td.na{background:var(--na)}
+td.sum{width:auto;padding:0 8px;text-align:right;color:var(--f);font-weight:600;white-space:nowrap}
+tr:hover th,tr:hover td.sum{background:#eef1f4}
+td a:focus,td a:hover{outline:2px solid #0969da;outline-offset:-2px}
+"""
+
+_JS = """
+(function(){
+var q=document.getElementById('q'),bad=document.getElementById('bad'),shown=document.getElementById('shown');
+var rows=Array.prototype.slice.call(document.querySelectorAll('#fleet tbody tr'));
+var names=rows.map(function(r){return (r.getAttribute('data-node')||'').toLowerCase();});
+function apply(){
+  var s=q.value.trim().toLowerCase(),only=bad.checked,n=0;
+  for(var i=0;i<rows.length;i++){
+    var show=(!s||names[i].indexOf(s)>=0)&&(!only||rows[i].classList.contains('bad'));
+    rows[i].hidden=!show;if(show)n++;
+  }
+  shown.textContent=n+' of '+rows.length+' rows shown';
+}
+var p=new URLSearchParams(location.search);
+if(p.has('q'))q.value=p.get('q');
+if(p.get('problems')==='1')bad.checked=true;
+q.addEventListener('input',apply);bad.addEventListener('change',apply);apply();
+})();
+"""
+
+
+def _natural_key(name: str) -> tuple[Any, ...]:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _outcome(result: Mapping[str, Any]) -> str:
+    outcome = result.get("outcome")
+    return outcome if outcome in _RANK else "broken"
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _fmt_time(value: Any) -> str:
+    if not value:
+        return "?"
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    except ValueError:
+        return str(value)
+
+
+def _duration(started: Any, finished: Any) -> str | None:
+    try:
+        seconds = int((datetime.fromisoformat(str(finished)) - datetime.fromisoformat(str(started))).total_seconds())
+    except (TypeError, ValueError):
+        return None
+    if seconds < 0:
+        return None
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def _feature_groups(columns: list[Check]) -> list[tuple[str, int]]:
+    """Runs of adjacent columns of one feature: ``[(feature, number of columns), ...]``."""
+    groups: list[tuple[str, int]] = []
+    for feature, _scenario in columns:
+        if groups and groups[-1][0] == feature:
+            groups[-1] = (feature, groups[-1][1] + 1)
+        else:
+            groups.append((feature, 1))
+    return groups
+
+
+def _cell_title(results: list[Mapping[str, Any]]) -> str:
+    parts = []
+    for r in sorted(results, key=lambda r: -_RANK[_outcome(r)]):
+        message = str(r.get("message") or "").strip()
+        if len(message) > TITLE_MESSAGE_LIMIT:
+            message = message[:TITLE_MESSAGE_LIMIT] + "\u2026"
+        remediation = str(r.get("remediation") or "").strip()
+        text = _outcome(r) + (f": {message}" if message else "")
+        if remediation and _outcome(r) in ("failed", "broken"):
+            text += f"\nRemediation: {remediation[:TITLE_MESSAGE_LIMIT]}"
+        parts.append(text)
+    if len(parts) > 1:
+        return f"{len(parts)} results\n" + "\n".join(parts)
+    return parts[0]
+
+
+def render_fleet(
+    summary: Mapping[str, Any],
+    links: Mapping[str, str],
+    *,
+    cell_links: Mapping[tuple[str, str], str] | None = None,
+) -> str:
+    """The fleet page for ``summary`` (the run's summary.json, parsed).
+
+    ``links``: href (relative to fleet.html) of each node's report by node name, plus ``"_cluster"`` for the
+    cluster-wide row and ``"_all"`` for the whole-run report. ``cell_links``: optional deeper hrefs by
+    ``(node or "_cluster", nodeid)``, used for the cell holding that result. A cell with no href is plain text.
+    """
+    cell_links = cell_links or {}
+    env = summary.get("environment") or {}
+    results = [r for r in (summary.get("results") or ()) if isinstance(r, Mapping)]
+
+    checks: dict[Check, None] = {}
+    cluster_checks: dict[Check, None] = {}
+    cells: dict[tuple[str, Check], list[Mapping[str, Any]]] = {}
+    nodes: set[str] = {str(n) for n in (env.get("driver_versions") or {})}
+    for r in results:
+        check = (str(r.get("feature") or ""), str(r.get("scenario") or ""))
+        node = r.get("node")
+        key = CLUSTER_KEY if node is None else str(node)
+        if node is None:
+            cluster_checks.setdefault(check, None)
+        else:
+            nodes.add(key)
+        cells.setdefault((key, check), []).append(r)
+    # Cluster-wide checks first, then per-node checks, each in the order the run produced them.
+    for r in results:
+        check = (str(r.get("feature") or ""), str(r.get("scenario") or ""))
+        if check not in cluster_checks:
+            checks.setdefault(check, None)
+    columns = list(cluster_checks) + list(checks)
+    node_rows = sorted(nodes, key=_natural_key)
+
+    counts = outcome_counts(summary)
+    code = exit_code(summary)
+    problem_nodes = 0
+    out: list[str] = []
+
+    def row(key: str, label: str, row_id: str) -> tuple[str, bool]:
+        bad = 0
+        tds = []
+        row_href = links.get(key)
+        for check in columns:
+            rs = cells.get((key, check))
+            if not rs:
+                tds.append('<td class="na"></td>')
+                continue
+            worst = max(rs, key=lambda r: _RANK[_outcome(r)])
+            cls = _CLASS[_outcome(worst)]
+            if cls in ("f", "b"):
+                bad += 1
+            href = cell_links.get((key, str(worst.get("nodeid") or ""))) or row_href
+            title = _e(_cell_title(rs))
+            glyph = _GLYPH[cls]
+            if href:
+                tds.append(f'<td class="{cls}"><a href="{_e(href)}" title="{title}">{glyph}</a></td>')
+            else:
+                tds.append(f'<td class="{cls}"><span title="{title}">{glyph}</span></td>')
+        name = f'<a href="{_e(row_href)}">{_e(label)}</a>' if row_href else _e(label)
+        cls_attr = ' class="bad"' if bad else ""
+        attrs = f'{cls_attr} id="{_e(row_id)}" data-node="{_e(label)}"'
+        cells_html = "".join(tds)
+        return f'<tr{attrs}><th>{name}</th><td class="sum">{bad or ""}</td>{cells_html}</tr>', bad > 0
+
+    body_rows = []
+    for node in node_rows:
+        html, bad = row(node, node, f"node-{node}")
+        problem_nodes += bad
+        body_rows.append(html)
+    cluster_row = row(CLUSTER_KEY, "cluster-wide", "cluster-wide")[0] if cluster_checks else ""
+
+    cluster = env.get("cluster") or "cluster"
+    run_id = summary.get("run_id") or "?"
+    mode = summary.get("mode") or env.get("mode") or "?"
+    duration = _duration(summary.get("started"), summary.get("finished"))
+    title = f"GPU node conformance \u2014 {cluster} \u2014 {run_id}"
+    out.append('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">')
+    out.append('<meta name="viewport" content="width=device-width,initial-scale=1">')
+    groups = _feature_groups(columns)
+    widths = "".join(f".w{n}{{max-width:{n * 32 - 4}px}}" for n in sorted({span for _f, span in groups}))
+    out.append(f"<title>{_e(title)}</title><style>{_CSS}{widths}</style></head><body>\n<header>")
+    out.append(f"<h1>GPU node conformance: {_e(cluster)}</h1>")
+    meta = [
+        f"run <b>{_e(run_id)}</b>",
+        f"mode <b>{_e(mode)}</b>",
+        f"started {_e(_fmt_time(summary.get('started')))}",
+        f"finished {_e(_fmt_time(summary.get('finished')))}" + (f" ({_e(duration)})" if duration else ""),
+        f"Kubernetes {_e(env.get('kubernetes_version') or '?')}",
+        f"GPU operator chart {_e(env.get('operator_chart_version') or 'none')}",
+        f"suite {_e(env.get('suite_version') or '?')}",
+    ]
+    if mode != "audit" and summary.get("changes") is not None:
+        meta.append(f"changes {_e(summary.get('changes'))}")
+    sep = " \u00b7 "
+    out.append(f'<p class="meta">{sep.join(meta)}</p>')
+    out.append(f'<p class="verdict v{code}">{_e(describe(code).capitalize())} (exit code {code})</p>')
+    out.append('<ul class="counts">')
+    out.append(f"<li><b>{len(node_rows)}</b> nodes</li>")
+    out.append(f'<li class="f"><b>{problem_nodes}</b> nodes with problems</li>')
+    for outcome in ("passed", "failed", "broken", "skipped"):
+        out.append(f'<li class="{_CLASS[outcome]}"><b>{counts[outcome]}</b> {outcome}</li>')
+    out.append("</ul>")
+    out.append('<div class="tools"><input type="search" id="q" placeholder="Search nodes\u2026" aria-label="Search nodes">')
+    out.append('<label><input type="checkbox" id="bad"> only problems</label><span id="shown"></span>')
+    if links.get(ALL_KEY):
+        out.append(f'<a href="{_e(links[ALL_KEY])}">Whole-run Allure report</a>')
+    out.append("</div>")
+    out.append(
+        '<div class="legend"><span><i class="p"></i>passed</span><span><i class="f"></i>failed (not conformant)</span>'
+        '<span><i class="b"></i>broken (could not check)</span><span><i class="s"></i>skipped</span>'
+        '<span><i class="na"></i>not run</span></div></header>\n'
+    )
+    out.append('<main><table id="fleet"><thead><tr class="fr">')
+    out.append('<th class="node" rowspan="2">node</th><th class="sum" rowspan="2">problems</th>')
+    for feature, span in groups:
+        out.append(f'<th class="feat" colspan="{span}" title="{_e(feature)}"><div class="w{span}">{_e(feature)}</div></th>')
+    out.append('</tr><tr class="sr">')
+    for feature, scenario in columns:
+        scope = "cluster-wide" if (feature, scenario) in cluster_checks else "per node"
+        tip = _e(f"{feature} \u203a {scenario} ({scope})")
+        out.append(f'<th class="chk" title="{tip}"><div>{_e(scenario)}</div></th>')
+    out.append("</tr></thead>\n")
+    if cluster_row:
+        out.append(f'<tbody class="cl">{cluster_row}</tbody>\n')
+    out.append("<tbody>")
+    out.append("\n".join(body_rows))
+    out.append(f"</tbody></table></main>\n<script>{_JS}</script>\n</body></html>\n")
+    return "".join(out)
+
+
+def _report_href(run_dir: Path, key: str) -> str | None:
+    if (run_dir / "html" / key / "index.html").is_file():
+        return f"html/{quote(key)}/index.html"
+    return None
+
+
+def discover_links(run_dir: Path | str, summary: Mapping[str, Any]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """Links to the generated reports under ``run_dir/html`` and, where the test can be found, deep links."""
+    from provision.reporting.allure_html import ReportIndex
+
+    run_dir = Path(run_dir)
+    links: dict[str, str] = {}
+    cell_links: dict[tuple[str, str], str] = {}
+    for key in (ALL_KEY, CLUSTER_KEY):
+        href = _report_href(run_dir, key)
+        if href:
+            links[key] = href
+    indexes: dict[str, ReportIndex] = {}
+    nodes = {str(n) for n in ((summary.get("environment") or {}).get("driver_versions") or {})}
+    for r in summary.get("results") or ():
+        if r.get("node") is not None:
+            nodes.add(str(r["node"]))
+    for node in nodes:
+        if is_dns1123_subdomain(node):
+            href = _report_href(run_dir, node)
+            if href:
+                links[node] = href
+    for r in summary.get("results") or ():
+        key = CLUSTER_KEY if r.get("node") is None else str(r["node"])
+        if key not in links or not r.get("nodeid"):
+            continue
+        index = indexes.setdefault(key, ReportIndex(run_dir / "html" / key))
+        test_id = index.test_id(str(r.get("scenario") or ""), _outcome(r), r.get("feature"))
+        if test_id:
+            cell_links[(key, str(r["nodeid"]))] = f"{links[key]}#{quote(test_id)}"
+    return links, cell_links
+
+
+def write_fleet(run_dir: Path | str) -> Path:
+    """Render ``run_dir/fleet.html`` from ``run_dir/summary.json`` and the reports under ``run_dir/html``."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    links, cell_links = discover_links(run_dir, summary)
+    path = run_dir / FLEET_FILE
+    tmp = path.with_name(f".{FLEET_FILE}.tmp")
+    tmp.write_text(render_fleet(summary, links, cell_links=cell_links), encoding="utf-8")
+    tmp.replace(path)
+    return path
