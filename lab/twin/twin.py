@@ -334,6 +334,9 @@ class Twin:
         node = spec.get("nodeName")
         if app == "nvidia-dcgm-exporter":
             self.dcgm.stop(md["uid"])
+        if app == "nvidia-container-toolkit-daemonset" and node in self.nodes:
+            # The real toolkit removes its drop-in when its container stops (the import line stays).
+            self._submit(lambda: containerd.toolkit_uninstall(self._host_root(node)))
         if app == "nvidia-device-plugin-daemonset" and node in self.nodes:
             # kubelet drops a device plugin's resources when the plugin goes away.
             self._submit(lambda: self._advertise(node, 0))
@@ -382,8 +385,12 @@ class Twin:
 
             def install() -> None:
                 env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
-                written = containerd.toolkit_install(self._host_root(node.name), env,
-                                                     operands.cdi_enabled(cp.get("spec") or {}), node.faults)
+                try:
+                    written = containerd.toolkit_install(self._host_root(node.name), env,
+                                                         operands.cdi_enabled(cp.get("spec") or {}), node.faults)
+                except containerd.ToolkitError as exc:
+                    self._crashloop(pod, f"level=error msg=\"{exc}\"")
+                    return
                 self._write_logs(pod, "".join(f"Wrote {p}\n" for p in written))
                 self._set_running(pod, ready=True)
                 self._set_state(uid, "running")
