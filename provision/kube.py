@@ -8,6 +8,7 @@ Nothing here knows whether the cluster is the lab or production.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,16 @@ from provision.settings import Settings, SettingsError
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SUITE = "gpu-node-conformance"
 CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME = "nvidia.com", "v1", "clusterpolicies", "cluster-policy"
+WAIT_LOG_ENV = "GPU_CONFORMANCE_WAIT_LOG"  # JSON-lines file: when each wait noticed its state (benchmarks)
+
+
+def _log_wait(what: str, started: float) -> None:
+    """Append {"what", "t", "started"} (epoch seconds) to $GPU_CONFORMANCE_WAIT_LOG, if it is set."""
+    path = os.environ.get(WAIT_LOG_ENV)
+    if path:
+        line = json.dumps({"what": what, "t": time.time(), "started": started}) + "\n"
+        with open(path, "a") as f:  # one short append per line: safe across xdist workers
+            f.write(line)
 
 
 class ClusterUnreachable(RuntimeError):
@@ -205,6 +216,7 @@ class Kube:
                  diagnostics: Callable[[dict[str, dict]], str] = lambda _: "", *args: Any, **kw: Any) -> dict:
         """LIST once, then WATCH until done(objects) holds; resumes after a dropped watch (apiserver restart)
         from the last resourceVersion, re-listing if that has expired. Times out with what is missing."""
+        started = time.time()
         deadline = time.monotonic() + timeout
         objs: dict[str, dict] = {}
         rv: str | None = None
@@ -217,6 +229,7 @@ class Kube:
                     objs = {o["metadata"]["name"]: o for o in doc.get("items", [])}
                     rv = doc["metadata"]["resourceVersion"]
                 if done(objs):
+                    _log_wait(what, started)
                     return objs
                 if remaining <= 0:
                     break
@@ -236,6 +249,7 @@ class Kube:
                         objs[obj["metadata"]["name"]] = obj
                     if done(objs):
                         w.stop()
+                        _log_wait(what, started)
                         return objs
                     if time.monotonic() > deadline:
                         w.stop()
