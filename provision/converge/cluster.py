@@ -3,6 +3,7 @@ discovery ConfigMap. Objects are updated with optimistic concurrency; other part
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 
@@ -123,9 +124,13 @@ class TimeSlicing:
             ctx.kube.guarded("patch ClusterPolicy cluster-policy spec.devicePlugin.config",
                              ctx.kube.custom.patch_cluster_custom_object, CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME,
                              {"spec": {"devicePlugin": {"config": want_cfg}}})
-        self._restart_plugin(ctx)
+        config_changed = any(c.action != "restart" for c in changes)
+        snap = ctx.kube.snapshot(refresh=True)
+        expected = self._expected(ctx, nodes)
+        restart = [n for n in nodes if config_changed or (
+            expected.get(n) is not None and _allocatable(snap.nodes.get(n, {})) != expected[n])]
+        self._restart_plugin(ctx, restart, s.namespace)
         self._wait_advertised(ctx, nodes)
-        del s
 
     def _configmap(self, ctx: RunContext, data: dict[str, str]) -> None:
         s = ctx.settings
@@ -142,13 +147,22 @@ class TimeSlicing:
             return
         update_configmap_keys(ctx, s.namespace, TIME_SLICING_CM, data)
 
-    def _restart_plugin(self, ctx: RunContext) -> None:
-        ns = ctx.settings.namespace
+    def _restart_plugin(self, ctx: RunContext, nodes: list[str], ns: str) -> None:
+        """Restart the device plugin so it reloads its config (the operator does not watch the ConfigMap).
+        The DaemonSet's template is stamped like `kubectl rollout restart` does, and the pods on the nodes
+        that need it are deleted: a DaemonSet rolling update stalls behind pods that cannot become ready on
+        broken nodes (maxUnavailable), which must not keep the healthy nodes from converging."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ctx.kube.guarded(f"rollout restart DaemonSet {ns}/{DEVICE_PLUGIN_DS}", ctx.kube.apps.patch_namespaced_daemon_set,
                          DEVICE_PLUGIN_DS, ns,
                          {"spec": {"template": {"metadata": {"annotations": {
                              "kubectl.kubernetes.io/restartedAt": stamp}}}}})
+        wanted = set(nodes)
+        for pod in ctx.kube.snapshot().pods_of(DEVICE_PLUGIN_DS):
+            if pod["spec"].get("nodeName") in wanted and not pod["metadata"].get("deletionTimestamp"):
+                with contextlib.suppress(ApiException):
+                    ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} (device plugin restart)",
+                                     ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
 
     def _wait_advertised(self, ctx: RunContext, nodes: list[str]) -> None:
         expected = {n: v for n, v in self._expected(ctx, nodes).items() if v is not None}
