@@ -125,6 +125,10 @@ def _raw_settings(config: pytest.Config) -> dict:
         raw["gpu_nodes"] = tuple(raw["gpu_nodes"])
     if o.lab or raw.pop("lab", False):
         raw.update(_lab_settings(config, raw))
+        # Options given on the command line still win over the lab's defaults (e.g. a ServiceAccount
+        # token's kubeconfig for a least-privilege run against the lab).
+        explicit = {"kubeconfig": o.kubeconfig, "chart_repo": o.chart_repo, "dcgm_access": o.dcgm_access}
+        raw.update({k: v for k, v in explicit.items() if v is not None})
     return raw
 
 
