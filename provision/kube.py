@@ -48,8 +48,14 @@ class WaitTimeout(RuntimeError):
 
 def connect(settings: Settings) -> client.ApiClient:
     """An API client for the configured kubeconfig/context, checked with one quick /version request."""
+    # Retries and pool size must be on the configuration before the client is made: the client builds its
+    # connection pool from them once, so setting them on api.configuration afterwards has no effect.
+    cfg = client.Configuration()
+    cfg.retries = urllib3.Retry(total=2, connect=2, read=0, backoff_factor=0.2)
+    cfg.connection_pool_maxsize = 16
     try:
-        api = config.new_client_from_config(config_file=settings.kubeconfig, context=settings.context)
+        api = config.new_client_from_config(config_file=settings.kubeconfig, context=settings.context,
+                                            client_configuration=cfg)
     except ConfigException as exc:
         msg = str(exc)
         if settings.context and "context" in msg.lower():
@@ -60,8 +66,6 @@ def connect(settings: Settings) -> client.ApiClient:
                             f"{msg}; pass --kubeconfig PATH") from exc
     except FileNotFoundError as exc:
         raise SettingsError(f"invalid setting kubeconfig={settings.kubeconfig!r}: no such file") from exc
-    api.configuration.retries = urllib3.Retry(total=2, connect=2, read=0, backoff_factor=0.2)
-    api.configuration.connection_pool_maxsize = 16
     t = settings.timeout("api")
     try:
         client.VersionApi(api).get_code(_request_timeout=(min(t, 5.0), t))
