@@ -33,7 +33,16 @@ from lab.twin.gpus import gpus_for
 from lab.twin.informer import Informer
 
 log = logging.getLogger("twin")
-POD_IP_BASE = ipaddress.ip_address("127.1.0.1")
+POD_IP_BLOCK = 12  # bits: each lab hands out at most 4094 pod IPs from its own block of 127.0.0.0/8
+
+
+def pod_ip_base(paths: LabPaths) -> ipaddress.IPv4Address:
+    """The first pod IP of this lab. Several labs run side by side on one machine (tests start extra ones);
+    their pods must not share loopback IPs, or one lab's DCGM exporter answers (or fails to bind) for another's
+    pod. The block is picked from the lab's apiserver port, which no other running lab has."""
+    ports = json.loads(paths.ports_file.read_text()) if paths.ports_file.exists() else {}
+    slot = 1 + int(ports.get("apiserver", 0)) % ((1 << (24 - POD_IP_BLOCK)) - 1)
+    return ipaddress.ip_address("127.0.0.0") + (slot << POD_IP_BLOCK) + 1
 WORKLOAD_RESOURCE = "nvidia.com/gpu"
 
 
@@ -82,6 +91,7 @@ class Twin:
         self.pod_state: dict[str, str] = {}       # pod uid -> what the twin has done with it
         self.pod_ips: dict[str, str] = {}
         self.next_ip = 0
+        self.ip_base = pod_ip_base(paths)
         self.runtime_seen: dict[str, float] = {}   # node -> mtime of .twin/containerd.json last acted on
         self.plugin_sharing: dict[str, plugin_config.Sharing] = {}  # node -> config the running plugin loaded
         self.dcgm = dcgm_server.Servers(paths)
@@ -164,7 +174,7 @@ class Twin:
         uid = pod["metadata"]["uid"]
         with self.lock:
             if uid not in self.pod_ips:
-                self.pod_ips[uid] = str(POD_IP_BASE + self.next_ip)
+                self.pod_ips[uid] = str(self.ip_base + self.next_ip % ((1 << POD_IP_BLOCK) - 2))
                 self.next_ip += 1
             return self.pod_ips[uid]
 
