@@ -91,6 +91,28 @@ def wait_nodes_ready(api: client.ApiClient, names: set[str], paths: LabPaths, ti
                        + processes.log_tail(paths, "kwok"))
 
 
+def wait_chart_repo(paths: LabPaths, port: int, timeout: float = 30.0) -> None:
+    """The chart repository answers (its process is started detached; on a busy machine the Python
+    interpreter can take seconds to listen, and `helm repo add` right after `up` must not be refused)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if processes.running(paths, "chartrepo") is None:
+            raise LabError("the chart repository exited:\n" + processes.log_tail(paths, "chartrepo"))
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.yaml", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise LabError(f"the chart repository on port {port} did not answer within {timeout:.0f}s ({last}):\n"
+                   + processes.log_tail(paths, "chartrepo"))
+
+
 def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool = False) -> dict:
     paths = paths or LabPaths()
     spec = load(spec_path)
@@ -126,6 +148,7 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     if created:
         say(f"created nodes {', '.join(created)}")
     wait_nodes_ready(api, {n.name for n in spec.nodes}, paths)
+    wait_chart_repo(paths, ports["charts"])
     say(f"lab up in {time.monotonic() - t0:.1f}s: {len(spec.nodes)} nodes Ready")
     return status(paths)
 
