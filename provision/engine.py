@@ -128,7 +128,7 @@ class Engine:
                     conv.apply(self.ctx, r.planned, r)
                 r.applied = list(r.planned)
                 self.ctx.kube.snapshot(refresh=True)
-                check = Result(conv.name, mode)
+                check = Result(conv.name, mode, node_failures=dict(r.node_failures), node_errors=dict(r.node_errors))
                 r.remaining = conv.plan(self.ctx, check)
                 r.node_errors.update(check.node_errors)
                 r.node_skips.update(check.node_skips)
@@ -142,6 +142,14 @@ class Engine:
             r.notes.append(traceback.format_exc(limit=6))
         r.seconds = round(time.monotonic() - t0, 3)
         return r
+
+    def unhealthy_nodes(self) -> set[str]:
+        """Nodes an earlier converger of this run failed or could not reach: later ones leave them alone
+        (they are already reported) so that the rest of the fleet still converges."""
+        out: set[str] = set()
+        for r in self.results.values():
+            out |= set(r.node_failures) | set(r.node_errors)
+        return out
 
     def all_results(self) -> list[Result]:
         out = []

@@ -41,14 +41,17 @@ class ClusterRecord:
         self.kube = kube
         self.ns = kube.settings.suite_namespace
 
-    def _ensure_namespace(self) -> None:
+    def _ensure_namespace(self) -> bool:
+        """The suite's namespace (it holds the record); True when this call created it."""
         try:
             self.kube.core.read_namespace(self.ns, _request_timeout=self.kube.timeout)
+            return False
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.kube.guarded(f"create Namespace {self.ns}", self.kube.core.create_namespace,
-                              {"metadata": {"name": self.ns, "labels": {MANAGED_BY: SUITE}}})
+        self.kube.guarded(f"create Namespace {self.ns}", self.kube.core.create_namespace,
+                          {"metadata": {"name": self.ns, "labels": {MANAGED_BY: SUITE}}})
+        return True
 
     def _read(self) -> dict:
         try:
@@ -65,12 +68,13 @@ class ClusterRecord:
 
     def add(self, kind: str, target: str, before: Any) -> None:
         """Record a change about to be made (first record wins: 'before' is the oldest known state)."""
-        self._ensure_namespace()
+        created_ns = self._ensure_namespace()
         entry = Entry(kind, target, before, time.time()).to_json()
         cm = self._read()
         if not cm:
+            first = [Entry("namespace", self.ns, None, entry["at"] - 0.001).to_json()] if created_ns else []
             body = {"metadata": {"name": RECORD_CONFIGMAP, "labels": {MANAGED_BY: SUITE}},
-                    "data": {"entries": json.dumps([entry])}}
+                    "data": {"entries": json.dumps([*first, entry])}}
             try:
                 self.kube.guarded(f"create ConfigMap {self.ns}/{RECORD_CONFIGMAP}",
                                   self.kube.core.create_namespaced_config_map, self.ns, body)
@@ -129,6 +133,17 @@ class HostRecord:
             entry["backup"] = backup
         data["files"][path] = entry
         self._write(data)
+
+    def backup_made(self, backup_path: str | None) -> None:
+        """A `.bak.<time>` copy the host layer made when the suite rewrote a file (removed by rollback,
+        which restores the original from the record's own copy)."""
+        if not backup_path:
+            return
+        data = self.read()
+        data.setdefault("backups", [])
+        if backup_path not in data["backups"]:
+            data["backups"].append(backup_path)
+            self._write(data)
 
     def unit_enabled(self, unit: str) -> None:
         data = self.read()

@@ -16,7 +16,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from provision.context import NoHostAccess, RunContext
-from provision.converge.operator import restore_containerd_baseline
+from provision.converge.hosts import VALIDATIONS_DIR
+from provision.converge.operator import OPERATOR_CRD_GROUPS, OPERATOR_LABELS, restore_containerd_baseline
 from provision.helm import HelmError
 from provision.hosts.results import HostUnreachable
 from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION
@@ -98,11 +99,29 @@ def rollback_cluster(ctx: RunContext, report: RollbackReport) -> None:
                     report.done.append(f"restore label {key} on node {node}")
             elif kind == "namespace":
                 if _ignore_404(kube.guarded, f"delete Namespace {target}", kube.core.delete_namespace, target):
+                    # Wait until it is really gone: a new --provision cannot create in a terminating namespace.
+                    kube.wait_for(f"namespace {target} to be deleted", kube.core.list_namespace,
+                                  lambda objs, t=target: t not in objs, lambda objs, t=target: [t] if t in objs else [],
+                                  s.timeout("helm"), field_selector=f"metadata.name={target}")
                     report.done.append(f"delete Namespace {target}")
-            elif kind == "crd":
+            elif kind == "crds-baseline":
                 ext = client.ApiextensionsV1Api(kube.api)
-                if _ignore_404(kube.guarded, f"delete CRD {target}", ext.delete_custom_resource_definition, target):
-                    report.done.append(f"delete CRD {target}")
+                now = {c.metadata.name for c in ext.list_custom_resource_definition(_request_timeout=kube.timeout).items
+                       if c.spec.group.endswith(OPERATOR_CRD_GROUPS)}
+                for name in sorted(now - set(before)):
+                    if _ignore_404(kube.guarded, f"delete CRD {name}", ext.delete_custom_resource_definition, name):
+                        report.done.append(f"delete CRD {name} (brought by the chart)")
+            elif kind == "node-labels-baseline":
+                for node_obj in kube.core.list_node(_request_timeout=kube.timeout).items:
+                    name = node_obj.metadata.name
+                    was = before.get(name, {})
+                    labels = node_obj.metadata.labels or {}
+                    patch = {k: None for k in labels if k.startswith(OPERATOR_LABELS) and k not in was}
+                    patch.update({k: v for k, v in was.items() if labels.get(k) != v})
+                    if patch:
+                        kube.guarded(f"restore labels on {name}", kube.core.patch_node, name,
+                                     {"metadata": {"labels": patch}})
+                        report.done.append(f"restore {len(patch)} operator label(s) on node {name}")
         except (ApiException, HelmError) as exc:
             report.errors[f"{kind} {target}"] = str(exc)
     if not report.errors:
@@ -138,10 +157,19 @@ def rollback_hosts(ctx: RunContext, report: RollbackReport) -> None:
                 host.remove(entry["backup"], backup=False)
         if any(p == "/etc/docker/daemon.json" for p in rec.get("files", {})):
             host.run(["systemctl", "restart", "docker"], timeout=120, mutates=True)
-        baseline = json.loads(host.read_text(HOST_STATE) or "{}").get("containerd_baseline")
+        state = json.loads(host.read_text(HOST_STATE) or "{}")
+        if "validations_baseline" in state:
+            # The readiness markers on tmpfs that the operator's validator and the suite's unit created.
+            for path in sorted(set(host.glob(VALIDATIONS_DIR + "/*")) - set(state["validations_baseline"])):
+                host.remove(path, backup=False)
+                report.done.append(f"remove {path} on {node}")
+        baseline = state.get("containerd_baseline")
         if baseline:
-            restore_containerd_baseline(host, baseline)
+            restore_containerd_baseline(host, baseline, keep_backups=False)
             report.done.append(f"restore containerd's config files on {node}")
+        for backup in rec.get("backups", []):
+            if host.exists(backup):
+                host.remove(backup, backup=False)
         for p in (HOST_RECORD, HOST_STATE):
             if host.exists(p):
                 host.remove(p, backup=False)

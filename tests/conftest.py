@@ -111,3 +111,21 @@ def test_namespace(lab: Lab) -> Iterator[str]:
 
 
 __all__ = ["SHARED", "Lab", "free_port", "shutil"]
+
+
+@pytest.fixture(scope="module")
+def module_lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Like lab_factory, for labs shared by the tests of one module."""
+    started: list[LabPaths] = []
+
+    def make(spec_doc: dict, name: str = "lab") -> Lab:
+        folder = tmp_path_factory.mktemp(name)
+        spec_file = folder / "spec.yaml"
+        spec_file.write_text(yaml.safe_dump(spec_doc))
+        handle = start_lab(spec_file, folder / "state")
+        started.append(handle.paths)
+        return handle
+
+    yield make
+    for p in started:
+        cluster.down(p)

@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 from provision import expect
 from provision.context import RunContext
 from provision.engine import Change, Result
-from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE
+from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE, WaitTimeout
 from provision.observe.timeslicing import render_config
 
 TIME_SLICING_CM = "time-slicing-config"
@@ -49,9 +49,13 @@ class TimeSlicing:
     name = "time-slicing"
     depends = ("containerd-restart",)
 
-    def _supported(self, ctx: RunContext) -> list[str]:
-        hd = ctx.engine.ensure("host-driver") if hasattr(ctx, "engine") else None
-        skip = set(hd.node_skips) if hd else set()
+    def _supported(self, ctx: RunContext, result: Result | None = None) -> list[str]:
+        """GPU nodes this converger works on: not unsupported, not already failed by an earlier converger
+        (or by this one, when it plans again after applying)."""
+        engine = getattr(ctx, "engine", None)
+        skip: set[str] = set(result.node_failures) | set(result.node_errors) if result else set()
+        if engine is not None:
+            skip |= set(engine.ensure("host-driver").node_skips) | engine.unhealthy_nodes()
         return [n for n in ctx.gpu_nodes if n not in skip]
 
     def _expected(self, ctx: RunContext, nodes: list[str]) -> dict[str, int | None]:
@@ -64,7 +68,7 @@ class TimeSlicing:
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         s = ctx.settings
         snap = ctx.kube.snapshot()
-        nodes = self._supported(ctx)
+        nodes = self._supported(ctx, result)
         data, default, labels = desired_timeslicing(ctx, nodes)
         changes: list[Change] = []
         cm = snap.configmaps.get(TIME_SLICING_CM)
@@ -130,7 +134,7 @@ class TimeSlicing:
         restart = [n for n in nodes if config_changed or (
             expected.get(n) is not None and _allocatable(snap.nodes.get(n, {})) != expected[n])]
         self._restart_plugin(ctx, restart, s.namespace)
-        self._wait_advertised(ctx, nodes)
+        self._wait_advertised(ctx, nodes, result)
 
     def _configmap(self, ctx: RunContext, data: dict[str, str]) -> None:
         s = ctx.settings
@@ -164,7 +168,9 @@ class TimeSlicing:
                     ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} (device plugin restart)",
                                      ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
 
-    def _wait_advertised(self, ctx: RunContext, nodes: list[str]) -> None:
+    def _wait_advertised(self, ctx: RunContext, nodes: list[str], result: Result) -> None:
+        """Wait (watch) until every node advertises physical x replicas; nodes still wrong at the timeout
+        fail with diagnostics, the others are converged."""
         expected = {n: v for n, v in self._expected(ctx, nodes).items() if v is not None}
         ns = ctx.settings.namespace
 
@@ -192,8 +198,17 @@ class TimeSlicing:
                 lines.append(f"{n}: pod {p['metadata']['name']} {phase}; log: {log}")
             return "\n".join(lines)
 
-        ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
-                          lambda objs: not missing(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
+        try:
+            ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
+                              lambda objs: not missing(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
+        except WaitTimeout as exc:
+            objs = ctx.kube.snapshot(refresh=True).nodes
+            lines = str(exc).splitlines()
+            for entry in missing(objs):
+                node = entry.split(" ", 1)[0]
+                detail = next((ln for ln in lines[1:] if ln.startswith(f"{node}:")), "")
+                result.node_failures[node] = (f"{entry} after {ctx.settings.timeout('advertise'):.0f}s; {detail}. "
+                                              "Fix: check the device-plugin pod's log on the node")
 
 
 def update_configmap_keys(ctx: RunContext, namespace: str, name: str, data: dict[str, str],

@@ -23,7 +23,8 @@ DEPLOY_OPERANDS = ("driver", "container-toolkit", "device-plugin", "dcgm-exporte
 DEPLOY_PREFIX = "nvidia.com/gpu.deploy."
 UNIT_NAME = "nvidia-host-driver-ready.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
-READY_FILE = "/run/nvidia/validations/host-driver-ready"
+VALIDATIONS_DIR = "/run/nvidia/validations"
+READY_FILE = f"{VALIDATIONS_DIR}/host-driver-ready"
 UNIT_TEXT = f"""[Unit]
 Description=Mark the host NVIDIA driver ready for the GPU Operator (driver.enabled=false)
 Documentation=https://github.com/NVIDIA/gpu-operator
@@ -58,7 +59,7 @@ class DockerRuntime:
     when the file changed. An unparsable daemon.json is an error naming the file, never overwritten."""
 
     name = "docker-runtime"
-    depends: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ("runc-dropin",)  # which keeps the hosts' baseline before any host change
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []
@@ -88,6 +89,7 @@ class DockerRuntime:
             merged = docker_daemon.merge_nvidia_runtime(cfg or {})
             ctx.host_record(ch.node).file_changed(DOCKER_DAEMON_JSON, text)
             written = host.write_text(DOCKER_DAEMON_JSON, docker_daemon.render(merged), backup=True)
+            ctx.host_record(ch.node).backup_made(written.backup_path)
             if written.changed:
                 res = host.run(["systemctl", "restart", "docker"], timeout=120, mutates=True)
                 if not res.ok:
@@ -100,7 +102,7 @@ class HostDriver:
     reported unsupported; stale =false labels are cleared on supported nodes."""
 
     name = "host-driver"
-    depends: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ("runc-dropin",)  # which keeps the hosts' baseline before any host change
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []
@@ -147,7 +149,7 @@ class HostDriver:
             rec = ctx.host_record(ch.node)
             if ch.target.startswith(UNIT_PATH):
                 rec.file_changed(UNIT_PATH, host.read_text(UNIT_PATH))
-                host.write_text(UNIT_PATH, UNIT_TEXT, backup=True)
+                rec.backup_made(host.write_text(UNIT_PATH, UNIT_TEXT, backup=True).backup_path)
                 host.run(["systemctl", "daemon-reload"], timeout=60, mutates=True, check=True)
             else:
                 rec.unit_enabled(UNIT_NAME)
@@ -197,7 +199,8 @@ class RuncDropIn:
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
-        for ch in changes:
+        # The baseline is kept before anything on the host changes.
+        for ch in sorted(changes, key=lambda c: not c.target.startswith("containerd baseline")):
             assert ch.node
             host = ctx.host(ch.node)
             facts = containerd_facts(host)
@@ -206,7 +209,8 @@ class RuncDropIn:
             rec = ctx.host_record(ch.node)
             if ch.target.startswith("containerd baseline"):
                 rec.set_state("containerd_baseline", {p: t for p, t in facts.files.items()})
+                rec.set_state("validations_baseline", host.glob(VALIDATIONS_DIR + "/*"))
                 continue
             path = posixpath.join(facts.conf_d, RUNC_DROPIN)
             rec.file_changed(path, host.read_text(path))
-            host.write_text(path, ctd.render_runc_dropin(facts.effective.version), backup=True)
+            rec.backup_made(host.write_text(path, ctd.render_runc_dropin(facts.effective.version), backup=True).backup_path)

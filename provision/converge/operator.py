@@ -19,6 +19,9 @@ from provision.kube import ready, ready_message
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 DROPIN_NAME = "99-nvidia.toml"
 CONTAINERD_SERVICE = "k8s.containerd"
+# Labels and CRD groups the operator's chart (operator, NFD, GFD) brings to a cluster.
+OPERATOR_LABELS = ("nvidia.com/", "feature.node.kubernetes.io/", "nfd.node.kubernetes.io/")
+OPERATOR_CRD_GROUPS = ("nvidia.com", "nfd.k8s-sigs.io")
 
 
 def _containerd_below_17(version: str) -> bool:
@@ -124,15 +127,18 @@ class OperatorRelease:
         values, _ = desired_values(ctx)
         self.validate(ctx, values)
         before = ctx.helm.release()
-        crd_existed = ctx.kube.get_cluster_policy() is not None or self._crd_exists(ctx)
         ns_existed = self._namespace_exists(ctx)
+        if before is None:
+            # What the operator, NFD and GFD will label, and which CRDs the chart brings, is only known
+            # afterwards: keep the state from before so that rollback can return to it exactly.
+            ctx.record.add("node-labels-baseline", "all-nodes", {
+                name: {k: v for k, v in (obj["metadata"].get("labels") or {}).items() if k.startswith(OPERATOR_LABELS)}
+                for name, obj in ctx.kube.snapshot(refresh=True).nodes.items()})
+            ctx.record.add("crds-baseline", "operator-groups", sorted(self._crds(ctx)))
+        if not ns_existed:  # recorded first: rollback replays newest first, the release goes before its namespace
+            ctx.record.add("namespace", s.namespace, None)
         ctx.record.add("helm-release", f"{s.namespace}/{s.release}",
                        {"revision": before.revision, "chart": before.chart} if before else None)
-        if not ns_existed:
-            ctx.record.add("namespace", s.namespace, None)
-        if not crd_existed:
-            ctx.record.add("crd", "clusterpolicies.nvidia.com", None)
-            ctx.record.add("crd", "nvidiadrivers.nvidia.com", None)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(values, f)
             values_file = f.name
@@ -154,18 +160,12 @@ class OperatorRelease:
             os.unlink(values_file)
 
     @staticmethod
-    def _crd_exists(ctx: RunContext) -> bool:
+    def _crds(ctx: RunContext) -> set[str]:
         from kubernetes import client
-        from kubernetes.client.rest import ApiException
 
-        try:
-            client.ApiextensionsV1Api(ctx.kube.api).read_custom_resource_definition(
-                "clusterpolicies.nvidia.com", _request_timeout=ctx.kube.timeout)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+        items = client.ApiextensionsV1Api(ctx.kube.api).list_custom_resource_definition(
+            _request_timeout=ctx.kube.timeout).items
+        return {c.metadata.name for c in items if c.spec.group.endswith(OPERATOR_CRD_GROUPS)}
 
     @staticmethod
     def _namespace_exists(ctx: RunContext) -> bool:
@@ -217,7 +217,8 @@ class ContainerdRestart:
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         dropin = self._dropin(ctx)
-        for ch in sorted(changes, key=lambda c: c.node or ""):
+        todo = sorted(changes, key=lambda c: c.node or "")
+        for i, ch in enumerate(todo):
             node = ch.node
             assert node
             host = ctx.host(node)
@@ -231,7 +232,11 @@ class ContainerdRestart:
             result.node_failures[node] = (f"containerd on {node} did not come back after loading the NVIDIA "
                                           f"drop-in: {error}; {revert}. Other nodes were not restarted. See "
                                           "canonical/k8s-snap#1991 (a drop-in whose CRI section lacks runc)")
-            raise ConvergeError(result.node_failures[node])
+            for later in todo[i + 1:]:
+                assert later.node
+                result.node_errors[later.node] = (f"containerd not restarted: the rolling restart stopped at {node} "
+                                                  "(fix that node, then run --provision again)")
+            return
 
     def _wait_toolkit(self, ctx: RunContext, node: str) -> None:
         ns = ctx.settings.namespace
@@ -291,15 +296,17 @@ class ContainerdRestart:
             return f"its previous containerd files were restored but it is not Ready yet ({exc}; restart rc {res.rc})"
 
 
-def restore_containerd_baseline(host, baseline: dict[str, str]):
+def restore_containerd_baseline(host, baseline: dict[str, str], keep_backups: bool = True):
     """Put containerd's config files back as they were before the suite's first provisioning (files added
-    since then in the imported directories are removed, changed ones rewritten), then restart containerd."""
+    since then in the imported directories are removed, changed ones rewritten), then restart containerd.
+    After a failed restart the replaced files are kept as .bak copies for the post-mortem; rollback does not
+    keep them (it returns the host to exactly how it was)."""
     facts = containerd_facts(host)
     for path in sorted(set(facts.files) - set(baseline)):
-        host.remove(path, backup=True)
+        host.remove(path, backup=keep_backups)
     for path, text in baseline.items():
         if facts.files.get(path) != text:
-            host.write_text(path, text, backup=True)
+            host.write_text(path, text, backup=keep_backups)
     return host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
 
 
