@@ -38,7 +38,7 @@ lab-down: venv
 
 demo: setup
 	$(PY) -m lab up
-	$(PY) -m scripts.demo
+	$(PY) -m lab.demo
 
 lint: venv
 	$(PY) -m ruff check .

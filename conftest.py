@@ -369,6 +369,10 @@ def _run_controller_mode(config: pytest.Config, setup: _Setup) -> None:
     kube = Kube(connect(setup.settings), setup.settings)
     ctx = RunContext(setup.settings, kube, setup.run_dir, setup.nodes)
     tw = config.get_terminal_writer()
+    if setup.settings.mode == "plan" and setup.discovery_error and setup.nodes:
+        tw.line(f"\n--plan: nothing planned: {setup.discovery_error}", red=True)  # the scenarios fail with it
+        ctx.close()
+        return
     if setup.settings.mode == "plan":
         engine = Engine(ctx, all_convergers(), setup.run_dir / "converge")
         ctx.engine = engine
@@ -416,10 +420,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     }
     (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _split_allure(setup)
-    if exitstatus in (0, 1) and results:
-        from provision.reporting.exit_codes import exit_code
+    if results:
+        from provision.reporting.exit_codes import final_exit_code
 
-        session.exitstatus = exit_code(summary)
+        session.exitstatus = final_exit_code(int(exitstatus), summary)
 
 
 def _split_allure(setup: _Setup) -> None:
@@ -428,8 +432,9 @@ def _split_allure(setup: _Setup) -> None:
         return
     try:
         from provision.reporting.allure_split import split_by_node
+        from provision.reporting.build import SPLIT_DIR
 
-        split_by_node(src, setup.run_dir / "allure-by-node")
+        split_by_node(src, setup.run_dir / SPLIT_DIR)
     except Exception as exc:  # noqa: BLE001 - reports must not hide the run's results
         print(f"[gpu-conformance] could not split Allure results per node: {exc}", file=sys.stderr)
 

@@ -143,6 +143,19 @@ class Engine:
         r.seconds = round(time.monotonic() - t0, 3)
         return r
 
+    def node_problem(self, name: str, node: str) -> tuple[str, str] | None:
+        """("failed" | "broken", message) when this converger or one it depends on failed the node."""
+        r = self.ensure(name)
+        for dep in self.by_name[name].depends:
+            problem = self.node_problem(dep, node)
+            if problem:
+                return problem
+        if node in r.node_failures:
+            return "failed", r.node_failures[node]
+        if node in r.node_errors:
+            return "broken", r.node_errors[node]
+        return None
+
     def unhealthy_nodes(self) -> set[str]:
         """Nodes an earlier converger of this run failed or could not reach: later ones leave them alone
         (they are already reported) so that the rest of the fleet still converges."""

@@ -93,6 +93,7 @@ DEFAULT_TIMEOUTS = {
     "helm": 900.0,            # helm upgrade --install --wait
     "toolkit_ready": 300.0,   # toolkit pods ready and drop-in written, per node
     "node_ready": 180.0,      # a node Ready again after its containerd restart
+    "runtime_settle": 20.0,   # after a containerd restart, how long a node that posts no new status must stay Ready
     "advertise": 300.0,       # every GPU node advertising physical x replicas
     "workload": 300.0,        # vectoradd pod finished
     "cluster_policy": 600.0,  # ClusterPolicy ready

@@ -15,13 +15,12 @@ def a_gpu_node(gpu_node, run):
 
 @given("its host driver is marked ready for the GPU Operator")
 def host_driver_ready(node, run):
-    require_node_level(converged(run, "host-driver"), node)
+    require_node_level(converged(run, "host-driver"), node, engine=run.engine)
 
 
 @given("containerd on the node has loaded the NVIDIA runtime")
 def containerd_loaded(node, run):
-    require_node_level(converged(run, "runc-dropin"), node)
-    require_node_level(converged(run, "containerd-restart"), node)
+    require_node_level(converged(run, "containerd-restart"), node, engine=run.engine)
 
 
 @given("containerd on every GPU node has loaded the NVIDIA runtime")
@@ -31,7 +30,7 @@ def containerd_loaded_everywhere(run):
 
 @given("Docker on the node is configured with the nvidia runtime")
 def docker_configured(node, run):
-    require_node_level(converged(run, "docker-runtime"), node)
+    require_node_level(converged(run, "docker-runtime"), node, engine=run.engine)
 
 
 @given(parsers.parse("time-slicing is configured with {replicas:d} replicas per GPU"))
@@ -40,7 +39,7 @@ def time_slicing(replicas, run, request):
     result = converged(run, "time-slicing")
     node = request.getfixturevalue("gpu_node")
     if node:
-        require_node_level(result, node, cluster_too=True)
+        require_node_level(result, node, cluster_too=True, engine=run.engine)
     else:
         require_cluster_level(result)
 

@@ -53,6 +53,10 @@ class RunState:
 
 
 def converged(run: RunState, name: str) -> Result:
+    if run.discovery_error and run.gpu_nodes:
+        # GPU nodes were named (--gpu-nodes) and some do not exist: nothing is planned or changed on any
+        # node; every scenario fails with what to fix.
+        pytest.fail(run.discovery_error, pytrace=False)
     if run.ctx.settings.mode == "plan":
         result = run.engine.ensure(name)
         allure.attach(result.plan_text(), f"plan: {name}", allure.attachment_type.TEXT)
@@ -67,12 +71,18 @@ def _pending_text(result: Result, changes) -> str:
     return "; ".join(c.line() for c in changes)
 
 
-def require_node_level(result: Result, node: str, cluster_too: bool = False) -> None:
-    """Fail / break / skip the scenario of `node` from a converger's result."""
-    if node in result.node_failures:
-        pytest.fail(result.node_failures[node], pytrace=False)
-    if node in result.node_errors:
-        raise Broken(result.node_errors[node])
+def require_node_level(result: Result, node: str, cluster_too: bool = False, engine: Engine | None = None) -> None:
+    """Fail / break / skip the scenario of `node` from a converger's result (and those it depends on)."""
+    problem = engine.node_problem(result.name, node) if engine else None
+    if problem is None and node in result.node_failures:
+        problem = ("failed", result.node_failures[node])
+    if problem is None and node in result.node_errors:
+        problem = ("broken", result.node_errors[node])
+    if problem:
+        kind, message = problem
+        if kind == "failed":
+            pytest.fail(message, pytrace=False)
+        raise Broken(message)
     if node in result.node_skips:
         reason = result.node_skips[node]
         if "host checks are off" in reason:

@@ -558,6 +558,12 @@ class Twin:
         if st.get("running", True):
             if RUNTIME_DOWN_ANNOTATION in annotations:
                 self.core.patch_node(node, {"metadata": {"annotations": {RUNTIME_DOWN_ANNOTATION: None}}})
+            else:
+                # What kubelet does when its runtime comes back: post a fresh Ready status.
+                t = now()
+                self.core.patch_node_status(node, {"status": {"conditions": [{
+                    "type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status", "lastHeartbeatTime": t}]}})
             self.record("containerd-restarted", node=node, runtimes=st.get("runtimes"))
         else:
             message = f"container runtime is down: {st.get('error')}"

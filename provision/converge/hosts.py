@@ -110,8 +110,9 @@ class HostDriver:
         for node, host in _each_host(ctx, result):
             smi = nvidia_smi_facts(host)
             if not smi.usable:
-                why = smi.finding.message if smi.finding else smi.parse_error
-                result.node_errors[node] = f"nvidia-smi on {node}: {why}"
+                # The host answered and its GPUs/driver are not usable: a finding about the node (failed).
+                why = f"{smi.finding.message} Fix: {smi.finding.remediation}" if smi.finding else smi.parse_error
+                result.node_failures[node] = f"nvidia-smi on {node}: {why}"
                 continue
             labels = (nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
             caps = [g.compute_cap for g in smi.gpus if g.compute_cap]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import posixpath
 import tempfile
+import time
+from datetime import datetime
 
 import yaml
 from packaging.version import InvalidVersion, Version
@@ -14,11 +16,13 @@ from provision.engine import Change, ConvergeError, Result
 from provision.helm import HelmError, unknown_value_paths
 from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts
 from provision.hosts.results import HostUnreachable
-from provision.kube import ready, ready_message
+from provision.kube import WaitTimeout, ready, ready_message
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 DROPIN_NAME = "99-nvidia.toml"
 CONTAINERD_SERVICE = "k8s.containerd"
+# NotReady messages of a containerd that refused its configuration: waiting does not heal them.
+PERMANENT_RUNTIME_ERRORS = ("failed to load plugin", "higher than root config version", "failed to load TOML")
 # Labels and CRD groups the operator's chart (operator, NFD, GFD) brings to a cluster.
 OPERATOR_LABELS = ("nvidia.com/", "feature.node.kubernetes.io/", "nfd.node.kubernetes.io/")
 OPERATOR_CRD_GROUPS = ("nvidia.com", "nfd.k8s-sigs.io")
@@ -263,24 +267,44 @@ class ContainerdRestart:
         return text
 
     def _restart_and_wait(self, ctx: RunContext, host, node: str) -> str | None:
+        """Restart the node's containerd and judge it from the node's Ready condition: a Ready status posted
+        after the restart means it came back; NotReady with a configuration error will not heal and fails at
+        once; otherwise it must be Ready again within the node_ready timeout. If the node posts nothing new,
+        staying Ready through the runtime_settle window counts as back."""
+        restarted = time.time()
         res = host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
         if not res.ok:
             return f"`snap restart {CONTAINERD_SERVICE}` failed: {res.stderr.strip() or res.stdout.strip()}"
-        svc = host.run(["snap", "services", CONTAINERD_SERVICE], timeout=60)
-        if svc.ok and " active" not in svc.stdout:
-            # containerd exited right after the restart: the node will go NotReady; wait for that to read why.
-            try:
-                objs = ctx.kube.wait_for(
-                    f"{node} to report its runtime failure", ctx.kube.core.list_node,
-                    lambda ns: node in ns and not ready(ns[node]), lambda _: [node], ctx.settings.timeout("node_ready"),
-                    field_selector=f"metadata.name={node}")
-                return ready_message(objs[node])
-            except Exception:  # noqa: BLE001 - the service state is the error then
-                return f"{CONTAINERD_SERVICE} is not active after the restart:\n{svc.stdout.strip()}"
-        ctx.kube.wait_for(f"{node} to be Ready after its containerd restart", ctx.kube.core.list_node,
-                          lambda ns: node in ns and ready(ns[node]), lambda _: [node],
-                          ctx.settings.timeout("node_ready"), field_selector=f"metadata.name={node}")
-        return None
+        seen: dict[str, str] = {}
+
+        def fresh_ready(objs: dict[str, dict]) -> bool:
+            obj = objs.get(node)
+            if obj is None:
+                return False
+            cond = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+            if cond.get("status") != "True":
+                seen["down"] = ready_message(obj)
+                return any(marker in seen["down"] for marker in PERMANENT_RUNTIME_ERRORS)
+            return _epoch(cond.get("lastHeartbeatTime")) >= int(restarted)
+
+        kube, s = ctx.kube, ctx.settings
+        try:
+            objs = kube.wait_for(f"{node} to post its status after the containerd restart", kube.core.list_node,
+                                 fresh_ready, lambda _: [node], s.timeout("runtime_settle"),
+                                 field_selector=f"metadata.name={node}")
+            if ready(objs[node]):
+                return None
+            return seen.get("down") or ready_message(objs[node])
+        except WaitTimeout:
+            if "down" not in seen:
+                return None  # stayed Ready through the settle window
+        try:
+            kube.wait_for(f"{node} to be Ready again after its containerd restart", kube.core.list_node,
+                          lambda objs: node in objs and ready(objs[node]), lambda _: [node], s.timeout("node_ready"),
+                          field_selector=f"metadata.name={node}")
+            return None
+        except WaitTimeout:
+            return seen.get("down", "not Ready")
 
     def _revert(self, ctx: RunContext, host, node: str) -> str:
         baseline = ctx.host_record(node).state().get("containerd_baseline") or {}
@@ -308,6 +332,12 @@ def restore_containerd_baseline(host, baseline: dict[str, str], keep_backups: bo
         if facts.files.get(path) != text:
             host.write_text(path, text, backup=keep_backups)
     return host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+
+
+def _epoch(stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _sha(text: str) -> str:
