@@ -109,7 +109,7 @@ def _raw_settings(config: pytest.Config) -> dict:
     ansible_inventory = getattr(o, "ansible_inventory", None)
     if ansible_inventory:
         cli["ansible_inventory"] = ansible_inventory
-        cli.setdefault("host_backend", "ansible")
+        cli["host_backend"] = cli.get("host_backend") or "ansible"  # (the key is there, None, when not given)
     for ours, theirs in (("ssh_config", "ssh_config"), ("ssh_identity_file", "ssh_identity_file")):
         if getattr(o, theirs, None):
             cli[ours] = getattr(o, theirs)

@@ -175,6 +175,13 @@ def validate(raw: dict[str, Any]) -> Settings:
         raise _err("kubeconfig", s.kubeconfig, "no such file; pass --kubeconfig PATH or set KUBECONFIG")
     if s.ansible_inventory and not Path(s.ansible_inventory).is_file():
         raise _err("ansible_inventory", s.ansible_inventory, "no such inventory file")
+    if s.ansible_inventory:
+        from provision.hosts.inventory import InventoryError, load_inventory
+
+        try:  # an inventory that does not parse is refused before anything runs, not once per node later
+            load_inventory(s.ansible_inventory)
+        except InventoryError as exc:
+            raise _err("ansible_inventory", s.ansible_inventory, f"{exc}; fix the file") from exc
     if s.host_backend == "ansible" and not s.ansible_inventory:
         raise _err("host_backend", "ansible", "the ansible backend needs --ansible-inventory PATH")
     if s.host_backend == "lab" and not s.host_roots:
