@@ -100,11 +100,12 @@ class TimeSlicing:
         for n, want in expected.items():
             if want is None:
                 result.node_errors[n] = "cannot tell how many GPUs the node has (no host access, no setting, no label)"
-        if changes or wrong:
-            detail = ", ".join(f"{n}: {have} -> {want}" for n, (have, want) in sorted(wrong.items()))
+        if changes:
             changes.append(Change(self.name, None, f"DaemonSet {s.namespace}/{DEVICE_PLUGIN_DS}", "restart",
-                                  "rollout restart so the plugin reloads its config"
-                                  + (f"; nvidia.com/gpu allocatable {detail}" if detail else "")))
+                                  "rollout restart so the plugin loads the new config"))
+        for n, (have, want) in sorted(wrong.items()):
+            changes.append(Change(self.name, n, f"device plugin on {n}", "restart",
+                                  f"nvidia.com/gpu allocatable {have} -> {want} (physical x replicas)"))
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
@@ -128,7 +129,7 @@ class TimeSlicing:
             ctx.kube.guarded("patch ClusterPolicy cluster-policy spec.devicePlugin.config",
                              ctx.kube.custom.patch_cluster_custom_object, CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME,
                              {"spec": {"devicePlugin": {"config": want_cfg}}})
-        config_changed = any(c.action != "restart" for c in changes)
+        config_changed = any(c.node is None or c.action != "restart" for c in changes)
         snap = ctx.kube.snapshot(refresh=True)
         expected = self._expected(ctx, nodes)
         restart = [n for n in nodes if config_changed or (
@@ -193,9 +194,13 @@ class TimeSlicing:
                 if p is None:
                     lines.append(f"{n}: no device-plugin pod")
                     continue
-                phase = (p.get("status") or {}).get("phase")
+                st = p.get("status") or {}
+                cs = (st.get("containerStatuses") or [{}])[0]
+                waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+                state = ", ".join(str(x) for x in (st.get("phase"), waiting,
+                                                   cs.get("restartCount") and f"{cs['restartCount']} restarts") if x)
                 log = ctx.kube.pod_log(p["metadata"]["name"], ns, tail=3).strip().replace("\n", " | ")
-                lines.append(f"{n}: pod {p['metadata']['name']} {phase}; log: {log}")
+                lines.append(f"{n}: device-plugin pod {p['metadata']['name']} {state}; log: {log}")
             return "\n".join(lines)
 
         try:
@@ -204,11 +209,16 @@ class TimeSlicing:
         except WaitTimeout as exc:
             objs = ctx.kube.snapshot(refresh=True).nodes
             lines = str(exc).splitlines()
-            for entry in missing(objs):
-                node = entry.split(" ", 1)[0]
+            per_node: dict[str, list[str]] = {}
+            for entry in missing(objs):  # "<node> (<what is wrong>)", one or two per node: keep them all
+                node, _, what = entry.partition(" ")
+                per_node.setdefault(node, []).append(what.strip("()"))
+            for node, whats in sorted(per_node.items()):
                 detail = next((ln for ln in lines[1:] if ln.startswith(f"{node}:")), "")
-                result.node_failures[node] = (f"{entry} after {ctx.settings.timeout('advertise'):.0f}s; {detail}. "
-                                              "Fix: check the device-plugin pod's log on the node")
+                result.node_failures[node] = (
+                    f"timed out after {ctx.settings.timeout('advertise'):.0f}s waiting for {node} to advertise its "
+                    f"GPUs: {'; '.join(whats)}" + (f". {detail}" if detail else "") +
+                    ". Fix: check the device-plugin pod's log on the node")
 
 
 def update_configmap_keys(ctx: RunContext, namespace: str, name: str, data: dict[str, str],
