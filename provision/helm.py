@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -50,15 +51,22 @@ class Helm:
         if write:
             WRITE_GUARD.check(write)
         try:
-            res = subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.Popen([*self.base, *args], env=self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
         except FileNotFoundError as exc:
             raise HelmError(f"helm is not installed or not on PATH ({self.settings.helm}); install helm 3.19+ "
                             "or set the helm setting to its path") from exc
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
+            _stop(proc)
             raise HelmError(f"helm {' '.join(args[:3])} did not finish within {timeout:.0f}s") from exc
-        if res.returncode != 0:
-            raise HelmError(f"helm {' '.join(args[:4])} failed: {res.stderr.strip() or res.stdout.strip()}")
-        return res.stdout
+        except KeyboardInterrupt:
+            _stop(proc)
+            raise
+        if proc.returncode != 0:
+            raise HelmError(f"helm {' '.join(args[:4])} failed: {stderr.strip() or stdout.strip()}")
+        return stdout
 
     def repo_ref(self) -> str:
         return f"{self.settings.chart_repo_name}/gpu-operator"
@@ -103,6 +111,23 @@ class Helm:
         self._run(["uninstall", self.settings.release, "-n", self.settings.namespace, "--wait",
                    "--timeout", f"{int(timeout)}s"], timeout=timeout + 60,
                   write=f"helm uninstall {self.settings.release}")
+
+
+HELM_CANCEL_S = 60.0
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop helm the way Ctrl-C does (SIGINT; a terminal's Ctrl-C has already sent it to helm too) and give
+    it time to finish: helm then marks an install/upgrade in progress as failed. Killed at once, it leaves
+    the release pending-install/pending-upgrade and every later `helm upgrade` fails with "another
+    operation (install/upgrade/rollback) is in progress" until someone repairs it by hand."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=HELM_CANCEL_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def unknown_value_paths(values: Any, chart_values: Any, prefix: str = "") -> list[str]:
