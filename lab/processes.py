@@ -27,9 +27,11 @@ def running(paths: LabPaths, name: str) -> psutil.Process | None:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        # Guard against pid reuse: the command line we recorded must still match.
+        # Guard against pid reuse: the command line we recorded must still match, all of it. (The program
+        # alone is the same for every lab's kube-apiserver: a stale pid file of one lab, its pid reused by
+        # another lab's process, made `down` or a restart stop the other lab's process.)
         marker = (paths.run / f"{name}.cmd").read_text() if (paths.run / f"{name}.cmd").exists() else ""
-        if marker and marker.split("\0")[0] not in " ".join(proc.cmdline()):
+        if marker and marker.split("\0") != proc.cmdline():
             return None
         return proc
     except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
