@@ -63,7 +63,11 @@ class Lab:
 
 def start_lab(spec: Path | None, root: Path) -> Lab:
     paths = LabPaths(root=root)
-    status = cluster.up(spec, paths=paths, quiet=True)
+    try:
+        status = cluster.up(spec, paths=paths, quiet=True)
+    except BaseException:
+        cluster.down(paths)  # a lab that did not come up leaves no process behind (the fixture never saw it)
+        raise
     return Lab(status, paths)
 
 
