@@ -1,10 +1,16 @@
 """Host access through the Kubernetes API: a short-lived privileged pod pinned to the node.
 
 The pod (``build_pod_manifest``) runs a tiny image with the host's / mounted at /host, in the host's PID
-namespace, pinned with ``nodeName`` and tolerating every taint. Commands run through ``pods/exec`` as
-``/bin/sh -c '<command>'`` where the command line (built by HostAccess) starts with ``chroot /host``, so the
-host's own binaries and files are used. The pod is deleted in ``close()``; its container only sleeps for
-``lifetime_s`` and the pod has ``activeDeadlineSeconds``, so a crashed run cannot leave it behind for long.
+namespace, pinned with ``nodeName`` and tolerating every taint. Commands run through ``pods/exec``; the
+command line (built by HostAccess) starts with ``chroot /host``, so the host's own binaries and files are
+used. The pod is deleted in ``close()``; its container only sleeps for ``lifetime_s`` and the pod has
+``activeDeadlineSeconds``, so a crashed run cannot leave it behind for long.
+
+The command's exit status travels in-band: the exec runs ``/bin/sh -c '/bin/sh -c "$1"; rc=$?; printf
+"%s %s\\n" "$2" "$rc" >&2' sh <command> <marker>`` and reads the status from the marker line at the end of
+stderr (removed from the stderr returned). The exec API's own status (the error channel) is only trusted for
+"the command could not run at all": some kubelet implementations do not report exit codes there (kwok's
+kubelet API, v0.8.0, turns every non-zero exit into an InternalError "cmd wait: ...: exit status N").
 
 RBAC needed in the pod namespace: pods: create, get, list, watch, delete; pods/exec: create (and get,
 for clusters that still authorize the websocket upgrade as ``get``). The namespace must allow privileged
@@ -31,6 +37,7 @@ __all__ = [
     "PodExecBackend",
     "build_pod_manifest",
     "parse_exec_status",
+    "split_exit_marker",
 ]
 
 MANAGED_BY = "gpu-node-conformance"
@@ -46,6 +53,10 @@ POD_RBAC_RULES: list[dict[str, list[str]]] = [
 ]
 
 _NON_LABEL = re.compile(r"[^a-z0-9-]+")
+
+# Runs the command line ($1) in its own shell, then writes "<marker> <exit status>" as the last line of stderr
+# and exits 0 (the exit status is read from that line, whatever the kubelet reports on the error channel).
+_EXEC_WRAPPER = '/bin/sh -c "$1"; rc=$?; printf "%s %s\\n" "$2" "$rc" >&2; exit 0'
 
 
 def _pod_name(node_name: str, suffix: str) -> str:
@@ -149,6 +160,21 @@ def parse_exec_status(raw: str | bytes | None) -> int:
             except (TypeError, ValueError):
                 break
     raise RuntimeError(f"exec failed: {status.get('message') or status}")
+
+
+def split_exit_marker(stderr: bytes, marker: str) -> tuple[int | None, bytes]:
+    """The exit status from the wrapper's last ``<marker> <status>`` line of stderr, and stderr without it.
+
+    (None, stderr) when the line is missing (the wrapper shell itself was killed or could not run).
+    """
+    key = marker.encode("ascii") + b" "
+    at = stderr.rfind(key)
+    if at < 0:
+        return None, stderr
+    m = re.match(rb"(\d{1,3})\n", stderr[at + len(key) :])
+    if m is None:
+        return None, stderr
+    return int(m.group(1)), stderr[:at] + stderr[at + len(key) + m.end() :]
 
 
 class PodExecBackend:
@@ -277,20 +303,22 @@ class PodExecBackend:
     def execute(self, command: str, timeout: float | None = None) -> RawResult:
         """Run one shell command line in the pod (``/bin/sh -c command``) and return its status and output.
 
-        ``timeout`` is enforced by the command line itself (coreutils timeout, added by HostAccess); here it
-        only bounds how long the stream is waited for (timeout + 30 s).
+        The exit status comes from the wrapper's marker line on stderr (see the module docstring); without it,
+        from the exec status. ``timeout`` is enforced by the command line itself (coreutils timeout, added by
+        HostAccess); here it only bounds how long the stream is waited for (timeout + 30 s).
         """
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
         name = self.start()
+        marker = f"gnc-exit-status-{secrets.token_hex(8)}"
         try:
             resp = stream(
                 self.core_v1.connect_get_namespaced_pod_exec,
                 name,
                 self.namespace,
                 container=CONTAINER,
-                command=["/bin/sh", "-c", command],
+                command=["/bin/sh", "-c", _EXEC_WRAPPER, "sh", command, marker],
                 stdin=False,
                 stdout=True,
                 stderr=True,
@@ -319,11 +347,19 @@ class PodExecBackend:
             raise self._unreachable(f"exec stream of host-access pod {self.namespace}/{name} broke", e) from e
         finally:
             resp.close()
+        rc, stderr = split_exit_marker(bytes(err), marker)
         try:
-            rc = parse_exec_status(status)
+            status_rc = parse_exec_status(status)
         except RuntimeError as e:
-            raise self._unreachable(f"exec in host-access pod {self.namespace}/{name}", str(e)) from e
-        return RawResult(rc, bytes(out), bytes(err))
+            if rc is None:
+                raise self._unreachable(f"exec in host-access pod {self.namespace}/{name}", str(e)) from e
+            status_rc = rc
+        if rc is None:
+            if status_rc == 0:
+                raise self._unreachable(f"exec in host-access pod {self.namespace}/{name}",
+                                        "the command's exit status line is missing from its stderr")
+            rc = status_rc  # the wrapper shell itself was killed (OOM: 137, ...)
+        return RawResult(rc, bytes(out), stderr)
 
     def __enter__(self) -> PodExecBackend:
         return self
