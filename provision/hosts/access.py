@@ -249,7 +249,9 @@ class HostAccess:
             from .pod_backend import PodExecBackend
 
             assert spec.address is not None
-            self._transport = PodExecBackend(core_v1, spec.address, namespace=spec.pod_namespace, image=spec.pod_image)
+            assert spec.root is not None
+            self._transport = PodExecBackend(core_v1, spec.address, namespace=spec.pod_namespace, image=spec.pod_image,
+                                             host_mount=spec.root)
         else:
             self._transport = _make_testinfra_transport(spec, self.name)
 

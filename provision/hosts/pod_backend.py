@@ -1,8 +1,9 @@
 """Host access through the Kubernetes API: a short-lived privileged pod pinned to the node.
 
-The pod (``build_pod_manifest``) runs a tiny image with the host's / mounted at /host, in the host's PID
-namespace, pinned with ``nodeName`` and tolerating every taint. Commands run through ``pods/exec``; the
-command line (built by HostAccess) starts with ``chroot /host``, so the host's own binaries and files are
+The pod (``build_pod_manifest``) runs a tiny image with the host's / mounted at /host (``host_mount``: the
+HostSpec's ``root``), in the host's PID namespace, pinned with ``nodeName`` and tolerating every taint.
+Commands run through ``pods/exec``; the command line (built by HostAccess) starts with ``chroot /host`` (or,
+with exec_mode ``path``, puts the host's folders first on PATH), so the host's own binaries and files are
 used. The pod is deleted in ``close()``; its container only sleeps for ``lifetime_s`` and the pod has
 ``activeDeadlineSeconds``, so a crashed run cannot leave it behind for long.
 
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 
 from .results import HostUnreachable, RawResult
-from .safety import validate_node_name
+from .safety import validate_host_path, validate_node_name
 from .spec import DEFAULT_POD_IMAGE, DEFAULT_POD_NAMESPACE
 
 __all__ = [
@@ -80,12 +81,17 @@ def build_pod_manifest(
     suffix: str | None = None,
     lifetime_s: int = 3600,
     image_pull_secrets: list[str] | None = None,
+    host_mount: str = HOST_MOUNT,
 ) -> dict[str, Any]:
     """The pod that gives access to ``node_name``'s host (a pure function: same inputs, same manifest).
 
-    ``suffix`` makes the name unique per run (random when not given).
+    ``suffix`` makes the name unique per run (random when not given). ``host_mount`` is where the container
+    sees the host's / (an absolute path other than /).
     """
     validate_node_name(node_name)
+    validate_host_path(host_mount, "host mount")
+    if host_mount.rstrip("/") == "":
+        raise ValueError("host_mount must not be / (the container's own root)")
     if suffix is None:
         suffix = secrets.token_hex(3)
     if not re.fullmatch(r"[a-z0-9]{1,10}", suffix):
@@ -114,7 +120,7 @@ def build_pod_manifest(
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["sleep", str(lifetime_s)],
                 "securityContext": {"privileged": True},
-                "volumeMounts": [{"name": "host-root", "mountPath": HOST_MOUNT}],
+                "volumeMounts": [{"name": "host-root", "mountPath": host_mount.rstrip("/")}],
                 # requests only: commands run in this container's cgroup, a memory limit would kill them
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
             }
@@ -181,7 +187,9 @@ class PodExecBackend:
     """Runs shell command lines on a node through a privileged pod (created on first use).
 
     ``core_v1`` is a ``kubernetes.client.CoreV1Api``. The transport interface is ``execute(command,
-    timeout)`` -> RawResult and ``close()``; HostAccess builds the command lines (with ``chroot /host``).
+    timeout)`` -> RawResult and ``close()``; HostAccess builds the command lines (with ``chroot /host``, or
+    the host's folders on PATH for exec_mode ``path``). ``host_mount`` is where the pod mounts the host's /
+    (the HostSpec's ``root``).
     """
 
     def __init__(
@@ -194,6 +202,7 @@ class PodExecBackend:
         start_timeout_s: int = 120,
         lifetime_s: int = 3600,
         image_pull_secrets: list[str] | None = None,
+        host_mount: str = HOST_MOUNT,
     ) -> None:
         self.core_v1 = core_v1
         self.node_name = validate_node_name(node_name)
@@ -202,6 +211,7 @@ class PodExecBackend:
         self.start_timeout_s = start_timeout_s
         self.lifetime_s = lifetime_s
         self.image_pull_secrets = image_pull_secrets
+        self.host_mount = host_mount
         self.pod_name: str | None = None
 
     # -- pod lifecycle -------------------------------------------------------------------------------------
@@ -229,6 +239,7 @@ class PodExecBackend:
             image=self.image,
             lifetime_s=self.lifetime_s,
             image_pull_secrets=self.image_pull_secrets,
+            host_mount=self.host_mount,
         )
         name = manifest["metadata"]["name"]
         try:

@@ -8,7 +8,9 @@ Backends:
 - ``ansible``: a host of an Ansible inventory (testinfra ``ansible://``; testinfra connects with the
   inventory's ansible_host/port/user/key/ssh args).
 - ``pod``: a short-lived privileged pod on the node, commands through the Kubernetes API (see
-  ``pod_backend``); the host's / is seen at /host and commands run through ``chroot /host``.
+  ``pod_backend``); the host's / is seen at /host and commands run through ``chroot /host`` (both can be
+  overridden: ``root`` is where the pod mounts the host's /, ``exec_mode="path"`` runs the host's
+  executables by PATH instead of chroot, for a node whose host view is a folder, such as a lab node).
 - ``lab``: the local lab, where a simulated node's host view is a folder (``root``) with its own
   executables; runs locally with ``exec_mode="path"``.
 
@@ -83,8 +85,9 @@ def _check_file_setting(value: str | None, what: str) -> None:
 class HostSpec:
     """How to reach one host. Every field is validated when the spec is built.
 
-    ``root`` and ``exec_mode`` default per backend: pod -> "/host" + "chroot", lab -> "path" (the lab must
-    give its per-node folder as ``root``), everything else -> "/" + "direct".
+    ``root`` and ``exec_mode`` default per backend: pod -> "/host" + "chroot" ("path" may be given instead,
+    with a root other than "/"), lab -> "path" (the lab must give its per-node folder as ``root``),
+    everything else -> "/" + "direct".
     """
 
     backend: Backend
@@ -122,8 +125,9 @@ class HostSpec:
             raise ValueError(f"exec_mode 'path' needs a root without ':' (it goes into PATH): {root!r}")
         if b == "lab" and root == "/":
             raise ValueError("the lab backend needs root= the simulated node's host folder")
-        if b == "pod" and mode != "chroot":
-            raise ValueError("the pod backend runs commands with exec_mode 'chroot' (the host's / is at root)")
+        if b == "pod" and (mode == "direct" or root == "/"):
+            raise ValueError("the pod backend sees the host's / at root (not '/', the container's own) and runs "
+                             "commands with exec_mode 'chroot' or 'path'")
 
         if b in _NEEDS_ADDRESS and not self.address:
             raise ValueError(f"the {b} backend needs an address ({'node name' if b == 'pod' else 'host'})")
