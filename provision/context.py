@@ -84,6 +84,9 @@ class RunContext:
                    if a.get("type") == "InternalIP"), None)
         address = map_node(node, ip, s.node_mapping, s.hosts)
         if s.host_backend == "pod":
+            if node in s.host_roots:  # the node's host / is a folder where the pod's commands run (--lab)
+                return HostSpec(backend="pod", address=node, pod_namespace=s.suite_namespace,
+                                root=s.host_roots[node], exec_mode="path")
             return HostSpec(backend="pod", address=node, pod_namespace=s.suite_namespace)
         if s.host_backend == "ansible":
             return HostSpec(backend="ansible", address=address, ansible_inventory=s.ansible_inventory, sudo=s.sudo)
