@@ -278,9 +278,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _STATE not in config.stash:
         return
-    if config.stash[_STATE].settings.mode == "rollback":
+    settings = config.stash[_STATE].settings
+    if settings.mode == "rollback":
         for item in items:
             item.add_marker(pytest.mark.skip(reason="--rollback run: the record was replayed, nothing is verified"))
+    elif not settings.workload:
+        skip = pytest.mark.skip(reason="workload tests are off (--no-workload): a strictly read-only audit")
+        for item in items:
+            if item.get_closest_marker("workload"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,6 @@ Feature: The NVIDIA GPU Operator is installed and healthy
   Background:
     Given the GPU Operator is installed
 
-  Scenario: GPU nodes are found in the cluster
-    Then at least one GPU node is found
-
   Scenario: The gpu-operator release is deployed at the expected chart version
     Then the Helm release is deployed at the expected chart version
 

@@ -210,7 +210,12 @@ class ContainerdRestart:
                 result.node_errors[node] = str(exc)
                 continue
             text = host.read_text(dropin) if dropin else None
-            restarted_for = ctx.host_record(node).state().get("containerd_restarted_for")
+            state = ctx.host_record(node).state()
+            restarted_for = state.get("containerd_restarted_for")
+            needs_restart = text is None or restarted_for != _sha(text)
+            if state.get("containerd_restart_failed") and needs_restart and ctx.settings.mode != "provision":
+                result.node_failures[node] = (f"containerd on {node} does not run the NVIDIA runtime: the last "
+                                              f"--provision had to revert it. {state['containerd_restart_failed']}")
             if text is None:
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart",
                                       f"after the toolkit writes {dropin}"))
@@ -231,11 +236,16 @@ class ContainerdRestart:
             error = self._restart_and_wait(ctx, host, node)
             if error is None:
                 ctx.host_record(node).set_state("containerd_restarted_for", _sha(text))
+                ctx.host_record(node).set_state("containerd_restart_failed", None)
                 continue
             revert = self._revert(ctx, host, node)
             result.node_failures[node] = (f"containerd on {node} did not come back after loading the NVIDIA "
-                                          f"drop-in: {error}; {revert}. Other nodes were not restarted. See "
-                                          "canonical/k8s-snap#1991 (a drop-in whose CRI section lacks runc)")
+                                          f"drop-in: {error}; {revert}. Other nodes were not restarted. Fix: "
+                                          "make the toolkit copy a config that has runc (toolkit env "
+                                          "RUNTIME_CONFIG_SOURCE=file, CONTAINERD_CONFIG=<the snap's config.toml>), "
+                                          "read `snap logs k8s.containerd` on the node, then run --provision again "
+                                          "(canonical/k8s-snap#1991: a drop-in whose CRI section lacks runc)")
+            ctx.host_record(node).set_state("containerd_restart_failed", result.node_failures[node])
             for later in todo[i + 1:]:
                 assert later.node
                 result.node_errors[later.node] = (f"containerd not restarted: the rolling restart stopped at {node} "

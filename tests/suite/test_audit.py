@@ -1,0 +1,90 @@
+"""`pytest features/` (the read-only audit) against labs: every twin fault fails or breaks exactly its own
+node's scenarios with a useful message while the other nodes pass; zero GPU nodes fails; a named node that
+does not exist fails; the audit writes nothing but its test pods; serial and xdist runs agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.suite.runner import run_suite, suite_writes
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+# node -> (faults, text that must appear in a failed/broken message of that node)
+FAULTY = {
+    "f-driver": (["driver-broken"], "NVIDIA-SMI has failed"),
+    "f-dcgm": (["dcgm-down"], "DCGM exporter"),
+    "f-missing": (["gpu-missing"], "No devices were found"),
+    "f-plugin": (["device-plugin-crash"], "allocatable 0 -> 4"),
+    "f-vector": (["vectoradd-fails"], "Failed to allocate device vector A"),
+    "zz-breaks": (["containerd-breaks"], 'default_runtime_name = "runc"'),
+}
+HEALTHY = ("ok-1", "f-slow")
+
+
+@pytest.fixture(scope="module")
+def faulty(module_lab_factory, tmp_path_factory):
+    nodes: list[dict] = [{"name": "cp-1", "control_plane": True}, {"name": "ok-1", "gpus": 1},
+                         {"name": "f-slow", "gpus": 2, "faults": ["slow-advertise"]}]
+    nodes += [{"name": n, "gpus": 1, "faults": f} for n, (f, _) in FAULTY.items()]
+    lab = module_lab_factory({"nodes": nodes, "timing": {"slow_advertise_s": 2.0}}, "faulty")
+    # zz-breaks sorts last, so the rolling containerd restart reaches every other node before it stops there.
+    prov = run_suite(lab, tmp_path_factory.mktemp("prov"), "--provision", "--timeouts", "advertise=20,workload=20")
+    assert prov.summary, prov.output[-3000:]
+    return lab
+
+
+def test_faults_fail_exactly_their_nodes_and_the_rest_pass(faulty, tmp_path):
+    run = run_suite(faulty, tmp_path, "--timeouts", "workload=20")
+    assert run.rc == 10, run.output[-3000:]  # non-conformant
+    for node in HEALTHY:
+        bad = [(r["scenario"], r["message"][:200]) for r in run.results(node) if r["outcome"] not in ("passed", "skipped")]
+        assert not bad, f"{node} should pass: {bad}"
+        assert any(r["outcome"] == "passed" for r in run.results(node))
+    for node, (_, text) in FAULTY.items():
+        results = run.results(node)
+        bad = [r for r in results if r["outcome"] in ("failed", "broken")]
+        assert bad, f"{node}: expected failures, got {[(r['scenario'], r['outcome']) for r in results]}"
+        assert any(text in r["message"] for r in bad), f"{node}: {text!r} not in {[r['message'][:300] for r in bad]}"
+        assert all("Fix" in r["message"] or "fix" in r["message"] for r in bad if r["outcome"] == "failed"), \
+            [r["message"] for r in bad]
+    assert suite_writes(faulty, run) == [] or all(
+        e["objectRef"].get("resource") == "pods" and e["objectRef"].get("namespace") == "gpu-conformance"
+        for e in suite_writes(faulty, run))
+
+
+def test_serial_and_xdist_give_identical_results(faulty, tmp_path):
+    serial = run_suite(faulty, tmp_path / "serial", "--no-workload")
+    parallel = run_suite(faulty, tmp_path / "xdist", "--no-workload", "-n", "2")
+    assert serial.summary["results"], serial.output[-2000:]
+
+    def comparable(run):
+        return sorted((r["node"] or "", r["feature"], r["scenario"], r["outcome"]) for r in run.summary["results"])
+
+    assert comparable(serial) == comparable(parallel)
+    assert serial.rc == parallel.rc
+
+
+def test_no_write_at_all_without_workload(faulty, tmp_path):
+    run = run_suite(faulty, tmp_path, "--no-workload")
+    assert run.summary["results"]
+    assert suite_writes(faulty, run) == []
+    vectoradd = [r for r in run.results() if "CUDA" in r["feature"]]
+    assert vectoradd and all(r["outcome"] == "skipped" for r in vectoradd)
+
+
+def test_zero_gpu_nodes_is_a_failure(module_lab_factory, tmp_path):
+    lab = module_lab_factory({"nodes": [{"name": "cp-1", "control_plane": True}]}, "empty")
+    run = run_suite(lab, tmp_path, "--no-workload")
+    assert run.rc == 10, run.output[-2000:]
+    found = [r for r in run.results(None) if r["scenario"] == "GPU nodes are found in the cluster"]
+    assert found and found[0]["outcome"] == "failed" and "no GPU nodes found" in found[0]["message"]
+    per_node = [r for r in run.results() if r["node"] == "no-gpu-nodes" and r["outcome"] != "skipped"]
+    assert per_node and all(r["outcome"] == "failed" for r in per_node), per_node
+
+
+def test_a_named_node_that_does_not_exist_fails(faulty, tmp_path):
+    run = run_suite(faulty, tmp_path, "--no-workload", "--gpu-nodes", "ok-1,nope-7")
+    assert run.rc == 10
+    messages = " ".join(r["message"] for r in run.results() if r["outcome"] == "failed")
+    assert "nope-7" in messages and "do not exist" in messages
