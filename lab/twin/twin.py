@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import LabSpec, NodeSpec
@@ -44,6 +45,7 @@ def pod_ip_base(paths: LabPaths) -> ipaddress.IPv4Address:
     slot = 1 + int(ports.get("apiserver", 0)) % ((1 << (24 - POD_IP_BLOCK)) - 1)
     return ipaddress.ip_address("127.0.0.0") + (slot << POD_IP_BLOCK) + 1
 WORKLOAD_RESOURCE = "nvidia.com/gpu"
+TASK_RETRIES = 120  # one a second: a task outlives an apiserver restart
 
 
 def now() -> str:
@@ -100,13 +102,26 @@ class Twin:
         self.informers: dict[str, Informer] = {}
 
     # ----------------------------------------------------------------- plumbing
-    def _submit(self, fn: Callable[[], None]) -> None:
+    def _submit(self, fn: Callable[[], None], attempt: int = 0) -> None:
+        def again(why: object) -> None:
+            # The apiserver is away (restarted) or not ready yet: what the task does did not happen, and no
+            # event will bring it back (a pod would stay Pending, a plugin would never advertise). Retry.
+            if attempt < TASK_RETRIES:
+                log.warning("%s: %s; retrying", getattr(fn, "__name__", fn), why)
+                self.timers.after(1.0, lambda: self._submit(fn, attempt + 1))
+            else:
+                log.error("%s: %s; giving up after %d attempts", getattr(fn, "__name__", fn), why, attempt + 1)
+
         def guarded() -> None:
             try:
                 fn()
             except ApiException as exc:
-                if exc.status not in (404, 409):
+                if exc.status == 0 or exc.status >= 500:
+                    again(f"{exc.status} {exc.reason}")
+                elif exc.status not in (404, 409):
                     log.warning("api error in %s: %s %s", getattr(fn, "__name__", fn), exc.status, exc.reason)
+            except (HTTPError, ConnectionError) as exc:
+                again(exc)
             except Exception:
                 log.exception("twin task failed")
         self.pool.submit(guarded)
