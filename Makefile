@@ -49,5 +49,9 @@ unit: venv
 test: setup lint
 	$(PY) -m pytest tests -q -p no:randomly
 
+# Host-level checks on a GPU machine without Kubernetes (local backend): docs/real-gpu.md
+gpu-host-check: venv
+	$(PY) -m pytest features/ --host-only --host-backend local -q
+
 bench: setup
 	$(PY) -m bench.run $(if $(NODES),--nodes $(NODES),)

@@ -45,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--node-mapping", help="node -> host: name | internal-ip | map")
     g.addoption("--host-map", help="YAML/TOML file mapping node names to host addresses")
     g.addoption("--dcgm-access", help="proxy (through the apiserver, default) | direct (pod IP:9400)")
+    g.addoption("--host-only", action="store_true",
+                help="host-level checks only, no Kubernetes: run on a GPU machine with --host-backend local")
     g.addoption("--lab", action="store_true", help="target the local lab (started from --lab-spec if not running)")
     g.addoption("--lab-spec", help="lab node spec YAML for --lab")
     g.addoption("--report-dir", help="where runs are written (default reports/)")
@@ -106,6 +108,9 @@ def _raw_settings(config: pytest.Config) -> dict:
             raise pytest.UsageError(f"--timeouts: values are seconds ({exc})") from exc
     if o.no_workload:
         cli["workload"] = False
+    if o.host_only:
+        cli["host_only"] = True
+        cli["host_backend"] = cli.get("host_backend") or "local"
     ansible_inventory = getattr(o, "ansible_inventory", None)
     if ansible_inventory:
         cli["ansible_inventory"] = ansible_inventory
@@ -164,6 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "per_node: scenario runs once per GPU node")
     config.addinivalue_line("markers", "cluster: scenario runs once for the cluster")
     config.addinivalue_line("markers", "workload: scenario creates a test pod (skipped with --no-workload)")
+    config.addinivalue_line("markers", "host: host-level scenario, run by --host-only (no Kubernetes needed)")
     if not _active(config):
         return
     from provision.settings import SettingsError, validate
@@ -217,6 +223,12 @@ def _discover(config: pytest.Config) -> None:
     from provision.settings import SettingsError
 
     setup = config.stash[_STATE]
+    if setup.settings.host_only:
+        setup.nodes = setup.settings.gpu_nodes or (_host_name(),)
+        setup.environment = {"cluster": "none (--host-only)", "kubernetes_version": "none",
+                             "operator_chart_version": None, "suite_version": SUITE_VERSION,
+                             "mode": "host-only audit", "gpu_nodes": list(setup.nodes), "discovered_by": "this host"}
+        return
     try:
         api = connect(setup.settings)
     except (SettingsError, ClusterUnreachable) as exc:
@@ -230,6 +242,15 @@ def _discover(config: pytest.Config) -> None:
         "operator_chart_version": setup.settings.chart_version, "suite_version": SUITE_VERSION,
         "mode": setup.settings.mode, "gpu_nodes": list(found.nodes), "discovered_by": found.how,
     }
+
+
+def _host_name() -> str:
+    """This machine's name as a node name (DNS-1123: lowercase, '-' for anything else)."""
+    import re
+    import socket
+
+    name = re.sub(r"[^a-z0-9.-]+", "-", socket.gethostname().lower()).strip("-.")
+    return name or "localhost"
 
 
 def _k8s_version(api) -> str:
@@ -279,6 +300,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if _STATE not in config.stash:
         return
     settings = config.stash[_STATE].settings
+    keep, drop = [], []
+    for item in items:
+        is_host = item.get_closest_marker("host") is not None
+        (keep if is_host == settings.host_only else drop).append(item)
+    if drop:
+        # Host-level features run in --host-only runs; cluster runs check the same things through their nodes.
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
     if settings.mode == "rollback":
         for item in items:
             item.add_marker(pytest.mark.skip(reason="--rollback run: the record was replayed, nothing is verified"))
@@ -303,7 +332,7 @@ def run(request: pytest.FixtureRequest):
         pytest.skip("the GPU conformance plugin is not active (run `pytest features/`)")
     setup = config.stash[_STATE]
     nodes, error = _nodes(config)
-    kube = Kube(connect(setup.settings), setup.settings)
+    kube = None if setup.settings.host_only else Kube(connect(setup.settings), setup.settings)
     ctx = RunContext(setup.settings, kube, setup.run_dir, nodes)
     engine = Engine(ctx, all_convergers(), setup.run_dir / "converge")
     ctx.engine = engine

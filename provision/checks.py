@@ -9,6 +9,7 @@ import posixpath
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kubernetes.client.rest import ApiException
 
@@ -427,3 +428,37 @@ def unsupported_reason(ctx: RunContext, node: str) -> str | None:
                 f"{ctx.settings.min_compute_capability}; the operator's operands are disabled on this node")
     return None
 
+
+
+CUDA_SOURCE = Path(__file__).resolve().parent / "cuda" / "vector_add.cu"
+_CUDA_SCRIPT = (
+    'd=$(mktemp -d) || exit 70; trap \'rm -rf "$d"\' EXIT; printf "%s" "$1" > "$d/vector_add.cu" || exit 71; '
+    'nvcc -O2 -o "$d/vector_add" "$d/vector_add.cu" || exit 72; "$d/vector_add"'
+)
+
+
+def cuda_native(ctx: RunContext, node: str) -> Finding:
+    """Build the suite's CUDA vector addition with the host's nvcc in a scratch folder and run it (the folder
+    is removed afterwards: like the vectoradd pod, a workload test, off with --no-workload)."""
+    host = ctx.host(node)
+    if not host.run(["sh", "-c", "command -v nvcc"]).ok:
+        raise NotApplicable("no CUDA toolkit (nvcc) on this host: the native CUDA smoke test does not apply")
+    res = host.run(["sh", "-c", _CUDA_SCRIPT, "sh", CUDA_SOURCE.read_text()], timeout=300)
+    out = res.stdout + res.stderr
+    stage = {70: "make a scratch folder", 71: "write the source", 72: "compile with nvcc"}.get(res.rc)
+    found = f"could not {stage} (exit {res.rc})" if stage else f"exit {res.rc}"
+    return Finding(res.rc == 0 and "Test PASSED" in res.stdout,
+                   _fix("exit 0 and 'Test PASSED'", f"{found}: {out.strip()[-400:]!r}",
+                        "check nvidia-smi and dmesg (Xid errors); a driver/CUDA mismatch shows as "
+                        "'CUDA driver version is insufficient'"), {"CUDA vector addition": out})
+
+
+def host_containerd(ctx: RunContext, node: str) -> Finding:
+    """containerd of k8s-snap on a host: runc (default) and nvidia runtimes; not applicable without it."""
+    from provision.hostfacts import BASE_DIR_FILE
+
+    host = ctx.host(node)
+    facts = containerd_facts(host)
+    if facts.error and not host.exists(BASE_DIR_FILE):
+        raise NotApplicable(f"no k8s-snap containerd on this host ({BASE_DIR_FILE} and {facts.root_path} absent)")
+    return containerd_runtimes(ctx, node)

@@ -101,7 +101,7 @@ class RunContext:
             if node not in self._hosts:
                 spec = self.host_spec(node)
                 try:
-                    h = HostAccess(spec, name=node, core_v1=self.kube.core)
+                    h = HostAccess(spec, name=node, core_v1=self.kube.core if self.kube else None)
                     h.run(["true"], timeout=30)
                 except HostUnreachable as exc:
                     self._host_errors[node] = exc.detail if hasattr(exc, "detail") else str(exc)

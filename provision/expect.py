@@ -40,6 +40,8 @@ def physical_gpus(ctx: RunContext, node: str) -> tuple[int | None, str]:
             return len(facts.gpus), "nvidia-smi on the node"
     except (NoHostAccess, HostUnreachable):
         pass
+    if ctx.kube is None:
+        return None, "unknown (nvidia-smi did not answer, no setting, no cluster)"
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     parsed = gfd.parse_labels(labels)
     if parsed.count is not None:
@@ -54,6 +56,8 @@ def product(ctx: RunContext, node: str) -> str | None:
             return facts.gpus[0].name
     except (NoHostAccess, HostUnreachable):
         pass
+    if ctx.kube is None:
+        return None
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     p = labels.get("nvidia.com/gpu.product")
     return p.removesuffix("-SHARED").replace("-", " ") if p else None

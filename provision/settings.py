@@ -66,6 +66,7 @@ class Settings:
     helm: str = "helm"
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     lab_state: str | None = None
+    host_only: bool = False
 
     @property
     def provisioning(self) -> bool:
@@ -184,6 +185,10 @@ def validate(raw: dict[str, Any]) -> Settings:
             raise _err("ansible_inventory", s.ansible_inventory, f"{exc}; fix the file") from exc
     if s.host_backend == "ansible" and not s.ansible_inventory:
         raise _err("host_backend", "ansible", "the ansible backend needs --ansible-inventory PATH")
+    if s.host_only and s.mode != "audit":
+        raise _err("mode", s.mode, "--host-only checks a host without Kubernetes: it cannot provision, plan or roll back")
+    if s.host_only and s.host_backend in ("none", "pod"):
+        raise _err("host_backend", s.host_backend, "--host-only needs a host backend: local, ssh, paramiko or ansible")
     if s.host_backend == "lab" and not s.host_roots:
         raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
     timeouts = dict(DEFAULT_TIMEOUTS)

@@ -13,6 +13,11 @@ def a_gpu_node(gpu_node, run):
     return run.node_under_test(gpu_node)
 
 
+@given("a GPU host", target_fixture="node")
+def a_gpu_host(gpu_node, run):
+    return run.node_under_test(gpu_node)
+
+
 @given("its host driver is marked ready for the GPU Operator")
 def host_driver_ready(node, run):
     require_node_level(converged(run, "host-driver"), node, engine=run.engine)

@@ -113,6 +113,15 @@ def require_cluster_level(result: Result, every_node: bool = False) -> None:
                     "Fix: run `pytest features/ --provision` (see --plan for the exact changes)", pytrace=False)
 
 
+def expect_check(check, *args) -> None:
+    """Run a check; not applicable to this node -> skipped with the reason; else expect_finding."""
+    try:
+        finding = check(*args)
+    except checks.NotApplicable as exc:
+        pytest.skip(str(exc))
+    expect_finding(finding)
+
+
 def expect_finding(finding: checks.Finding) -> None:
     for title, body in finding.attachments.items():
         allure.attach(body or "(empty)", title, allure.attachment_type.TEXT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_bdd import parsers, then
 
 from provision import checks
-from steps.support import expect_finding
+from steps.support import expect_check, expect_finding
 
 
 @then("at least one GPU node is found")
@@ -82,7 +82,7 @@ def dropin_versions(run, node):
 
 @then("/etc/docker/daemon.json has the nvidia runtime")
 def docker_runtime(run, node):
-    expect_finding(checks.docker_runtime(run.ctx, node))
+    expect_check(checks.docker_runtime, run.ctx, node)
 
 
 @then("allocatable nvidia.com/gpu equals physical GPUs times replicas")
@@ -104,3 +104,14 @@ def vectoradd(run, node, text):
 @then("the DCGM exporter on the node reports a metric for every GPU of nvidia-smi")
 def dcgm_metrics(run, node):
     expect_finding(checks.dcgm_metrics(run.ctx, node))
+
+
+@then(parsers.parse('a CUDA vector addition built with nvcc on the host prints "{text}"'))
+def cuda_native(run, node, text):
+    run.require_workload()
+    expect_check(checks.cuda_native, run.ctx, node)
+
+
+@then("the host's containerd has runc as default and the nvidia runtime")
+def host_containerd(run, node):
+    expect_check(checks.host_containerd, run.ctx, node)

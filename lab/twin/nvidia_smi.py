@@ -13,7 +13,7 @@ Answers, from the node's GPUs (lab/twin/gpus.py) and the real captures (lab.spec
 * plain ``nvidia-smi``: a table generated in the R580 layout (checked against real captures in the tests).
 
 Faults (from <root>/.twin/node.json): driver-broken -> exit 9 with the driver message; gpu-missing -> "No devices
-were found", exit 6. Messages and exit codes are constants below (to be confirmed on a real GPU).
+were found", exit 6. Messages and exit codes are constants below (bad-input ones confirmed on a real H200).
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ __all__ = [
     "INVALID_FIELD_MESSAGE",
     "NO_DEVICES_EXIT",
     "NO_DEVICES_MESSAGE",
+    "UNKNOWN_OPTION_EXIT",
+    "UNKNOWN_OPTION_MESSAGE",
     "main",
     "run",
     "table",
 ]
 
-# ---- messages and exit codes (team: confirm on a real GPU). All are printed on stdout, as nvidia-smi does.
+# ---- messages and exit codes. The two for bad input were seen on the real H200 (driver 580.159.04, see
+# docs/real-gpu.md): an unknown option exits 255, an unknown query field exits 2. All go to stdout.
 INVALID_FIELD_MESSAGE = 'Field "{field}" is not a valid field to query.'
 INVALID_FIELD_EXIT = 2
+UNKNOWN_OPTION_MESSAGE = "ERROR: Option {option} is not recognized. Please run 'nvidia-smi -h'."
+UNKNOWN_OPTION_EXIT = 255
+# Known options in a combination nvidia-smi refuses (e.g. --query-gpu without --format): not yet seen on a GPU.
 INVALID_ARGS_MESSAGE = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."
 INVALID_ARGS_EXIT = 2
 DRIVER_BROKEN_MESSAGE = (
@@ -348,7 +354,9 @@ def _node(host_root: Path) -> NodeSpec:
     return load_node(host_root)
 
 
-def _invalid() -> tuple[int, str, str]:
+def _invalid(option: str | None = None) -> tuple[int, str, str]:
+    if option is not None:
+        return UNKNOWN_OPTION_EXIT, UNKNOWN_OPTION_MESSAGE.format(option=option) + "\n\n", ""
     return INVALID_ARGS_EXIT, INVALID_ARGS_MESSAGE + "\n", ""
 
 
@@ -419,7 +427,7 @@ def run(host_root: Path, argv: list[str]) -> tuple[int, str, str]:
             else:
                 ids = value
         else:
-            return _invalid()
+            return _invalid(arg if arg.startswith("-") else None)
     if query is None or fmt is None:
         return _invalid()
     opts = [o.strip() for o in fmt.split(",")]
