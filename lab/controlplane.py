@@ -160,8 +160,16 @@ def start(bin_dir: Path, paths: LabPaths, ports: dict[str, int]) -> None:
     prepare(paths, ports)
     processes.start(paths, "etcd", etcd_argv(bin_dir, paths, ports))
     wait_etcd(paths, ports)
-    processes.start(paths, "kube-apiserver", apiserver_argv(bin_dir, paths, ports))
-    wait_apiserver(paths, ports)
+    for attempt in range(3):
+        processes.start(paths, "kube-apiserver", apiserver_argv(bin_dir, paths, ports))
+        try:
+            wait_apiserver(paths, ports)
+            break
+        except LabError:
+            # Seen on a loaded 2-core machine: the apiserver dies at start without a word; a second start works.
+            processes.stop(paths, "kube-apiserver")
+            if attempt == 2:
+                raise
     processes.start(paths, "kube-controller-manager", controller_manager_argv(bin_dir, paths))
     processes.start(paths, "kube-scheduler", scheduler_argv(bin_dir, paths))
 
