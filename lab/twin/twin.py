@@ -46,6 +46,7 @@ def pod_ip_base(paths: LabPaths) -> ipaddress.IPv4Address:
     return ipaddress.ip_address("127.0.0.0") + (slot << POD_IP_BLOCK) + 1
 WORKLOAD_RESOURCE = "nvidia.com/gpu"
 TASK_RETRIES = 120  # one a second: a task outlives an apiserver restart
+RESYNC_S = 2.0      # the operator reconciles at least this often (node heartbeats do not trigger it)
 
 
 def now() -> str:
@@ -98,6 +99,8 @@ class Twin:
         self.plugin_sharing: dict[str, plugin_config.Sharing] = {}  # node -> config the running plugin loaded
         self.dcgm = dcgm_server.Servers(paths)
         self.reconcile_pending = threading.Event()
+        self.node_labels: dict[str, dict] = {}     # node -> labels last seen (all reconcile reads of a node)
+        self.node_ready: dict[str, str] = {}       # node -> status of its Ready condition last seen
         self.events_file = paths.root / "twin-events.jsonl"
         self.informers: dict[str, Informer] = {}
 
@@ -152,7 +155,25 @@ class Twin:
 
     # ----------------------------------------------------------------- event handlers
     def _on_node(self, etype: str, obj: dict) -> None:
-        self.reconcile_pending.set()
+        # reconcile() reads nothing of a node but its labels. kwok's heartbeats (a status update per node every
+        # ~20 s: 50 a second at 1000 nodes) used to trigger a full reconcile each; RESYNC_S replaces them.
+        name = obj["metadata"]["name"]
+        labels = obj["metadata"].get("labels") or {}
+        ready = next((c.get("status") for c in (obj.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready"), None)
+        with self.lock:
+            before = self.node_labels.pop(name, None) if etype == "DELETED" else self.node_labels.get(name)
+            was = self.node_ready.pop(name, None) if etype == "DELETED" else self.node_ready.get(name)
+            if etype != "DELETED":
+                self.node_labels[name] = labels
+                self.node_ready[name] = ready
+        if etype == "DELETED" or before != labels:
+            self.reconcile_pending.set()
+        if was == "Unknown" and ready == "True" and name in self.nodes:
+            # Back after missed heartbeats (a loaded machine at 1000 nodes): see _pods_ready_again. The node
+            # controller marks the pods right after the node, so look twice.
+            for delay in (2.0, 10.0):
+                self.timers.after(delay, lambda: self._pods_ready_again(name))
 
     def _on_ds(self, etype: str, obj: dict) -> None:
         self.reconcile_pending.set()
@@ -235,6 +256,15 @@ class Twin:
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
 
+    def _alive(self, pod: dict) -> bool:
+        """The pod still exists, is the same pod (uid) and is not being deleted."""
+        md = pod["metadata"]
+        current = self.informers["pods"].get(f"{md['namespace']}/{md['name']}")
+        with self.lock:
+            deleting = self.pod_state.get(md["uid"]) == "deleting"
+        return (current is not None and current["metadata"]["uid"] == md["uid"] and not deleting
+                and not current["metadata"].get("deletionTimestamp"))
+
     @staticmethod
     def _requests_gpu(pod: dict) -> bool:
         for c in pod["spec"].get("containers", []):
@@ -254,6 +284,24 @@ class Twin:
             "containerID": f"containerd://{pod['metadata']['uid'].replace('-', '')}{i}",
             "ready": ready, "started": "running" in state, "restartCount": restarts, "state": state,
         } for i, c in enumerate(pod["spec"].get("containers", []))]
+
+    def _pods_ready_again(self, node: str) -> None:
+        """What kubelet does when its node is reachable again: the node controller set Ready=False on the
+        node's pods while the node's status was Unknown (it leaves ContainersReady alone, the twin never
+        sets that pair); the pods the twin runs ready get Ready=True posted again. Without this, one missed
+        heartbeat left the operator's Deployment unavailable for good and the twin's operator stopped."""
+        if self.node_ready.get(node) != "True":
+            return
+        for pod in self.informers["pods"].items():
+            if (pod.get("spec") or {}).get("nodeName") != node:
+                continue
+            conds = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
+            if conds.get("Ready") != "False" or conds.get("ContainersReady") != "True":
+                continue
+            with self.lock:
+                if self.pod_state.get(pod["metadata"]["uid"]) != "running":
+                    continue
+            self._patch_status(pod, {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}]})
 
     def _patch_status(self, pod: dict, status: dict) -> None:
         md = pod["metadata"]
@@ -409,6 +457,8 @@ class Twin:
             self._set_running(pod, ready=False)
 
             def install() -> None:
+                if not self._alive(pod):  # deleted while it started: a container that is gone writes nothing
+                    return
                 env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
                 try:
                     written = containerd.toolkit_install(self._host_root(node.name), env,
@@ -470,6 +520,8 @@ class Twin:
         delay = self.timing.plugin_ready_s + (self.timing.slow_advertise_s if "slow-advertise" in node.faults else 0)
 
         def ready() -> None:
+            if not self._alive(pod):  # deleted (restarted) while it started: a plugin that is gone advertises nothing
+                return
             self._write_logs(pod, log_text)
             self._label_gfd(node, self._cluster_policy() or cp)
             self._advertise(node.name, gpus * sharing.replicas)
@@ -600,7 +652,7 @@ class Twin:
         for inf in self.informers.values():
             inf.synced.wait()
         while True:
-            self.reconcile_pending.wait()
+            self.reconcile_pending.wait(timeout=RESYNC_S)
             self.reconcile_pending.clear()
             try:
                 self.reconcile()
