@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -50,17 +52,23 @@ def node_manifest(node: NodeSpec) -> dict:
     }
 
 
-def ensure_nodes(api: client.CoreV1Api, nodes: tuple[NodeSpec, ...]) -> list[str]:
-    """Create the spec's nodes that do not exist yet; returns the names created."""
+def ensure_nodes(api: client.CoreV1Api, nodes: tuple[NodeSpec, ...], parallel: int = 8) -> list[str]:
+    """Create the spec's nodes that do not exist yet; returns the names created (in spec order).
+
+    Creates run `parallel` at a time: one by one, a 1000-node lab spends over a minute in round trips."""
     existing = {n.metadata.name for n in api.list_node().items}
-    created = []
-    for node in nodes:
-        if node.name in existing:
-            continue
+    missing = [node for node in nodes if node.name not in existing]
+
+    def create(node: NodeSpec) -> str | None:
         try:
             api.create_node(node_manifest(node))
-            created.append(node.name)
+            return node.name
         except ApiException as exc:
             if exc.status != 409:
                 raise
-    return created
+            return None
+
+    if len(missing) <= 1:
+        return [name for name in map(create, missing) if name]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(missing)), thread_name_prefix="lab-nodes") as pool:
+        return [name for name in pool.map(create, missing) if name]
