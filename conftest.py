@@ -113,8 +113,18 @@ def _raw_settings(config: pytest.Config) -> dict:
         cli["host_backend"] = cli.get("host_backend") or "local"
     ansible_inventory = getattr(o, "ansible_inventory", None)
     if ansible_inventory:
+        from provision.hosts.inventory import InventoryError, load_inventory
+
         cli["ansible_inventory"] = ansible_inventory
         cli["host_backend"] = cli.get("host_backend") or "ansible"  # (the key is there, None, when not given)
+        try:
+            inventory = load_inventory(ansible_inventory)
+        except InventoryError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        # The original setup's host vars: gpu_count is the expected number of physical GPUs of that node.
+        counts = {h.name: int(h.gpu_count) for h in inventory if h.gpu_count is not None}
+        if counts and not cli.get("expected_gpus"):
+            cli["expected_gpus"] = counts
     for ours, theirs in (("ssh_config", "ssh_config"), ("ssh_identity_file", "ssh_identity_file")):
         if getattr(o, theirs, None):
             cli[ours] = getattr(o, theirs)
