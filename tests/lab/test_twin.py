@@ -166,13 +166,29 @@ def test_time_slicing_applies_only_after_the_device_plugin_restarts(faulty_lab: 
 
 
 def test_replicas_below_two_is_a_plugin_error_and_no_sharing(faulty_lab: Lab):
+    """A config chosen through the node label with replicas 1: the plugin logs the error and shares nothing."""
     core = faulty_lab.core
-    _wait(core, "ok-1 advertising", lambda ns: _alloc(ns["ok-1"]) >= 1)
-    plugin = core.list_namespaced_pod(NS, label_selector="app=nvidia-device-plugin-daemonset",
-                                      field_selector="spec.nodeName=f-missing").items
-    assert plugin, "device plugin pod on f-missing"
+    one = yaml.safe_dump({"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": GPU, "replicas": 1}]}}})
+    core.patch_namespaced_config_map("time-slicing-config", NS, {"data": {"one": one}})
+    core.patch_node("f-slow", {"metadata": {"labels": {"nvidia.com/device-plugin.config": "one"}}})
+    selector = {"label_selector": "app=nvidia-device-plugin-daemonset", "field_selector": "spec.nodeName=f-slow"}
+    old = {p.metadata.name for p in core.list_namespaced_pod(NS, **selector).items}
+    _restart_plugin_on(faulty_lab, "f-slow")
+    plugin = []
+    for ev in watch.Watch().stream(core.list_namespaced_pod, NS, timeout_seconds=30, **selector):
+        pod = ev["object"]
+        if pod.metadata.name not in old and pod.status.container_statuses and pod.status.container_statuses[0].ready:
+            plugin = [pod]
+            break
+    assert plugin, "no new device-plugin pod became ready on f-slow"
+    nodes = _wait(core, "f-slow advertising its one GPU unshared", lambda ns: _alloc(ns["f-slow"]) == 1
+                  and ns["f-slow"].metadata.labels.get("nvidia.com/gpu.sharing-strategy") == "none")
+    assert nodes["f-slow"].metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H200"
     log = core.read_namespaced_pod_log(plugin[0].metadata.name, NS)
-    assert "No devices found" in log  # gpu-missing: the plugin finds nothing to advertise
+    assert "number of replicas must be >= 2" in log
+    missing = core.list_namespaced_pod(NS, label_selector="app=nvidia-device-plugin-daemonset",
+                                       field_selector="spec.nodeName=f-missing").items
+    assert "No devices found" in core.read_namespaced_pod_log(missing[0].metadata.name, NS)
 
 
 def test_faults_affect_only_their_node(faulty_lab: Lab):
