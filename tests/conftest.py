@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import yaml
 from kubernetes import client, config
 
 from lab import cluster
-from lab.state import LabPaths, free_port
+from lab.state import LabPaths
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -88,9 +87,9 @@ def lab() -> Iterator[Lab]:
         cluster.down(paths)
 
 
-@pytest.fixture
-def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Start extra labs from spec documents (each in its own state folder, own ports); torn down after."""
+def _lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """make(spec_doc, name) starts a lab from a spec document in its own state folder (own ports); every lab
+    made is torn down when the generator is closed."""
     started: list[LabPaths] = []
 
     def make(spec_doc: dict, name: str = "lab") -> Lab:
@@ -104,6 +103,18 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield make
     for p in started:
         cluster.down(p)
+
+
+@pytest.fixture
+def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Extra labs for one test, torn down after it."""
+    yield from _lab_factory(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def module_lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Extra labs shared by the tests of one module."""
+    yield from _lab_factory(tmp_path_factory)
 
 
 @pytest.fixture
@@ -114,22 +125,3 @@ def test_namespace(lab: Lab) -> Iterator[str]:
     lab.core.delete_namespace(name)
 
 
-__all__ = ["SHARED", "Lab", "free_port", "shutil"]
-
-
-@pytest.fixture(scope="module")
-def module_lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Like lab_factory, for labs shared by the tests of one module."""
-    started: list[LabPaths] = []
-
-    def make(spec_doc: dict, name: str = "lab") -> Lab:
-        folder = tmp_path_factory.mktemp(name)
-        spec_file = folder / "spec.yaml"
-        spec_file.write_text(yaml.safe_dump(spec_doc))
-        handle = start_lab(spec_file, folder / "state")
-        started.append(handle.paths)
-        return handle
-
-    yield make
-    for p in started:
-        cluster.down(p)
