@@ -62,8 +62,8 @@ def converged(run: RunState, name: str) -> Result:
         allure.attach(result.plan_text(), f"plan: {name}", allure.attachment_type.TEXT)
         pytest.skip(f"--plan: {len(result.planned)} change(s) by {name}; nothing was changed")
     result = run.engine.ensure(name)
-    if result.planned:
-        allure.attach(result.plan_text(), f"diff: {name}", allure.attachment_type.TEXT)
+    title = "applied" if result.mode == "provision" else "diff"
+    allure.attach(result.plan_text(), f"{title}: {name} ({result.seconds:.1f}s)", allure.attachment_type.TEXT)
     return result
 
 
