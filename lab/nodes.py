@@ -20,6 +20,9 @@ def node_manifest(node: NodeSpec) -> dict:
         "kubernetes.io/hostname": node.name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": node.arch,
+        # What a kubelet registers too (the node lifecycle controller would otherwise add them later).
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": node.arch,
         LAB_NODE_LABEL: "true",
     }
     if node.control_plane:
