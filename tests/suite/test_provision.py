@@ -82,10 +82,6 @@ def fresh(module_lab_factory, tmp_path_factory):
 
 def test_plan_provision_idempotence_audit_and_rollback(fresh, tmp_path):
     lab = fresh
-    # Nothing in the lab may still be settling (labels the controllers add) when the "before" is taken.
-    import time
-
-    time.sleep(2)
     before_api = api_snapshot(lab)
     before_hosts = {n["name"]: host_snapshot(Path(n["host_root"])) for n in lab.status["nodes"]}
 
