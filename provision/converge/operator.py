@@ -131,6 +131,16 @@ class OperatorRelease:
         values, _ = desired_values(ctx)
         self.validate(ctx, values)
         before = ctx.helm.release()
+        if before is not None and before.status.startswith("pending-"):
+            # A helm operation is running, or was killed before it could finish (helm would refuse with "another
+            # operation is in progress"). Neither an upgrade nor a rollback is safe then: change nothing, say so.
+            first = f" (or helm uninstall {s.release} -n {s.namespace}: it is a first install)" \
+                if before.status == "pending-install" else ""
+            raise ConvergeError(
+                f"helm release {s.namespace}/{s.release} is {before.status} at revision {before.revision} "
+                f"({before.chart}): another helm operation is running or was killed before it finished; nothing was "
+                f"changed. If no helm operation is running, run helm rollback {s.release} -n {s.namespace}{first}, "
+                "then --provision again")
         ns_existed = self._namespace_exists(ctx)
         if before is None:
             # What the operator, NFD and GFD will label, and which CRDs the chart brings, is only known
