@@ -275,9 +275,10 @@ class ContainerdRestart:
                 lines += ctx.kube.events_for(p["metadata"]["name"], ns)[-3:]
             return "\n".join(lines) or f"no {TOOLKIT_APP} pod on {node}"
 
+        # Only this node's pod: without the field selector each node's wait listed every toolkit pod of the fleet.
         ctx.kube.wait_for(f"the container toolkit pod on {node} to be ready", ctx.kube.core.list_namespaced_pod,
                           done, lambda _: [node], ctx.settings.timeout("toolkit_ready"), diagnostics, ns,
-                          label_selector=f"app={TOOLKIT_APP}")
+                          label_selector=f"app={TOOLKIT_APP}", field_selector=f"spec.nodeName={node}")
 
     def _wait_dropin(self, ctx: RunContext, host, node: str, dropin: str) -> str:
         text = host.read_text(dropin)
