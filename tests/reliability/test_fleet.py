@@ -4,7 +4,9 @@ the rest of the fleet is still checked, then puts the lab back. Messages are lis
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import gzip
 import hashlib
 import json
 import time
@@ -158,6 +160,42 @@ def test_helm_upgrade_that_fails_restores_the_previous_release_and_says_so(fleet
     audit = fleet.run("--no-workload", name="after-failed-upgrade")
     workload_off = {(n, "CUDA vector addition passes on the node"): "skipped" for n in ("gpu-a", "gpu-b", "spark-1")}
     assert _unexpected(audit, workload_off) == [], audit.describe()
+
+
+@contextlib.contextmanager
+def _release_left_pending(core: client.CoreV1Api) -> Iterator[int]:
+    """The release's latest revision marked pending-upgrade in helm's own storage (its Secret: label and the
+    gzipped release record), as a helm killed outright during an upgrade leaves it; put back afterwards."""
+    secrets = core.list_namespaced_secret(OPERATOR_NS, label_selector="owner=helm,name=gpu-operator").items
+    latest = max(secrets, key=lambda x: int(x.metadata.labels["version"]))
+    original = core.api_client.sanitize_for_serialization(latest)
+    record = json.loads(gzip.decompress(base64.b64decode(base64.b64decode(latest.data["release"]))))
+    record["info"]["status"] = "pending-upgrade"
+    body = json.loads(json.dumps(original))
+    body["data"]["release"] = base64.b64encode(base64.b64encode(gzip.compress(json.dumps(record).encode()))).decode()
+    body["metadata"]["labels"]["status"] = "pending-upgrade"
+    core.replace_namespaced_secret(latest.metadata.name, OPERATOR_NS, body)
+    try:
+        yield int(latest.metadata.labels["version"])
+    finally:
+        original["metadata"]["resourceVersion"] = core.read_namespaced_secret(
+            latest.metadata.name, OPERATOR_NS).metadata.resource_version
+        core.replace_namespaced_secret(latest.metadata.name, OPERATOR_NS, original)
+
+
+def test_a_release_left_pending_by_a_killed_helm_is_reported_and_not_touched(fleet: Fleet) -> None:
+    lab = fleet.lab
+    with _release_left_pending(lab.core) as revision:
+        r = fleet.run("--provision", "--no-workload", name="release-pending")
+        history = json.loads(lab.helm("history", "gpu-operator", "-n", OPERATOR_NS, "-o", "json").stdout)
+    assert r.rc != 0
+    err = next(c for c in r.summary["convergers"] if c["name"] == "operator-release")["error"]
+    assert err == (f"helm release gpu-operator/gpu-operator is pending-upgrade at revision {revision} "
+                   "(gpu-operator-v26.3.0): another helm operation is running or was killed before it finished; "
+                   "nothing was changed. If no helm operation is running, run helm rollback gpu-operator -n "
+                   "gpu-operator, then --provision again")
+    assert history[-1]["revision"] == revision, "helm was run against a pending release"
+    assert writes(audit_events(lab, lab.status["suite_user"], r.started, r.finished)) == []
 
 
 class _ConcurrentWriter:
