@@ -154,7 +154,14 @@ def start_suite(lab: Lab, *args: str, report_dir: Path, log: Path) -> subprocess
     report_dir.mkdir(parents=True, exist_ok=True)
     out = log.open("w")
     return subprocess.Popen(suite_argv(*args, report_dir=report_dir), cwd=REPO, env=suite_env(lab),
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """Ctrl-C must reach the run as in a terminal, even when this test process was started in the
+    background by a non-interactive shell (which leaves SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt(proc: subprocess.Popen, timeout: float = 120) -> int:
