@@ -560,8 +560,14 @@ def table(runs: list[Run]) -> list[str]:
     return rows
 
 
+def _row_key(line: str) -> tuple[str, ...]:
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    return tuple(cells[:4])   # nodes, scope, run, workers
+
+
 def update_doc(runs: list[Run], labs: dict[int, dict], mach: dict, command: str, results_file: Path) -> None:
-    """Refresh the figures table in docs/performance.md (rows of sizes not run this time are kept)."""
+    """Refresh the figures table in docs/performance.md: this run's rows replace the rows of the same size,
+    scope, run and workers; other rows (sizes or modes not run this time) are kept, with their run's line."""
     if not DOC.exists():
         return
     text = DOC.read_text()
@@ -569,18 +575,28 @@ def update_doc(runs: list[Run], labs: dict[int, dict], mach: dict, command: str,
         return
     before, rest = text.split(TABLE_BEGIN, 1)
     old, after = rest.split(TABLE_END, 1)
-    sizes = {r.nodes for r in runs}
-    kept = [ln for ln in old.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()
-            and int(ln.split("|")[1]) not in sizes]
     new_rows = table(runs)
-    rows = new_rows[:2] + sorted(kept + new_rows[2:], key=lambda ln: int(ln.split("|")[1]))
+    new_keys = {_row_key(r) for r in new_rows[2:]}
+    kept = [ln for ln in old.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()
+            and _row_key(ln) not in new_keys]
+    order = {"first-provision": 0, "audit": 1, "reprovision": 2}
+
+    def sort_key(line: str) -> tuple:
+        nodes, scope, run, workers = _row_key(line)
+        return int(nodes), scope != "full", workers != "0", order.get(run.split()[0], 9)
+
+    rows = new_rows[:2] + sorted(kept + new_rows[2:], key=sort_key)
     ups = ", ".join(f"N={n}: {v['lab_up_s']} s" for n, v in sorted(labs.items()) if "lab_up_s" in v)
+    this = (f"- {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}: `{command}`; load average at start "
+            f"{mach['load_avg_at_start']}; lab up {ups or 'n/a'}; figures in `{results_file.relative_to(REPO)}`")
+    earlier = [ln for ln in old.splitlines() if ln.startswith("- ")][:3] if kept else []
     block = "\n".join([
         "",
-        f"Last run: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}, `{command}`, on {mach['nproc']} "
-        f"CPUs ({mach['cpu'] or 'unknown CPU'}), {mach['memory_gib']} GiB memory, Python {mach['python']}; "
-        f"load average at start {mach['load_avg_at_start']}. Lab up: {ups or 'n/a'}. "
-        f"All figures: `{results_file.relative_to(REPO)}`.",
+        f"Machine: {mach['nproc']} CPUs ({mach['cpu'] or 'unknown CPU'}), {mach['memory_gib']} GiB memory, "
+        f"Python {mach['python']}. Runs (newest first):",
+        "",
+        this,
+        *earlier,
         "",
         *rows,
         "",
