@@ -5,6 +5,7 @@ checked. Outcomes and messages are listed in docs/reliability.md."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -153,10 +154,13 @@ def test_device_plugin_that_never_advertises_times_out_with_diagnostics(fresh_la
     outcome, msg = _outcomes(r.summary, "gpu-b")["The node advertises physical GPUs times replicas"]
     assert outcome == "failed", msg
     for part in ("timed out after 5s waiting for gpu-b to advertise its GPUs: advertises 0, want 4",
-                 "GFD label gpu.replicas=None, want 4", "device-plugin pod nvidia-device-plugin-daemonset-",
+                 "device-plugin pod nvidia-device-plugin-daemonset-",
                  "CrashLoopBackOff", "log: panic: runtime error: invalid memory address",
                  "Fix: check the device-plugin pod's log on the node"):
         assert part in msg, (part, msg)
+    # GFD may or may not have labelled the node before the wait ended (its pod races the crashing plugin's): the
+    # message names the label either way, and never as if time-slicing had been applied.
+    assert re.search(r"GFD label gpu\.replicas=(None|1), want 4", msg), msg
     ts = next(c for c in r.summary["convergers"] if c["name"] == "time-slicing")
     assert ts["error"] is None and ts["seconds"] < 60, ts  # the 5 s timeout held; the converger itself went on
 
