@@ -53,6 +53,9 @@ from pathlib import Path
 import psutil
 import yaml
 
+from lab.controlplane import LabError
+from lab.state import LabPaths
+
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "performance.md"
 TABLE_BEGIN, TABLE_END = "<!-- bench:table:begin -->", "<!-- bench:table:end -->"
@@ -356,13 +359,32 @@ class Bench:
         return run
 
     @staticmethod
+    def _down(paths: LabPaths) -> None:
+        """cluster.down, then stop by pid whatever lab process of this state folder is still there (started
+        by this bench: its command line names the folder, a fresh temporary one) so none is left behind."""
+        from lab import cluster
+
+        cluster.down(paths)
+        left = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.pid != os.getpid() and str(paths.root) in " ".join(proc.info["cmdline"] or []):
+                    proc.terminate()
+                    left.append(proc)
+        _, alive = psutil.wait_procs(left, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if left:
+            say(f"stopped {len(left)} lab process(es) that cluster.down did not find: {[p.pid for p in left]}")
+
+    @staticmethod
     def _summary(report_dir: Path) -> dict:
         found = sorted(report_dir.glob("*/summary.json"))
         return json.loads(found[-1].read_text()) if found else {}
 
     def size(self, n: int) -> None:
         from lab import cluster, spec
-        from lab.state import LabPaths
 
         folder = Path(tempfile.mkdtemp(prefix=f"gpu-bench-{n}-", dir=self.args.state_root))
         spec_file = folder / "spec.yaml"
@@ -373,7 +395,16 @@ class Bench:
         try:
             say(f"N={n}: bringing up the lab in {paths.root} ...")
             t0 = time.monotonic()
-            lab = cluster.up(spec_file, paths=paths, quiet=True)
+            try:
+                lab = cluster.up(spec_file, paths=paths, quiet=True)
+            except LabError as exc:
+                # lab.processes.running() can miss a process that has not exec'd yet ("etcd exited" while it
+                # runs): start over once.
+                say(f"N={n}: lab start failed ({str(exc).splitlines()[0]}); once more")
+                info["lab_start_retried"] = str(exc).splitlines()[0]
+                self._down(paths)
+                t0 = time.monotonic()
+                lab = cluster.up(spec_file, paths=paths, quiet=True)
             info["lab_up_s"] = round(time.monotonic() - t0, 1)
             say(f"N={n}: lab up in {info['lab_up_s']}s ({len(lab['nodes'])} nodes Ready)")
             # Provision once from fresh nodes, in the first scope (reaction latency is measured here, with host
@@ -402,7 +433,7 @@ class Bench:
                     self.profiles[f"{n}-{scope}"] = {"wall_s_under_cprofile": run.wall_s, **profile_summary(prof)}
         finally:
             t0 = time.monotonic()
-            cluster.down(paths)
+            self._down(paths)
             info["lab_down_s"] = round(time.monotonic() - t0, 1)
             shutil.rmtree(folder, ignore_errors=True)
             say(f"N={n}: lab down")
@@ -641,16 +672,21 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, out_dir)
     t0 = time.monotonic()
     interrupted = False
+    failures: dict[int, str] = {}
     try:
         for n in args.nodes:
-            bench.size(n)
+            try:
+                bench.size(n)
+            except Exception as exc:  # noqa: BLE001 - one size failing must not lose the others' figures
+                failures[n] = f"{type(exc).__name__}: {exc}"
+                say(f"N={n}: failed: {failures[n]}")
     except KeyboardInterrupt:
         interrupted = True
         say("interrupted: labs are down; writing what was measured")
     targets = evaluate(bench.runs)
     doc = {
         "command": command, "machine": mach, "started_utc": stamp, "total_s": round(time.monotonic() - t0, 1),
-        "labs": bench.labs, "targets": targets, "profiles": bench.profiles,
+        "labs": bench.labs, "failures": failures, "targets": targets, "profiles": bench.profiles,
         "runs": [asdict(r) for r in bench.runs],
     }
     results_file.write_text(json.dumps(doc, indent=2) + "\n")
@@ -666,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"figures: {results_file.relative_to(REPO)}; total {doc['total_s']} s")
     keys = ("nodes", "mode", "workers", "wall_s", "requests", "peak_rss_mb", "reaction_p95_s", "scope")
     print(json.dumps({"runs": [{k: asdict(r)[k] for k in keys} for r in bench.runs]}))
-    return 130 if interrupted else 0
+    return 130 if interrupted else (1 if failures else 0)
 
 
 if __name__ == "__main__":
