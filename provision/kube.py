@@ -99,6 +99,27 @@ def ready_message(obj: dict) -> str:
     return "no Ready condition"
 
 
+POD_SPEC_KEPT = ("nodeName", "runtimeClassName", "nodeSelector", "restartPolicy")
+
+
+def slim_pod_dict(d: dict) -> dict:
+    """json object_hook for a pod list: keep what the suite reads (metadata, where a pod runs, its status).
+    managedFields and a pod spec's containers, volumes and tolerations are most of a list of 5000 operand pods
+    and are never read; dropping them while parsing keeps them from ever being held all at once."""
+    d.pop("managedFields", None)
+    if "containers" in d and ("nodeName" in d or "restartPolicy" in d):  # a pod's spec
+        return {k: d[k] for k in POD_SPEC_KEPT if k in d}
+    return d
+
+
+def slim_node_dict(d: dict) -> dict:
+    """json object_hook for a node list: no managedFields, no status.images (on real nodes the longest part)."""
+    d.pop("managedFields", None)
+    if "nodeInfo" in d:  # a node's status
+        d.pop("images", None)
+    return d
+
+
 @dataclass
 class Snapshot:
     """The cluster-wide state one run reads: each kind listed once, shared by every scenario."""
@@ -113,14 +134,33 @@ class Snapshot:
     version: str = ""
     taken_at: float = 0.0
 
+    _by_app: dict[str, list[dict]] | None = field(default=None, repr=False)
+    _by_app_node: dict[tuple[str, str], dict] | None = field(default=None, repr=False)
+
+    def _index(self) -> None:
+        """Pods by app label and by (app, node), built once: a check per node must not scan every pod (at 1000
+        nodes that is 5000 pods times 5000 lookups)."""
+        by_app: dict[str, list[dict]] = {}
+        by_app_node: dict[tuple[str, str], dict] = {}
+        for p in self.pods:
+            app = (p["metadata"].get("labels") or {}).get("app")
+            if app is None:
+                continue
+            by_app.setdefault(app, []).append(p)
+            node = (p.get("spec") or {}).get("nodeName")
+            if node and not p["metadata"].get("deletionTimestamp"):
+                by_app_node.setdefault((app, node), p)  # the first live one, in list order
+        self._by_app, self._by_app_node = by_app, by_app_node
+
     def pods_of(self, app: str) -> list[dict]:
-        return [p for p in self.pods if (p["metadata"].get("labels") or {}).get("app") == app]
+        if self._by_app is None:
+            self._index()
+        return list((self._by_app or {}).get(app, []))
 
     def pod_on(self, app: str, node: str) -> dict | None:
-        for p in self.pods_of(app):
-            if (p.get("spec") or {}).get("nodeName") == node and not p["metadata"].get("deletionTimestamp"):
-                return p
-        return None
+        if self._by_app_node is None:
+            self._index()
+        return (self._by_app_node or {}).get((app, node))
 
 
 class Kube:
@@ -139,17 +179,18 @@ class Kube:
         self.writes: list[str] = []  # what this process changed, for summary.json and the report
 
     # --------------------------------------------------------------- reads
-    def _list(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> list[dict]:
+    def _list(self, fn: Callable[..., Any], *args: Any, slim: Callable[[dict], dict] | None = None,
+              **kw: Any) -> list[dict]:
         resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kw)
-        return json.loads(resp.data).get("items", [])
+        return json.loads(resp.data, object_hook=slim).get("items", [])
 
     def snapshot(self, refresh: bool = False) -> Snapshot:
         with self._lock:
             if self._snapshot is None or refresh:
                 ns = self.settings.namespace
                 s = Snapshot(taken_at=time.time())
-                s.nodes = {n["metadata"]["name"]: n for n in self._list(self.core.list_node)}
-                s.pods = self._list(self.core.list_namespaced_pod, ns)
+                s.nodes = {n["metadata"]["name"]: n for n in self._list(self.core.list_node, slim=slim_node_dict)}
+                s.pods = self._list(self.core.list_namespaced_pod, ns, slim=slim_pod_dict)
                 s.daemonsets = {d["metadata"]["name"]: d for d in self._list(self.apps.list_namespaced_daemon_set, ns)}
                 s.deployments = {d["metadata"]["name"]: d for d in self._list(self.apps.list_namespaced_deployment, ns)}
                 s.configmaps = {c["metadata"]["name"]: c for c in self._list(self.core.list_namespaced_config_map, ns)}
