@@ -44,6 +44,17 @@ def _fix(expected: str, found: str, fix: str) -> str:
     return f"expected {expected}; found {found}. Fix: {fix}"
 
 
+LISTED_PROBLEMS = 20  # a fleet-wide finding names this many, then counts the rest
+
+
+def listed(problems: list[str], limit: int = LISTED_PROBLEMS) -> str:
+    """Problems joined for a message that stays readable at 1000 nodes: the first `limit`, then how many more
+    (the per-node scenarios name every node's own problem)."""
+    if len(problems) <= limit:
+        return "; ".join(problems)
+    return "; ".join(problems[:limit]) + f"; ... and {len(problems) - limit} more ({len(problems)} problems in all)"
+
+
 # ----------------------------------------------------------------------------------------------- cluster
 def release_deployed(ctx: RunContext) -> Finding:
     s = ctx.settings
@@ -104,7 +115,7 @@ def operands_ready(ctx: RunContext) -> Finding:
                 problems.append(f"{name}: pod {pod['metadata']['name']} on {node} not ready "
                                 f"({st.get('phase')}{', ' + ', '.join(w for w in waits if w) if any(waits) else ''})")
     return Finding(not problems, _fix(f"every operand DaemonSet with a ready pod on each of {len(nodes)} GPU node(s)",
-                                      "; ".join(problems) or "all ready",
+                                      listed(problems) or "all ready",
                                       f"kubectl -n {ctx.settings.namespace} get pods -o wide; describe the pods named"))
 
 

@@ -65,9 +65,16 @@ class Result:
             setattr(r, k, [Change(**c) for c in doc.get(k, [])])
         return r
 
-    def plan_text(self) -> str:
-        lines = [c.line() for c in self.planned] or ["(no changes)"]
-        return f"{self.name}: {len(self.planned)} change(s)\n" + "\n".join("  " + ln for ln in lines)
+    def plan_text(self, node: str | None = None) -> str:
+        """The planned changes: all of them, or (node given) the node's own and the cluster-wide ones."""
+        planned = self.planned if node is None else [c for c in self.planned if c.node in (node, None)]
+        lines = [c.line() for c in planned] or ["(no changes)"]
+        where = "" if node is None else f" for {node}"
+        return f"{self.name}: {len(planned)} change(s){where}\n" + "\n".join("  " + ln for ln in lines)
+
+    def touches(self, node: str) -> bool:
+        """Whether any planned change is the node's own or cluster-wide."""
+        return any(c.node in (node, None) for c in self.planned)
 
 
 class Converger(Protocol):

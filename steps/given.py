@@ -20,12 +20,12 @@ def a_gpu_host(gpu_node, run):
 
 @given("its host driver is marked ready for the GPU Operator")
 def host_driver_ready(node, run):
-    require_node_level(converged(run, "host-driver"), node, engine=run.engine)
+    require_node_level(converged(run, "host-driver", node), node, engine=run.engine)
 
 
 @given("containerd on the node has loaded the NVIDIA runtime")
 def containerd_loaded(node, run):
-    require_node_level(converged(run, "containerd-restart"), node, engine=run.engine)
+    require_node_level(converged(run, "containerd-restart", node), node, engine=run.engine)
 
 
 @given("containerd on every GPU node has loaded the NVIDIA runtime")
@@ -35,14 +35,14 @@ def containerd_loaded_everywhere(run):
 
 @given("Docker on the node is configured with the nvidia runtime")
 def docker_configured(node, run):
-    require_node_level(converged(run, "docker-runtime"), node, engine=run.engine)
+    require_node_level(converged(run, "docker-runtime", node), node, engine=run.engine)
 
 
 @given(parsers.parse("time-slicing is configured with {replicas:d} replicas per GPU"))
-def time_slicing(replicas, run, request):
+def time_slicing(replicas, run, gpu_node):
     run.note_feature_number("replicas", replicas)
-    result = converged(run, "time-slicing")
-    node = request.getfixturevalue("gpu_node")
+    node = gpu_node
+    result = converged(run, "time-slicing", node)
     if node:
         require_node_level(result, node, cluster_too=True, engine=run.engine)
     else:
