@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from provision.heap import HeapSettler, release_item
+
 REPO = Path(__file__).resolve().parent
 FEATURES = REPO / "features"
 SUITE_VERSION = "0.1.0"
@@ -356,6 +358,20 @@ def gpu_node(request: pytest.FixtureRequest) -> str | None:
     return getattr(request, "param", None)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A check that needs the host, in a run whose host checks were turned off (--host-backend none), is
+    skipped with that reason: not applicable by the user's choice, not a could-not-check (which would give
+    every API-only audit exit code 11)."""
+    from provision.outcomes import SKIP_TYPES
+
+    try:
+        return (yield)
+    except SKIP_TYPES as exc:
+        reason = str(exc)
+    pytest.skip(reason)  # outside the except: the skip does not carry (and keep alive) the original's frames
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
@@ -391,10 +407,29 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 _RESULTS: list[dict] = []
+_HEAP = HeapSettler()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    try:
+        return (yield)
+    finally:
+        release_item(item)
+        _HEAP.item_done()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _HEAP.finish()  # before pytest's own final collections and the interpreter's shutdown walk the heap
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
+    if _STATE in config.stash:  # every process that writes Allure results, xdist workers included
+        from provision.reporting.allure_writer import use_fast_writer
+
+        use_fast_writer()
     if _STATE not in config.stash or hasattr(config, "workerinput"):
         return
     setup = config.stash[_STATE]

@@ -14,7 +14,10 @@ _smi_cache: dict[tuple[int, str], SmiFacts | Exception] = {}
 
 
 def smi(ctx: RunContext, node: str) -> SmiFacts:
-    """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable)."""
+    """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable).
+
+    A remembered error is raised as a new exception each time: re-raising the cached object would keep the
+    frames of every raise alive through its traceback (at 1000 nodes, megabytes per scenario)."""
     key = (id(ctx), node)
     with _lock:
         hit = _smi_cache.get(key)
@@ -22,11 +25,11 @@ def smi(ctx: RunContext, node: str) -> SmiFacts:
         try:
             hit = nvidia_smi_facts(ctx.host(node))
         except (NoHostAccess, HostUnreachable) as exc:
-            hit = exc
+            hit = exc.with_traceback(None)
         with _lock:
             _smi_cache[key] = hit
     if isinstance(hit, Exception):
-        raise hit
+        raise type(hit)(*hit.args) from None
     return hit
 
 

@@ -145,7 +145,9 @@ def split_by_node(results_dir: Path | str, out_root: Path | str) -> dict[str, Pa
         raise FileNotFoundError(f"Allure results folder {results_dir} does not exist")
 
     files = sorted(p for p in results_dir.iterdir() if p.is_file())
-    results: dict[str, tuple[Path, dict[str, Any], list[str]]] = {}
+    # Per result only what the split needs (its file, attachment names, node folders): at 1000 nodes the
+    # 11 000 parsed results would be the largest thing the run ever holds.
+    results: dict[str, tuple[Path, list[str], list[str]]] = {}
     containers: list[tuple[Path, dict[str, Any]]] = []
     globals_files: list[tuple[Path, dict[str, Any]]] = []
     metadata: list[Path] = []
@@ -157,7 +159,7 @@ def split_by_node(results_dir: Path | str, out_root: Path | str) -> dict[str, Pa
                 continue
             uuid = data.get("uuid") if isinstance(data.get("uuid"), str) else name[: -len("-result.json")]
             nodes = [validate_node_name(n) for n in _node_labels(data)]
-            results[uuid] = (path, data, nodes or [CLUSTER_KEY])
+            results[uuid] = (path, list(_attachment_sources(data)), nodes or [CLUSTER_KEY])
         elif name.endswith("-container.json"):
             data = _load_json(path)
             if isinstance(data, dict):
@@ -185,11 +187,11 @@ def split_by_node(results_dir: Path | str, out_root: Path | str) -> dict[str, Pa
                 _link_or_copy(src, dest / src.name)
 
     members: dict[str, set[str]] = {}
-    for uuid, (path, data, keys) in results.items():
+    for uuid, (path, sources, keys) in results.items():
         for key in keys:
             dest = folder(key)
             _link_or_copy(path, dest / path.name)
-            copy_sources(dest, _attachment_sources(data))
+            copy_sources(dest, sources)
             members.setdefault(key, set()).add(uuid)
 
     for path, data in containers:
