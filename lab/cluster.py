@@ -146,7 +146,8 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
                                     "--spec", str(spec.source)], cwd=Path(__file__).resolve().parent.parent)
     created = ensure_nodes(client.CoreV1Api(api), spec.nodes)
     if created:
-        say(f"created nodes {', '.join(created)}")
+        shown = created if len(created) <= 12 else [*created[:10], f"... ({len(created)} in all)"]
+        say(f"created nodes {', '.join(shown)}")
     wait_nodes_ready(api, {n.name for n in spec.nodes}, paths)
     wait_chart_repo(paths, ports["charts"])
     say(f"lab up in {time.monotonic() - t0:.1f}s: {len(spec.nodes)} nodes Ready")
