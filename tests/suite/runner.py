@@ -54,7 +54,9 @@ def suite_writes(lab, run: SuiteRun) -> list[dict]:
         from datetime import datetime
 
         t = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() if ts else 0
-        if run.started - 1 <= t <= run.finished + 1 and e.get("verb") in ("create", "update", "patch", "delete",
+        # From the moment the run was started (same clock as the apiserver's): a run started right after another
+        # must not be blamed for the other's last writes.
+        if run.started <= t <= run.finished + 1 and e.get("verb") in ("create", "update", "patch", "delete",
                                                                              "deletecollection"):
             out.append(e)
     return out

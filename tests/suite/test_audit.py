@@ -88,3 +88,19 @@ def test_a_named_node_that_does_not_exist_fails(faulty, tmp_path):
     assert run.rc == 10
     messages = " ".join(r["message"] for r in run.results() if r["outcome"] == "failed")
     assert "nope-7" in messages and "do not exist" in messages
+
+
+def test_host_checks_turned_off_skip_the_host_scenarios_with_the_reason(faulty, tmp_path):
+    """--host-backend none: an API-only audit. The scenarios that need a host are skipped with that reason (not
+    broken: an API-only nightly audit of a conformant fleet must be able to exit 0); the cluster side is still
+    checked, and a fault the API shows (f-plugin advertises nothing) still fails its node."""
+    run = run_suite(faulty, tmp_path, "--no-workload", "--host-backend", "none")
+    off = [r for r in run.results() if "host checks are off" in r["message"]]
+    assert off, run.output[-2000:]
+    assert all(r["outcome"] == "skipped" for r in off), [(r["node"], r["scenario"], r["outcome"]) for r in off]
+    assert {r["node"] for r in off} >= {"ok-1", "f-driver", "f-plugin"}
+    ok = run.results("ok-1")
+    assert any(r["outcome"] == "passed" for r in ok), ok
+    assert all(r["outcome"] in ("passed", "skipped") for r in ok), [(r["scenario"], r["message"][:200]) for r in ok]
+    plugin = [r for r in run.results("f-plugin") if r["outcome"] == "failed"]
+    assert plugin and run.rc == 10, [(r["scenario"], r["outcome"], r["message"][:200]) for r in run.results("f-plugin")]
