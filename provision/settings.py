@@ -97,7 +97,8 @@ DEFAULT_TIMEOUTS = {
     "runtime_settle": 20.0,   # after a containerd restart, how long a node that posts no new status must stay Ready
     "advertise": 300.0,       # every GPU node advertising physical x replicas
     "workload": 300.0,        # vectoradd pod finished
-    "cluster_policy": 600.0,  # ClusterPolicy ready
+    "cluster_policy": 600.0,  # --provision: operand pods started on every GPU node, ClusterPolicy ready
+    "operands_settle": 45.0,  # --provision: how long a started operand pod may take to become Ready
     "api": 10.0,              # one API request (connect + read)
 }
 

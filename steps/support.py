@@ -10,6 +10,7 @@ import pytest
 
 from provision import checks
 from provision.context import NoHostAccess, RunContext
+from provision.converge.settle import settle_operands
 from provision.engine import Engine, Result
 from provision.outcomes import Broken
 
@@ -25,6 +26,7 @@ class RunState:
     gpu_nodes: tuple[str, ...]
     discovery_error: str | None = None
     feature_numbers: dict[str, set] = field(default_factory=dict)
+    operands_settled: bool = False
 
     def __repr__(self) -> str:
         # Allure records each step's arguments by repr, in every result file: keep it short (the default repr
@@ -51,6 +53,25 @@ class RunState:
         if configured != value:
             allure.attach(f"feature says {setting}={value}; this run's setting {setting}={configured} applies",
                           f"setting {setting}", allure.attachment_type.TEXT)
+
+    def settle_operands(self) -> None:
+        """In a --provision run, once per process before the operands are verified: wait (watching) until the
+        operator's pods have started and become Ready on the GPU nodes that provisioning did not fail, and the
+        ClusterPolicy is ready (provision/converge/settle.py). What did not settle goes to the report; the
+        checks that follow say which node and why."""
+        if self.ctx.settings.mode != "provision" or self.operands_settled:
+            return
+        self.operands_settled = True
+        # The operands depend on all of provisioning (the containerd restart that loads the nvidia runtime,
+        # the time-slicing config), whichever scenario would have asked for it first: converge all of it now.
+        for name in self.engine.by_name:
+            self.engine.ensure(name)
+        failed = self.engine.unhealthy_nodes()
+        nodes = [n for n in checks.supported_gpu_nodes(self.ctx) if n not in failed]
+        note = settle_operands(self.ctx, checks.OPERAND_DAEMONSETS, nodes)
+        self.ctx.kube.snapshot(refresh=True)
+        if note:
+            allure.attach(note, "operands not settled after provisioning", allure.attachment_type.TEXT)
 
     def require_workload(self) -> None:
         if not self.ctx.settings.workload:

@@ -172,3 +172,17 @@ def test_containerd_break_reverts_that_node_only(module_lab_factory, tmp_path):
     assert all(r["outcome"] in ("passed", "skipped") for r in run.results("gpu-a")), run.results("gpu-a")
     node = lab.core.read_node("gpu-m")
     assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+
+def test_first_provisioning_without_workload_waits_for_the_operands(module_lab_factory, tmp_path):
+    """Fresh nodes, `--provision --no-workload`: nothing but the suite's own checks gives the operator time, yet
+    the operator's scenarios (which run before the containerd and time-slicing ones) pass: the run converges
+    everything and waits, watching, for the operand pods and the ClusterPolicy before it verifies them."""
+    lab = module_lab_factory({"nodes": [{"name": "cp-1", "control_plane": True, "gpus": 0},
+                                        {"name": "gpu-a", "gpus": 1}, {"name": "gpu-b", "gpus": 2}]}, "settle")
+    run = run_suite(lab, tmp_path, "--provision", "--no-workload")
+    assert run.rc == 0, [(r["node"], r["scenario"], r["outcome"], r["message"][:300]) for r in run.results()
+                         if r["outcome"] in ("failed", "broken")] or run.output[-3000:]
+    operator = {r["scenario"]: r["outcome"] for r in run.results(None)}
+    assert operator["ClusterPolicy is ready"] == "passed" and operator["Every operand runs on every GPU node"] == "passed"
+    assert all(r["outcome"] == "passed" for r in run.results("gpu-b") if "DCGM" in r["scenario"])

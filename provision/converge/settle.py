@@ -1,0 +1,115 @@
+"""After provisioning, before verifying: let the operator's operands settle.
+
+`helm upgrade --install`, the containerd restarts and the time-slicing change each make the operator (and the
+DaemonSet controller) replace operand pods; the convergers wait for what they changed (toolkit ready, GPUs
+advertised) but not for the DCGM exporter or the validator, which come up after them. A `--provision` run
+that verifies right away can find pods that no kubelet has started yet and report a fleet as broken that is
+seconds from conformant. `settle_operands` waits, with the API's watch, until
+
+1. every operand DaemonSet has a pod on each GPU node that its kubelet has started (startTime and an IP), up
+   to the `cluster_policy` timeout;
+2. each of those pods is Ready, or is crash-looping or failing to pull its image, or has been started for
+   `operands_settle` seconds without becoming Ready (a pod stuck on a faulty node: waiting longer would not
+   change the verdict, the checks report it);
+3. when every pod is Ready, the ClusterPolicy reports `ready` (the operator's own roll-up), within the same
+   `operands_settle` bound.
+
+It returns None when everything settled and otherwise what is still missing; it never raises for a slow or
+faulty fleet: the verification that follows reports each node precisely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+
+from provision.context import RunContext
+from provision.kube import CP_NAME, WaitTimeout, ready
+
+SLICE_S = 5.0  # a watch is re-opened this often so that a pod stuck without events is noticed
+
+
+def _started_at(pod: dict) -> float | None:
+    st = pod.get("status") or {}
+    if not st.get("startTime") or not st.get("podIP"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(st["startTime"].replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+FAILING = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
+                     "CreateContainerError", "RunContainerError", "InvalidImageName"})
+
+
+def _failing(pod: dict) -> bool:
+    """A container of the pod is in a state that waiting will not end (crash loop, image pull failure)."""
+    st = pod.get("status") or {}
+    return any(((c.get("state") or {}).get("waiting") or {}).get("reason") in FAILING
+               for c in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []))
+
+
+def pending_pods(pods: Iterable[dict], apps: Iterable[str], nodes: Iterable[str], now: float,
+                 settle_s: float) -> list[str]:
+    """Which (operand, node) pairs are still worth waiting for: no started pod yet, or a started pod that is
+    not Ready and was started less than `settle_s` seconds ago. Pure: the wait and the tests share it."""
+    best: dict[tuple[str, str], dict] = {}
+    for p in pods:
+        meta = p.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        key = ((meta.get("labels") or {}).get("app", ""), (p.get("spec") or {}).get("nodeName", ""))
+        if key not in best or (ready(p) and not ready(best[key])):
+            best[key] = p
+    out = []
+    for app in apps:
+        for node in nodes:
+            pod = best.get((app, node))
+            started = _started_at(pod) if pod else None
+            if started is None:
+                out.append(f"{app} on {node}: not started")
+            elif not ready(pod) and not _failing(pod) and now - started < settle_s:
+                out.append(f"{app} on {node}: starting")
+    return out
+
+
+def settle_operands(ctx: RunContext, apps: Iterable[str], nodes: Iterable[str]) -> str | None:
+    apps, nodes = tuple(apps), tuple(nodes)
+    if not nodes:
+        return None
+    kube, s = ctx.kube, ctx.settings
+    settle_s = s.timeout("operands_settle")
+    deadline = time.monotonic() + s.timeout("cluster_policy")
+    pods: dict[str, dict] = {}
+
+    def missing(objs: dict[str, dict]) -> list[str]:
+        return pending_pods(objs.values(), apps, nodes, time.time(), settle_s)
+
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            pods = kube.wait_for("the operands to settle on every GPU node", kube.core.list_namespaced_pod,
+                                 lambda objs: not missing(objs), missing, max(0.0, min(SLICE_S, left)),
+                                 lambda _: "", s.namespace)
+            break
+        except WaitTimeout as exc:
+            if left <= SLICE_S:
+                return str(exc)
+    all_ready = not pending_pods(pods.values(), apps, nodes, time.time(), float("inf"))
+    if not all_ready:
+        return None  # settled, with pods that are not ready: the checks say which and why
+    cp_deadline = time.monotonic() + min(settle_s, max(0.0, deadline - time.monotonic()))
+
+    def cp_missing(objs: dict[str, dict]) -> list[str]:
+        state = ((objs.get(CP_NAME) or {}).get("status") or {}).get("state")
+        return [] if state == "ready" else [f"ClusterPolicy {CP_NAME} state {state!r}"]
+
+    try:
+        kube.wait_for("ClusterPolicy to be ready", kube.custom.list_cluster_custom_object,
+                      lambda objs: not cp_missing(objs), cp_missing, max(0.0, cp_deadline - time.monotonic()),
+                      lambda _: "", "nvidia.com", "v1", "clusterpolicies")
+    except WaitTimeout as exc:
+        return str(exc)
+    return None
