@@ -66,7 +66,8 @@ class RunState:
         # the time-slicing config), whichever scenario would have asked for it first: converge all of it now.
         for name in self.engine.by_name:
             self.engine.ensure(name)
-        failed = self.engine.unhealthy_nodes()
+        # Nodes provisioning failed, or skipped on the host (host checks off), cannot be expected to settle.
+        failed = self.engine.unhealthy_nodes() | set(self.engine.ensure("containerd-restart").node_skips)
         nodes = [n for n in checks.supported_gpu_nodes(self.ctx) if n not in failed]
         note = settle_operands(self.ctx, checks.OPERAND_DAEMONSETS, nodes)
         self.ctx.kube.snapshot(refresh=True)

@@ -7,7 +7,8 @@ that verifies right away can find pods that no kubelet has started yet and repor
 seconds from conformant. `settle_operands` waits, with the API's watch, until
 
 1. every operand DaemonSet has a pod on each GPU node that its kubelet has started (startTime and an IP), up
-   to the `cluster_policy` timeout;
+   to the `cluster_policy` timeout, or until nothing has moved for `operands_settle` seconds (pods that wait
+   for what provisioning could not do on a node it skipped);
 2. each of those pods is Ready, or is crash-looping or failing to pull its image, or has been started for
    `operands_settle` seconds without becoming Ready (a pod stuck on a faulty node: waiting longer would not
    change the verdict, the checks report it);
@@ -87,6 +88,7 @@ def settle_operands(ctx: RunContext, apps: Iterable[str], nodes: Iterable[str]) 
     def missing(objs: dict[str, dict]) -> list[str]:
         return pending_pods(objs.values(), apps, nodes, time.time(), settle_s)
 
+    last_missing, changed = "", time.monotonic()
     while True:
         left = deadline - time.monotonic()
         try:
@@ -97,6 +99,13 @@ def settle_operands(ctx: RunContext, apps: Iterable[str], nodes: Iterable[str]) 
         except WaitTimeout as exc:
             if left <= SLICE_S:
                 return str(exc)
+            still = str(exc).partition("still missing: ")[2]
+            if still != last_missing:
+                last_missing, changed = still, time.monotonic()
+            elif time.monotonic() - changed >= settle_s:
+                # Nothing moved for a whole settle period: these pods wait for something provisioning could
+                # not do (a node it skipped or failed); the checks that follow report them.
+                return f"operands not settled, no progress for {settle_s:.0f}s; still missing: {still}"
     all_ready = not pending_pods(pods.values(), apps, nodes, time.time(), float("inf"))
     if not all_ready:
         return None  # settled, with pods that are not ready: the checks say which and why
