@@ -61,6 +61,8 @@ DOC = REPO / "docs" / "performance.md"
 TABLE_BEGIN, TABLE_END = "<!-- bench:table:begin -->", "<!-- bench:table:end -->"
 SIZES = (10, 100, 1000)
 REACTION_SIZES = (10, 100)   # the issue asks reaction latency on fresh nodes for these sizes
+QUIET_CPU_PCT = 80.0        # the lab counts as settled below this share of one CPU (1000 idle nodes: ~50 %)
+SETTLE_LIMIT_S = 300.0
 FULL_SCOPE_MAX = 100         # --scope auto: the largest N measured with host checks on
 SCOPE_ARGS = {"full": [], "api": ["--host-backend", "none", "--tb=line"]}
 
@@ -359,6 +361,31 @@ class Bench:
         return run
 
     @staticmethod
+    def _settle(state: Path, quiet_pct: float = QUIET_CPU_PCT, limit_s: float = SETTLE_LIMIT_S) -> float:
+        """Wait until the lab's own processes (control plane, kwok, twin: their command lines name the state
+        folder) use less than `quiet_pct` % of one CPU over 5 s, at most `limit_s`: after a first provisioning
+        of 1000 nodes the controllers and the twin are still busy for a while, and what is measured next is
+        the suite, not the lab catching up. Returns the seconds waited."""
+        t0 = time.monotonic()
+        procs = []
+        for proc in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if str(state) in " ".join(proc.info["cmdline"] or []):
+                    procs.append(proc)
+        while time.monotonic() - t0 < limit_s:
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.cpu_percent(None)
+            time.sleep(5)
+            used = 0.0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    used += proc.cpu_percent(None)
+            if used < quiet_pct:
+                break
+        return round(time.monotonic() - t0, 1)
+
+    @staticmethod
     def _down(paths: LabPaths) -> None:
         """cluster.down, then stop by pid whatever lab process of this state folder is still there (started
         by this bench: its command line names the folder, a fresh temporary one) so none is left behind."""
@@ -417,6 +444,8 @@ class Bench:
             self.runs.append(first)
             if first.exit_code != 0:
                 say(f"N={n}: the first provisioning did not pass (exit {first.exit_code}); measuring anyway")
+            info["settle_s"] = self._settle(Path(lab["state_dir"]))
+            say(f"N={n}: lab quiet after {info['settle_s']} s")
             for scope in scopes:
                 for workers in self.args.workers:
                     # Repeats alternate audit and re-provisioning, so that load from elsewhere on the machine
