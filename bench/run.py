@@ -361,17 +361,24 @@ class Bench:
         return run
 
     @staticmethod
+    def _lab_processes(state: Path) -> list[psutil.Process]:
+        """The processes of the lab in `state` (control plane, kwok, twin): their command lines name the folder,
+        a fresh temporary one per size. Never this process."""
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.pid != os.getpid() and str(state) in " ".join(proc.info["cmdline"] or []):
+                    found.append(proc)
+        return found
+
+    @staticmethod
     def _settle(state: Path, quiet_pct: float = QUIET_CPU_PCT, limit_s: float = SETTLE_LIMIT_S) -> float:
         """Wait until the lab's own processes (control plane, kwok, twin: their command lines name the state
         folder) use less than `quiet_pct` % of one CPU over 5 s, at most `limit_s`: after a first provisioning
         of 1000 nodes the controllers and the twin are still busy for a while, and what is measured next is
         the suite, not the lab catching up. Returns the seconds waited."""
         t0 = time.monotonic()
-        procs = []
-        for proc in psutil.process_iter(["cmdline"]):
-            with contextlib.suppress(psutil.Error):
-                if str(state) in " ".join(proc.info["cmdline"] or []):
-                    procs.append(proc)
+        procs = Bench._lab_processes(state)
         while time.monotonic() - t0 < limit_s:
             for proc in procs:
                 with contextlib.suppress(psutil.Error):
@@ -392,12 +399,10 @@ class Bench:
         from lab import cluster
 
         cluster.down(paths)
-        left = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
+        left = Bench._lab_processes(paths.root)
+        for proc in left:
             with contextlib.suppress(psutil.Error):
-                if proc.pid != os.getpid() and str(paths.root) in " ".join(proc.info["cmdline"] or []):
-                    proc.terminate()
-                    left.append(proc)
+                proc.terminate()
         _, alive = psutil.wait_procs(left, timeout=10)
         for proc in alive:
             with contextlib.suppress(psutil.Error):

@@ -65,16 +65,20 @@ class Result:
             setattr(r, k, [Change(**c) for c in doc.get(k, [])])
         return r
 
+    def planned_for(self, node: str | None) -> list[Change]:
+        """The planned changes that concern a node (its own and the cluster-wide ones); all of them for None."""
+        return list(self.planned) if node is None else [c for c in self.planned if c.node in (node, None)]
+
     def plan_text(self, node: str | None = None) -> str:
         """The planned changes: all of them, or (node given) the node's own and the cluster-wide ones."""
-        planned = self.planned if node is None else [c for c in self.planned if c.node in (node, None)]
+        planned = self.planned_for(node)
         lines = [c.line() for c in planned] or ["(no changes)"]
         where = "" if node is None else f" for {node}"
         return f"{self.name}: {len(planned)} change(s){where}\n" + "\n".join("  " + ln for ln in lines)
 
     def touches(self, node: str) -> bool:
         """Whether any planned change is the node's own or cluster-wide."""
-        return any(c.node in (node, None) for c in self.planned)
+        return bool(self.planned_for(node))
 
 
 class Converger(Protocol):

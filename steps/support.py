@@ -90,8 +90,7 @@ def converged(run: RunState, name: str, node: str | None = None) -> Result:
     result = run.engine.ensure(name)
     if run.ctx.settings.mode == "plan":
         allure.attach(result.plan_text(node), f"plan: {name}", allure.attachment_type.TEXT)
-        planned = len(result.planned) if node is None else sum(c.node in (node, None) for c in result.planned)
-        pytest.skip(f"--plan: {planned} change(s) by {name}{'' if node is None else ' for ' + node}; "
+        pytest.skip(f"--plan: {len(result.planned_for(node))} change(s) by {name}{'' if node is None else ' for ' + node}; "
                     "nothing was changed")
     if node is None or result.touches(node):
         title = "applied" if result.mode == "provision" else "diff"
