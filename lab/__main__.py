@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             st = cluster.status()
             print(f"export KUBECONFIG={st['kubeconfig']}")
         elif args.command == "build":
-            print(build.ensure_binaries())
+            print(build.ensure_all())
     except (LabError, SpecError, build.BuildError, FileNotFoundError) as exc:
         print(f"lab {args.command}: {exc}", file=sys.stderr)
         return 2

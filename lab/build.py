@@ -174,9 +174,18 @@ def ensure_binaries(k8s_version: str = versions.K8S_VERSION) -> Path:
     return out
 
 
+def ensure_all() -> Path:
+    """Everything the lab runs: the control plane, helm and kwok, and the real GPU Operator of each chart."""
+    from lab import build_operator
+
+    out = ensure_binaries()
+    build_operator.ensure_all()
+    return out
+
+
 def main() -> int:
     try:
-        path = ensure_binaries()
+        path = ensure_all()
     except (BuildError, ValueError) as exc:
         print(f"lab build: {exc}", file=sys.stderr)
         return 1

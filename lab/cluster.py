@@ -124,7 +124,7 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
             raise LabError(
                 f"a lab is already running with spec {recorded['source']}; run `python -m lab down` first "
                 f"to start one from {spec.source}")
-    bin_dir = build.ensure_binaries()
+    bin_dir = build.ensure_all()
     paths.ensure()
     ports = load_ports(paths)
     t0 = time.monotonic()
@@ -201,4 +201,23 @@ def status(paths: LabPaths | None = None) -> dict:
         "helm": str(versions.bin_dir() / "helm"),
         "processes": procs,
         "nodes": nodes,
+        "operator": _operator_status(paths),
     }
+
+
+def _operator_status(paths: LabPaths) -> dict | None:
+    """The real GPU Operator the twin runs for the installed chart: null while no release is installed."""
+    import psutil
+
+    f = paths.run / "operator.json"
+    try:
+        st = json.loads(f.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if not st.get("version"):
+        return None
+    pid = st.get("pid")
+    if pid is not None and not psutil.pid_exists(pid):
+        pid = None
+    return {"version": st["version"], "pid": pid, "log": st.get("log"), "healthy": bool(st.get("healthy")) and pid
+            is not None, "restarts": st.get("restarts", 0), "error": st.get("error")}

@@ -10,8 +10,8 @@ from kubernetes.client.rest import ApiException
 from lab import versions
 from lab.kwok import MANAGED_ANNOTATION
 from lab.spec import NodeSpec
+from lab.twin import nfd
 
-NFD_PCI_LABEL = "feature.node.kubernetes.io/pci-10de.present"
 LAB_NODE_LABEL = "lab.gpu-conformance.io/node"
 
 
@@ -27,10 +27,10 @@ def node_manifest(node: NodeSpec) -> dict:
     }
     if node.control_plane:
         labels["node-role.kubernetes.io/control-plane"] = ""
-    if node.is_gpu:
-        # What NFD's worker reports for a host with an NVIDIA PCI device. The chart's NFD pods cannot
-        # run in the lab, so the node carries the label from the start, as on a cluster where NFD ran.
-        labels[NFD_PCI_LABEL] = "true"
+    if node.nfd == "preinstalled":
+        # NFD ran on this cluster before (standalone, or an earlier install): its labels are there from the
+        # start. With nfd: chart only the chart's NFD worker pod puts them there (the twin plays it).
+        labels.update(nfd.labels(node))
     labels.update(node.labels)
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi"}
     return {
@@ -46,9 +46,9 @@ def node_manifest(node: NodeSpec) -> dict:
                 "containerRuntimeVersion": f"containerd://{node.containerd_version}",
                 "kubeletVersion": versions.K8S_VERSION,
                 "kubeProxyVersion": versions.K8S_VERSION,
-                "kernelVersion": "6.8.0-60-generic",
+                "kernelVersion": node.kernel,
                 "operatingSystem": "linux",
-                "osImage": "Ubuntu 24.04.2 LTS",
+                "osImage": f"{node.os_id.capitalize()} {node.os_version} LTS",
                 "bootID": "", "machineID": "", "systemUUID": "",
             },
         },

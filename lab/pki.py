@@ -39,8 +39,12 @@ TWIN = Identity("twin", "lab:gpu-twin", ("system:masters",))
 HELPER = Identity("helper", "lab:test-helper", ("system:masters",))
 KUBELET_CLIENT = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
 NOBODY = Identity("nobody", "lab:no-rights")
+# The real GPU Operator, run out of the cluster by the twin's supervisor. It has no group: what it may do is
+# what the chart grants the operator's ServiceAccount, mirrored onto this user (lab/twin/operator_process.py).
+OPERATOR = Identity("gpu-operator", "lab:gpu-operator")
 
-CLIENT_IDENTITIES = (ADMIN, SUITE, CONTROLLER_MANAGER, SCHEDULER, KWOK, TWIN, HELPER, KUBELET_CLIENT, NOBODY)
+CLIENT_IDENTITIES = (ADMIN, SUITE, CONTROLLER_MANAGER, SCHEDULER, KWOK, TWIN, HELPER, KUBELET_CLIENT, NOBODY,
+                     OPERATOR)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:

@@ -21,6 +21,7 @@ FAULTS = (
     "containerd-breaks",      # the toolkit writes a drop-in without runc (canonical/k8s-snap#1991)
     "dropin-version-too-high",  # the toolkit writes a drop-in with version 4 (NVIDIA/aicr#1688)
 )
+NFD_MODES = ("preinstalled", "chart")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_SPEC = Path(__file__).resolve().parent / "specs" / "default.yaml"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
@@ -59,6 +60,15 @@ class NodeSpec:
     files: dict[str, Path] = field(default_factory=dict)
     faults: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    # The host as NFD's worker reports it (feature.node.kubernetes.io/system-os_release.*, kernel-version.*):
+    # the real operator refuses to reconcile GPU nodes without them.
+    os_id: str = "ubuntu"
+    os_version: str = "24.04"
+    kernel: str = "6.8.0-60-generic"
+    # Who put NFD's labels on the node: "preinstalled" (they are there from the start, as on a cluster whose
+    # NFD ran before: a standalone NFD, or an earlier install), or "chart" (only the chart's NFD worker
+    # DaemonSet labels it, as on a fresh cluster; the suite then needs --gpu-nodes to find GPU nodes).
+    nfd: str = "preinstalled"
 
     @property
     def is_gpu(self) -> bool:
@@ -95,6 +105,8 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
     bad = [f for f in faults if f not in FAULTS]
     if bad:
         raise SpecError(f"{where} ({name}): unknown faults {bad}; known: {list(FAULTS)}")
+    if raw.get("nfd", "preinstalled") not in NFD_MODES:
+        raise SpecError(f"{where} ({name}): nfd must be one of {list(NFD_MODES)}, got {raw.get('nfd')!r}")
     files: dict[str, Path] = {}
     for host_path, local in (raw.get("files") or {}).items():
         if not str(host_path).startswith("/"):

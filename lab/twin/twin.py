@@ -1,6 +1,9 @@
-"""The GPU node twin's Kubernetes side: it plays the GPU Operator and, on each lab node, the kubelet's
-part for the pods that land there (the real controller-manager creates them, the real scheduler places
-them, kwok keeps the nodes alive).
+"""The GPU node twin's Kubernetes side: on each lab node, the kubelet's part for the pods that land there
+(the real controller-manager creates them, the real scheduler places them, kwok keeps the nodes alive),
+and the supervisor that runs the real GPU Operator binary for the chart's `gpu-operator` Deployment.
+The operator's own work (node labels, operand DaemonSets, RuntimeClasses, the DCGM Service, ClusterPolicy
+status) is done by that real controller; the twin plays only what each operand container does on its node,
+read from the pod spec the operator rendered (lab/twin/podspec.py).
 
 What each pod does is decided here from the node's host view (lab/twin/hostview.py and friends) and the
 node's faults: operand pods need the nvidia runtime in the node's running containerd, the toolkit pod
@@ -29,9 +32,10 @@ from urllib3.exceptions import HTTPError
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import LabSpec, NodeSpec
 from lab.state import LabPaths
-from lab.twin import containerd, dcgm_server, operands, outputs, plugin_config
+from lab.twin import containerd, dcgm_server, hook_jobs, nfd, operands, outputs, plugin_config, podspec
 from lab.twin.gpus import gpus_for
 from lab.twin.informer import Informer
+from lab.twin.operator_process import OperatorSupervisor, State
 
 log = logging.getLogger("twin")
 POD_IP_BLOCK = 12  # bits: each lab hands out at most 4094 pod IPs from its own block of 127.0.0.0/8
@@ -46,7 +50,6 @@ def pod_ip_base(paths: LabPaths) -> ipaddress.IPv4Address:
     return ipaddress.ip_address("127.0.0.0") + (slot << POD_IP_BLOCK) + 1
 WORKLOAD_RESOURCE = "nvidia.com/gpu"
 TASK_RETRIES = 120  # one a second: a task outlives an apiserver restart
-RESYNC_S = 2.0      # the operator reconciles at least this often (node heartbeats do not trigger it)
 
 
 def _sent(resp: object) -> None:
@@ -106,11 +109,11 @@ class Twin:
         self.runtime_seen: dict[str, float] = {}   # node -> mtime of .twin/containerd.json last acted on
         self.plugin_sharing: dict[str, plugin_config.Sharing] = {}  # node -> config the running plugin loaded
         self.dcgm = dcgm_server.Servers(paths)
-        self.reconcile_pending = threading.Event()
-        self.node_labels: dict[str, dict] = {}     # node -> labels last seen (all reconcile reads of a node)
         self.node_ready: dict[str, str] = {}       # node -> status of its Ready condition last seen
         self.events_file = paths.root / "twin-events.jsonl"
         self.informers: dict[str, Informer] = {}
+        self.operator_pods: dict[str, dict] = {}   # uid -> the chart's operator pod (its status follows the process)
+        self.operator = OperatorSupervisor(paths, api, self._operator_changed)
 
     # ----------------------------------------------------------------- plumbing
     def _submit(self, fn: Callable[[], None], attempt: int = 0) -> None:
@@ -147,36 +150,23 @@ class Twin:
             "nodes": Informer("nodes", self.core.list_node, self._on_node),
             "pods": Informer("pods", self.core.list_pod_for_all_namespaces, self._on_pod),
             "daemonsets": Informer("daemonsets", self.apps.list_daemon_set_for_all_namespaces, self._on_ds),
-            "deployments": Informer("deployments", self.apps.list_deployment_for_all_namespaces, self._on_ds,
-                                    field_selector="metadata.name=gpu-operator"),
-            "clusterpolicies": Informer(
-                "clusterpolicies",
-                lambda **kw: self.custom.list_cluster_custom_object(operands.GROUP, operands.VERSION,
-                                                                    operands.PLURAL, **kw),
-                self._on_cp),
+            "deployments": Informer("deployments", self.apps.list_deployment_for_all_namespaces,
+                                    self._on_operator_deployment, field_selector="metadata.name=gpu-operator"),
             "configmaps": Informer("configmaps", self.core.list_config_map_for_all_namespaces, lambda *_: None),
         }
         for inf in self.informers.values():
             inf.start()
-        threading.Thread(target=self._reconcile_loop, name="twin-operator", daemon=True).start()
         threading.Thread(target=self._watch_hosts, name="twin-hosts", daemon=True).start()
 
     # ----------------------------------------------------------------- event handlers
     def _on_node(self, etype: str, obj: dict) -> None:
-        # reconcile() reads nothing of a node but its labels. kwok's heartbeats (a status update per node every
-        # ~20 s: 50 a second at 1000 nodes) used to trigger a full reconcile each; RESYNC_S replaces them.
         name = obj["metadata"]["name"]
-        labels = obj["metadata"].get("labels") or {}
         ready = next((c.get("status") for c in (obj.get("status") or {}).get("conditions") or []
                       if c.get("type") == "Ready"), None)
         with self.lock:
-            before = self.node_labels.pop(name, None) if etype == "DELETED" else self.node_labels.get(name)
             was = self.node_ready.pop(name, None) if etype == "DELETED" else self.node_ready.get(name)
             if etype != "DELETED":
-                self.node_labels[name] = labels
                 self.node_ready[name] = ready
-        if etype == "DELETED" or before != labels:
-            self.reconcile_pending.set()
         if was == "Unknown" and ready == "True" and name in self.nodes:
             # Back after missed heartbeats (a loaded machine at 1000 nodes): see _pods_ready_again. The node
             # controller marks the pods right after the node, so look twice.
@@ -184,10 +174,10 @@ class Twin:
                 self.timers.after(delay, lambda: self._pods_ready_again(name))
 
     def _on_ds(self, etype: str, obj: dict) -> None:
-        self.reconcile_pending.set()
+        pass
 
-    def _on_cp(self, etype: str, obj: dict) -> None:
-        self.reconcile_pending.set()
+    def _on_operator_deployment(self, etype: str, obj: dict) -> None:
+        self.operator.deployment_changed(self.informers["deployments"].items())
 
     def _on_pod(self, etype: str, pod: dict) -> None:
         md, spec = pod["metadata"], pod.get("spec") or {}
@@ -252,9 +242,13 @@ class Twin:
                         f'runtime: no runtime for "{handler}" is configured')
             self._set_state(uid, "waiting-runtime")
             return
-        app = (md.get("labels") or {}).get("app", "")
-        op = operands.BY_APP.get(app)
-        if op is not None:
+        labels = md.get("labels") or {}
+        op = operands.BY_APP.get(labels.get("app", ""))
+        if operands.is_operator(labels):
+            self._start_operator_pod(pod)
+        elif operands.is_nfd_worker(labels):
+            self._run_nfd_worker(pod, node)
+        elif op is not None:
             self._start_operand(pod, op, node)
         elif self._requests_gpu(pod):
             self._run_workload(pod, node)
@@ -413,6 +407,7 @@ class Twin:
         with self.lock:
             self.pod_state.pop(md["uid"], None)
             self.pod_ips.pop(md["uid"], None)
+            self.operator_pods.pop(md["uid"], None)
         app = (md.get("labels") or {}).get("app")
         node = spec.get("nodeName")
         if app == "nvidia-dcgm-exporter":
@@ -443,22 +438,68 @@ class Twin:
         self.timers.after(self.timing.workload_s, finish)
 
     def _run_job_pod(self, pod: dict) -> None:
-        """Pods of Jobs (the chart's CRD-upgrade and NFD-prune hooks) run to completion."""
+        """Pods of Jobs run to completion: the chart's CRD-upgrade hook runs the real manage-crds
+        (lab/twin/hook_jobs.py); others (the NFD prune hook) just complete."""
         uid = pod["metadata"]["uid"]
         self._set_running(pod, ready=True)
+        real = hook_jobs.real_program(pod)
 
         def finish() -> None:
-            self._set_terminated(pod, 0, "")
+            code, out = hook_jobs.run_manage_crds(self.paths, self.core, pod) if real else (0, "")
+            self._set_terminated(pod, code, out)
             self._set_state(uid, "done")
-        self.timers.after(self.timing.workload_s, finish)
+        if real:
+            self._submit(finish)
+        else:
+            self.timers.after(self.timing.workload_s, finish)
+
+    # ----------------------------------------------------------------- the operator (a real process)
+    def _operator_changed(self, state: State) -> None:
+        """The supervised operator process started, stopped, crashed or answered its probe: its pod shows it."""
+        with self.lock:
+            pods = list(self.operator_pods.values())
+        for pod in pods:
+            self._submit(lambda p=pod: self._show_operator(p))
+
+    def _start_operator_pod(self, pod: dict) -> None:
+        with self.lock:
+            self.operator_pods[pod["metadata"]["uid"]] = pod
+        self._set_state(pod["metadata"]["uid"], "running")
+        self._show_operator(pod)
+
+    def _show_operator(self, pod: dict) -> None:
+        """Ready exactly while the real process runs and its readiness probe answers; a crash is a restart
+        of the container (CrashLoopBackOff while it is backing off), as kubelet reports it."""
+        if not self._alive(pod):
+            return
+        st = self.operator.status()
+        tag = podspec.image_tag(podspec.container(pod, operands.OPERATOR_APP))
+        if st["version"] != tag or st["error"]:
+            why = st["error"] or f"the lab runs gpu-operator {st['version']}, this pod's image is {tag}"
+            self._set_running(pod, ready=False, restarts=st["restarts"],
+                              waiting={"reason": "CrashLoopBackOff", "message": why})
+        elif st["pid"] is None:
+            self._set_running(pod, ready=False, restarts=st["restarts"], waiting={
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off restarting failed container gpu-operator ({st['last_exit']})"})
+        else:
+            self._set_running(pod, ready=bool(st["healthy"]), restarts=st["restarts"])
+
+    # ----------------------------------------------------------------- NFD worker
+    def _run_nfd_worker(self, pod: dict, node: NodeSpec) -> None:
+        """The chart's NFD worker reports the host's features; NFD's master labels the node with them."""
+        uid = pod["metadata"]["uid"]
+        self._set_running(pod, ready=True)
+        self._set_state(uid, "running")
+        obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
+        have = obj["metadata"].get("labels") or {}
+        patch = {k: v for k, v in nfd.labels(node).items() if have.get(k) != v}
+        if patch:
+            _sent(self.core.patch_node(node.name, {"metadata": {"labels": patch}}, _preload_content=False))
 
     # ----------------------------------------------------------------- operands
-    def _cluster_policy(self) -> dict | None:
-        return self.informers["clusterpolicies"].get(f"/{operands.CLUSTER_POLICY}")
-
     def _start_operand(self, pod: dict, op: operands.Operand, node: NodeSpec) -> None:
         uid = pod["metadata"]["uid"]
-        cp = self._cluster_policy() or {"spec": {}}
         ns = pod["metadata"]["namespace"]
         if op is operands.DRIVER:
             self._crashloop(pod, outputs.DRIVER_IN_USE)
@@ -469,10 +510,11 @@ class Twin:
             def install() -> None:
                 if not self._alive(pod):  # deleted while it started: a container that is gone writes nothing
                     return
-                env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
+                ctr = podspec.container(pod, op.container)
+                env = toolkit_host_env(pod, ctr)
                 try:
                     written = containerd.toolkit_install(self._host_root(node.name), env,
-                                                         operands.cdi_enabled(cp.get("spec") or {}), node.faults)
+                                                         env.get("CDI_ENABLED", "").lower() == "true", node.faults)
                 except containerd.ToolkitError as exc:
                     self._crashloop(pod, f"level=error msg=\"{exc}\"")
                     return
@@ -483,12 +525,12 @@ class Twin:
             self.timers.after(self.timing.toolkit_ready_s, install)
             return
         if op.component == "devicePlugin":
-            self._start_device_plugin(pod, node, cp, ns)
+            self._start_device_plugin(pod, node, ns)
             return
         if op.component == "gfd":
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
-            self._submit(lambda: self._label_gfd(node, cp))
+            self._submit(lambda: self._label_gfd(node))
             return
         if op.component == "dcgmExporter":
             self._set_running(pod, ready=True)
@@ -509,19 +551,18 @@ class Twin:
                                    "message": f"back-off 40s restarting failed container: {message}"})
         self._set_state(pod["metadata"]["uid"], "crashloop")
 
-    def _start_device_plugin(self, pod: dict, node: NodeSpec, cp: dict, ns: str) -> None:
+    def _start_device_plugin(self, pod: dict, node: NodeSpec, ns: str) -> None:
         uid = pod["metadata"]["uid"]
         if "device-plugin-crash" in node.faults or "driver-broken" in node.faults:
             self._crashloop(pod, "failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND"
                             if "driver-broken" in node.faults else "panic: runtime error: invalid memory address")
             return
         self._set_running(pod, ready=False)
-        env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
+        cm_name, default_key = plugin_config_source(pod)
         node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
         labels = node_obj["metadata"].get("labels") or {}
-        cm_name = env.get("CONFIG_NAME", "")
         cm = self.informers["configmaps"].get(f"{ns}/{cm_name}") if cm_name else None
-        sharing = plugin_config.choose(labels, cm_name, env.get("DEFAULT_CONFIG", ""), cm)
+        sharing = plugin_config.choose(labels, cm_name, default_key, cm)
         self.plugin_sharing[node.name] = sharing
         gpus = 0 if "gpu-missing" in node.faults else node.gpus
         log_text = outputs.DEVICE_PLUGIN_START + (f"E {sharing.error}\n" if sharing.error else "") + (
@@ -533,7 +574,7 @@ class Twin:
             if not self._alive(pod):  # deleted (restarted) while it started: a plugin that is gone advertises nothing
                 return
             self._write_logs(pod, log_text)
-            self._label_gfd(node, self._cluster_policy() or cp)
+            self._label_gfd(node)
             self._advertise(node.name, gpus * sharing.replicas)
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
@@ -545,16 +586,19 @@ class Twin:
                                                             "allocatable": {WORKLOAD_RESOURCE: str(count)}}},
                                           _preload_content=False))
 
-    def _label_gfd(self, node: NodeSpec, cp: dict) -> None:
-        """GPU feature discovery's labels, from the config the node's device plugin loaded."""
+    def _gfd_pod(self, node: str) -> dict | None:
+        return next((p for p in self.informers["pods"].items()
+                     if p["spec"].get("nodeName") == node and (p["metadata"].get("labels") or {}).get("app")
+                     == "gpu-feature-discovery" and (p.get("status") or {}).get("phase") == "Running"), None)
+
+    def _label_gfd(self, node: NodeSpec) -> None:
+        """GPU feature discovery's labels, from the config the node's device plugin loaded and GFD's own env."""
         node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
         labels = node_obj["metadata"].get("labels") or {}
-        gfd_running = any(
-            (p["spec"].get("nodeName") == node.name and (p["metadata"].get("labels") or {}).get("app")
-             == "gpu-feature-discovery" and (p.get("status") or {}).get("phase") == "Running")
-            for p in self.informers["pods"].items())
-        if not gfd_running or "driver-broken" in node.faults:
+        gfd = self._gfd_pod(node.name)
+        if gfd is None or "driver-broken" in node.faults:
             return
+        gfd_env = podspec.env(gfd, podspec.container(gfd, "gpu-feature-discovery"))
         sharing = self.plugin_sharing.get(node.name, plugin_config.Sharing())
         gpus = 0 if "gpu-missing" in node.faults else node.gpus
         records = gpus_for(node)
@@ -568,7 +612,7 @@ class Twin:
             "nvidia.com/cuda.driver-version.major": node.driver.split(".")[0],
             "nvidia.com/gpu.compute.major": node.compute_cap.split(".")[0],
             "nvidia.com/gpu.compute.minor": node.compute_cap.split(".")[1] if "." in node.compute_cap else "0",
-            "nvidia.com/mig.strategy": str(((cp.get("spec") or {}).get("mig") or {}).get("strategy", "single")),
+            "nvidia.com/mig.strategy": gfd_env.get("MIG_STRATEGY") or "none",
         }
         if records and records[0].memory_total_mib is not None:
             want["nvidia.com/gpu.memory"] = str(records[0].memory_total_mib)
@@ -577,17 +621,16 @@ class Twin:
             _sent(self.core.patch_node(node.name, {"metadata": {"labels": patch}}, _preload_content=False))
 
     def _validate(self, pod: dict, node: NodeSpec) -> None:
-        """The validator's init containers in order driver -> toolkit -> cuda -> plugin."""
+        """The validator's init containers in order driver -> toolkit -> cuda -> plugin. With a pre-installed
+        driver, driver validation is `chroot /host nvidia-smi` (validateHostDriver in the v26.x validator):
+        it passes when the host's nvidia-smi works."""
         uid = pod["metadata"]["uid"]
         with self.lock:
             if self.pod_state.get(uid) == "deleting":
                 return
         root = self._host_root(node.name)
-        cp = self._cluster_policy() or {"spec": {}}
         waiting = None
-        host_driver_ready = (root / "run/nvidia/validations/host-driver-ready").exists()
-        driver_broken = "driver-broken" in node.faults or "gpu-missing" in node.faults
-        if driver_broken or (not operands.driver_enabled(cp.get("spec") or {}) and not host_driver_ready):
+        if "driver-broken" in node.faults or "gpu-missing" in node.faults:
             waiting = "driver-validation"
         elif not self._has_runtime(node.name, "nvidia"):
             waiting = "toolkit-validation"
@@ -660,91 +703,36 @@ class Twin:
                 self.pod_state[uid] = "starting"
             self.timers.after(self.timing.pod_start_s, lambda p=pod: self._start_pod(p))
 
-    # ----------------------------------------------------------------- operator
-    def _reconcile_loop(self) -> None:
-        for inf in self.informers.values():
-            inf.synced.wait()
-        while True:
-            self.reconcile_pending.wait(timeout=RESYNC_S)
-            self.reconcile_pending.clear()
-            try:
-                self.reconcile()
-            except ApiException as exc:
-                if exc.status not in (404, 409):
-                    log.warning("reconcile: %s %s", exc.status, exc.reason)
-                self.reconcile_pending.set()
-            except Exception:
-                log.exception("reconcile failed")
-            time.sleep(0.05)
 
-    def _operator_namespace(self) -> str | None:
-        for dep in self.informers["deployments"].items():
-            if (dep.get("status") or {}).get("availableReplicas", 0) >= 1:
-                return dep["metadata"]["namespace"]
-        return None
+TOOLKIT_PATH_ENV = ("CONTAINERD_CONFIG", "RUNTIME_CONFIG", "RUNTIME_DROP_IN_CONFIG", "CONTAINERD_SOCKET",
+                    "RUNTIME_SOCKET")
 
-    def reconcile(self) -> None:
-        cp = self._cluster_policy()
-        ns = self._operator_namespace()
-        if cp is None or ns is None:
-            return
-        spec = cp.get("spec") or {}
-        patches = []
-        for node in self.informers["nodes"].items():
-            labels = node["metadata"].get("labels") or {}
-            if labels.get(operands.NFD_PCI_LABEL) != "true":
-                continue
-            patch = operands.node_labels(labels, spec)
-            if patch:
-                patches.append(self.label_pool.submit(self.core.patch_node, node["metadata"]["name"],
-                                                      {"metadata": {"labels": patch}}, _preload_content=False))
-        for done in patches:  # a few at a time: a fresh install labels every GPU node before its DaemonSets
-            _sent(done.result())
-        wanted = operands.wanted_operands(spec)
-        existing = {d["metadata"]["name"]: d for d in self.informers["daemonsets"].items()
-                    if d["metadata"]["namespace"] == ns}
-        for op in wanted:
-            body = operands.daemonset(op, spec, ns, cp)
-            cur = existing.get(op.name)
-            if cur is None:
-                self.apps.create_namespaced_daemon_set(ns, body)
-            elif (cur["metadata"].get("annotations") or {}).get(operands.SPEC_HASH) != \
-                    body["metadata"]["annotations"][operands.SPEC_HASH]:
-                # Keep annotations others put on the pod template (e.g. kubectl rollout restart).
-                tmpl_ann = ((cur["spec"]["template"].get("metadata") or {}).get("annotations")) or {}
-                if tmpl_ann:
-                    body["spec"]["template"]["metadata"]["annotations"] = tmpl_ann
-                body["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
-                self.apps.replace_namespaced_daemon_set(op.name, ns, body)
-        for op in operands.BY_APP.values():
-            if op not in wanted and op.name in existing:
-                self.apps.delete_namespaced_daemon_set(op.name, ns)
-        have_rc = {rc.metadata.name for rc in self.node_api.list_runtime_class().items}
-        for rc in operands.runtime_classes(spec):
-            if rc["metadata"]["name"] not in have_rc:
-                self.node_api.create_runtime_class(rc)
-        try:
-            self.core.read_namespaced_service("nvidia-dcgm-exporter", ns)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.core.create_namespaced_service(ns, operands.dcgm_service(ns))
-        ready = all(operands.daemonset_ready(existing[o.name]) for o in wanted if o.name in existing) and \
-            all(o.name in existing for o in wanted)
-        state = "ready" if ready else "notReady"
-        if (cp.get("status") or {}).get("state") != state or (cp.get("status") or {}).get("namespace") != ns:
-            t = now()
-            self.custom.patch_cluster_custom_object_status(operands.GROUP, operands.VERSION, operands.PLURAL,
-                                                           operands.CLUSTER_POLICY, {"status": {
-                "state": state, "namespace": ns,
-                "conditions": [
-                    {"type": "Ready", "status": str(ready), "reason": "Reconciled" if ready else "OperandNotReady",
-                     "message": "" if ready else "ClusterPolicy is not ready, states not ready: " + ", ".join(
-                         o.name for o in wanted if o.name not in existing
-                         or not operands.daemonset_ready(existing[o.name])),
-                     "lastTransitionTime": t},
-                    {"type": "Error", "status": str(not ready), "reason": "Reconciled" if ready else "OperandNotReady",
-                     "message": "", "lastTransitionTime": t},
-                ]}})
-            if ready:
-                self.record("cluster-policy-ready")
+
+def toolkit_host_env(pod: dict, ctr: dict) -> dict[str, str]:
+    """The toolkit container's env with the paths it names inside the container (/runtime/config-dir/...,
+    /host/...) turned into the host paths they are (through the pod's hostPath mounts), as the installer sees
+    the host's files. Everything else is passed as the container has it."""
+    env = podspec.env(pod, ctr)
+    for key in TOOLKIT_PATH_ENV:
+        if env.get(key):
+            env[key] = podspec.host_path(pod, ctr, env[key]) or env[key]
+    sources = []
+    for src in filter(None, env.get("RUNTIME_CONFIG_SOURCE", "").split(",")):
+        kind, _, path = src.partition("=")
+        sources.append(f"{kind}={podspec.host_path(pod, ctr, path) or path}" if path else src)
+    if sources:
+        env["RUNTIME_CONFIG_SOURCE"] = ",".join(sources)
+    return env
+
+
+def plugin_config_source(pod: dict) -> tuple[str, str]:
+    """(ConfigMap name, default key) of the device plugin's sharing config, as its config-manager sees them:
+    the ConfigMap mounted at /available-configs and DEFAULT_CONFIG; ("", "") without a config manager."""
+    for init in (True, False):
+        for name in ("config-manager-init", "config-manager"):
+            ctr = podspec.container(pod, name, init=init)
+            if ctr:
+                env = podspec.env(pod, ctr)
+                cm = podspec.configmap_at(pod, ctr, env.get("CONFIG_FILE_SRCDIR") or "/available-configs")
+                return cm or "", env.get("DEFAULT_CONFIG", "")
+    return "", ""

@@ -74,6 +74,30 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
     return values, notes
 
 
+DOWNGRADE_REFUSED = "a downgrade: --provision refuses it"
+
+
+def _version(v: str) -> Version | None:
+    try:
+        return Version(v.lstrip("v"))
+    except InvalidVersion:
+        return None
+
+
+def is_downgrade(installed: str, wanted: str) -> bool:
+    have, want = _version(installed), _version(wanted)
+    return have is not None and want is not None and want < have
+
+
+def downgrade_error(ns: str, release: str, installed: str, wanted: str) -> str:
+    return (f"helm release {ns}/{release} runs chart {installed}; {wanted} is older. The GPU Operator has no "
+            f"downgrade path: helm would keep the newer CRDs' stored fields, the chart's pre-upgrade hook would "
+            f"apply the older CRDs over them, and the older operator would reconcile a ClusterPolicy written for "
+            f"the newer one. Nothing was changed. To go back: `pytest features/ --rollback` (returns to the "
+            f"revision before this suite's upgrade), or `helm rollback {release} -n {ns}`, or uninstall and "
+            f"install {wanted}; or keep --chart-version {installed}")
+
+
 def _env_map(values: dict) -> dict[str, str]:
     return {e["name"]: str(e.get("value")) for e in (((values.get("toolkit") or {}).get("env")) or [])}
 
@@ -96,8 +120,9 @@ class OperatorRelease:
             changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
                                   f"release status is {rel.status!r}, want deployed"))
         elif rel.chart_version != s.chart_version:
+            refused = f" ({DOWNGRADE_REFUSED})" if is_downgrade(rel.chart_version, s.chart_version) else ""
             changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                                  f"chart {rel.chart_version} -> {s.chart_version}"))
+                                  f"chart {rel.chart_version} -> {s.chart_version}{refused}"))
         else:
             have = ctx.helm.values()
             diffs = []
@@ -141,6 +166,8 @@ class OperatorRelease:
                 f"({before.chart}): another helm operation is running or was killed before it finished; nothing was "
                 f"changed. If no helm operation is running, run helm rollback {s.release} -n {s.namespace}{first}, "
                 "then --provision again")
+        if before is not None and is_downgrade(before.chart_version, s.chart_version):
+            raise ConvergeError(downgrade_error(s.namespace, s.release, before.chart_version, s.chart_version))
         ns_existed = self._namespace_exists(ctx)
         if before is None:
             # What the operator, NFD and GFD will label, and which CRDs the chart brings, is only known

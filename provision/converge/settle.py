@@ -52,16 +52,58 @@ def _failing(pod: dict) -> bool:
                for c in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []))
 
 
+# The ClusterPolicy component whose image each operand DaemonSet runs (spec.<component>.image/version).
+OPERAND_COMPONENTS = {
+    "nvidia-container-toolkit-daemonset": "toolkit", "nvidia-device-plugin-daemonset": "devicePlugin",
+    "nvidia-dcgm-exporter": "dcgmExporter", "gpu-feature-discovery": "gfd", "nvidia-operator-validator": "validator",
+}
+TEMPLATE_GENERATION = "pod-template-generation"  # the DaemonSet controller's label on each pod it creates
+
+
+def not_rendered(cp: dict | None, daemonsets: dict[str, dict], apps: Iterable[str]) -> list[str]:
+    """Operand DaemonSets that do not yet run what the ClusterPolicy asks for: missing, an image other than
+    spec.<component>.version (after `helm upgrade` the new operator renders them only once it holds its leader
+    lease and has reconciled), or a generation the DaemonSet controller has not counted yet. Pure."""
+    spec = (cp or {}).get("spec") or {}
+    out = []
+    for app in apps:
+        ds = daemonsets.get(app)
+        if ds is None:
+            out.append(f"{app}: DaemonSet not created yet")
+            continue
+        comp = spec.get(OPERAND_COMPONENTS.get(app, ""), {}) or {}
+        tmpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+        images = [c.get("image", "") for c in (tmpl.get("containers") or []) + (tmpl.get("initContainers") or [])]
+        want = f"/{comp['image']}:{comp['version']}" if comp.get("image") and comp.get("version") else None
+        if want and not any(img.endswith(want) for img in images):
+            out.append(f"{app}: runs {', '.join(sorted(set(images))) or 'no image'}, ClusterPolicy asks for "
+                       f"...{want} (the operator has not rendered it yet)")
+        elif ((ds.get("status") or {}).get("observedGeneration") or 0) < (ds["metadata"].get("generation") or 0):
+            out.append(f"{app}: generation {ds['metadata'].get('generation')} not yet seen by the DaemonSet "
+                       "controller")
+    return out
+
+
+def template_generations(daemonsets: dict[str, dict]) -> dict[str, str]:
+    return {name: str(ds["metadata"].get("generation", "")) for name, ds in daemonsets.items()}
+
+
 def pending_pods(pods: Iterable[dict], apps: Iterable[str], nodes: Iterable[str], now: float,
-                 settle_s: float) -> list[str]:
+                 settle_s: float, generations: dict[str, str] | None = None) -> list[str]:
     """Which (operand, node) pairs are still worth waiting for: no started pod yet, or a started pod that is
-    not Ready and was started less than `settle_s` seconds ago. Pure: the wait and the tests share it."""
+    not Ready and was started less than `settle_s` seconds ago. With `generations` (app -> the DaemonSet's
+    current generation), a pod of an earlier template does not count: it runs the previous configuration.
+    Pure: the wait and the tests share it."""
     best: dict[tuple[str, str], dict] = {}
     for p in pods:
         meta = p.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue
-        key = ((meta.get("labels") or {}).get("app", ""), (p.get("spec") or {}).get("nodeName", ""))
+        app = (meta.get("labels") or {}).get("app", "")
+        if generations and app in generations and \
+                (meta.get("labels") or {}).get(TEMPLATE_GENERATION) != generations[app]:
+            continue
+        key = (app, (p.get("spec") or {}).get("nodeName", ""))
         if key not in best or (ready(p) and not ready(best[key])):
             best[key] = p
     out = []
@@ -84,9 +126,18 @@ def settle_operands(ctx: RunContext, apps: Iterable[str], nodes: Iterable[str]) 
     settle_s = s.timeout("operands_settle")
     deadline = time.monotonic() + s.timeout("cluster_policy")
     pods: dict[str, dict] = {}
+    cp = kube.get_cluster_policy()
+    try:
+        daemonsets = kube.wait_for("the operator to render the operand DaemonSets", kube.apps.list_namespaced_daemon_set,
+                                   lambda objs: not not_rendered(cp, objs, apps),
+                                   lambda objs: not_rendered(cp, objs, apps),
+                                   max(0.0, deadline - time.monotonic()), lambda _: "", s.namespace)
+    except WaitTimeout as exc:
+        return str(exc)
+    generations = template_generations(daemonsets)
 
     def missing(objs: dict[str, dict]) -> list[str]:
-        return pending_pods(objs.values(), apps, nodes, time.time(), settle_s)
+        return pending_pods(objs.values(), apps, nodes, time.time(), settle_s, generations)
 
     last_missing, changed = "", time.monotonic()
     while True:
@@ -106,7 +157,7 @@ def settle_operands(ctx: RunContext, apps: Iterable[str], nodes: Iterable[str]) 
                 # Nothing moved for a whole settle period: these pods wait for something provisioning could
                 # not do (a node it skipped or failed); the checks that follow report them.
                 return f"operands not settled, no progress for {settle_s:.0f}s; still missing: {still}"
-    all_ready = not pending_pods(pods.values(), apps, nodes, time.time(), float("inf"))
+    all_ready = not pending_pods(pods.values(), apps, nodes, time.time(), float("inf"), generations)
     if not all_ready:
         return None  # settled, with pods that are not ready: the checks say which and why
     cp_deadline = time.monotonic() + min(settle_s, max(0.0, deadline - time.monotonic()))
