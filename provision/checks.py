@@ -41,7 +41,9 @@ class Finding:
 
 
 def _fix(expected: str, found: str, fix: str) -> str:
-    return f"expected {expected}; found {found}. Fix: {fix}"
+    found = found.rstrip()
+    stop = "" if found.endswith((".", "!", "?")) else "."  # a found text that ends a sentence gets no second stop
+    return f"expected {expected}; found {found}{stop} Fix: {fix}"
 
 
 LISTED_PROBLEMS = 20  # a fleet-wide finding names this many, then counts the rest
@@ -203,7 +205,7 @@ def driver(ctx: RunContext, node: str, minimum: int) -> Finding:
     att = {"nvidia-smi output": facts.stdout + facts.stderr}
     if facts.finding and not facts.finding.output_usable:
         return Finding(False, _fix(f"nvidia-smi working with driver >= {minimum}",
-                                   f"{facts.finding.message} (exit {facts.rc})", facts.finding.remediation), att)
+                                   facts.finding.message, facts.finding.remediation), att)
     if facts.parse_error or not facts.gpus:
         return Finding(False, _fix("nvidia-smi listing the GPUs", facts.parse_error or "no GPUs",
                                    "run nvidia-smi on the host; reinstall the driver"), att)

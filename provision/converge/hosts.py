@@ -111,7 +111,8 @@ class HostDriver:
             smi = nvidia_smi_facts(host)
             if not smi.usable:
                 # The host answered and its GPUs/driver are not usable: a finding about the node (failed).
-                why = f"{smi.finding.message} Fix: {smi.finding.remediation}" if smi.finding else smi.parse_error
+                why = (f"{smi.finding.message.rstrip('.')}. Fix: {smi.finding.remediation}" if smi.finding
+                       else smi.parse_error)
                 result.node_failures[node] = f"nvidia-smi on {node}: {why}"
                 continue
             labels = (nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
