@@ -263,7 +263,13 @@ def test_daemon_json_merge_never_loses_a_key(cfg: dict[str, Any]) -> None:
     for name, runtime in cfg.get("runtimes", {}).items():
         if name != "nvidia":
             assert merged["runtimes"][name] == runtime
-    assert merged["runtimes"]["nvidia"] == docker_daemon.NVIDIA_RUNTIME
+    old = cfg.get("runtimes", {}).get("nvidia")
+    if docker_daemon.has_nvidia_runtime(cfg):
+        assert merged == cfg  # a working entry is left alone
+    elif isinstance(old, dict) and not old.get("runtimeType"):
+        assert merged["runtimes"]["nvidia"] == {**old, "path": "nvidia-container-runtime"}  # merged, keys kept
+    else:
+        assert merged["runtimes"]["nvidia"] == docker_daemon.NVIDIA_RUNTIME
     assert set(merged) == set(cfg) | {"runtimes"}
     assert docker_daemon.has_nvidia_runtime(merged)
     assert docker_daemon.parse(docker_daemon.render(merged)) == merged

@@ -67,3 +67,137 @@ def test_no_devices_fix_names_the_causes_seen_in_the_field() -> None:
     for cause in ("RmInitAdapter failed", "Above 4G Decoding", "Resizable BAR",
                   "This PCI I/O region assigned to your NVIDIA device is invalid", "64-bit MMIO"):
         assert cause in finding.remediation
+
+
+# ------------------------------------------------------------------------------------ Docker daemon.json
+from provision.observe import docker_daemon  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "name", ["docker/daemon-absolute-path.json", "docker/daemon-nvidia-ctk.json",
+             "docker/daemon-docker-desktop-absolute-path.json"]
+)
+def test_a_working_nvidia_runtime_entry_is_left_alone(name: str) -> None:
+    cfg = docker_daemon.parse(sample(name))
+    assert docker_daemon.has_nvidia_runtime(cfg)
+    merged = docker_daemon.merge_nvidia_runtime(cfg)
+    assert merged == cfg
+    assert docker_daemon.diff(cfg, merged) == []
+
+
+def test_a_broken_entry_is_merged_not_replaced() -> None:
+    cfg = docker_daemon.parse(sample("docker/daemon-absolute-path.json"))
+    cfg["runtimes"]["nvidia"]["path"] = "/usr/bin/nvidia-docker"  # not the runtime
+    cfg["runtimes"]["nvidia"]["runtimeArgs"] = ["--debug"]
+    merged = docker_daemon.merge_nvidia_runtime(cfg)
+    assert merged["runtimes"]["nvidia"] == {"path": "nvidia-container-runtime", "runtimeArgs": ["--debug"]}
+    assert docker_daemon.diff(cfg, merged) == [
+        'change runtimes.nvidia.path: "/usr/bin/nvidia-docker" -> "nvidia-container-runtime"']
+
+
+def test_a_shim_entry_naming_the_runtime_binary_works() -> None:
+    cfg = {"runtimes": {"nvidia": {"runtimeType": "io.containerd.runc.v2",
+                                   "options": {"BinaryName": "/usr/bin/nvidia-container-runtime"}}}}
+    assert docker_daemon.has_nvidia_runtime(cfg)
+    assert docker_daemon.merge_nvidia_runtime(cfg) == cfg
+
+
+def test_render_keeps_the_files_indent() -> None:
+    text = sample("docker/daemon-nvidia-ctk.json")
+    cfg = docker_daemon.parse(text)
+    assert docker_daemon.render(cfg, like=text) == text
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "column"),
+    [("docker/daemon-bottlerocket-trailing-comma.json", 9, 26),
+     ("docker/daemon-moby-34673-trailing-comma.json", 3, 36)],
+)
+def test_json_trailing_comma_is_reported_at_the_comma(name: str, line: int, column: int) -> None:
+    text = sample(name)
+    assert text.splitlines()[line - 1][column - 1] == ","
+    with pytest.raises(docker_daemon.DaemonJsonError) as err:
+        docker_daemon.parse(text, "/etc/docker/daemon.json")
+    msg = str(err.value)
+    assert msg.startswith(f"/etc/docker/daemon.json: invalid JSON at line {line} column {column}: trailing comma")
+    assert "invalid character '}' looking for beginning of object key string" in msg
+    assert msg.endswith("remove that comma")
+
+
+def test_a_trailing_comma_in_an_array_is_reported_at_the_comma() -> None:
+    with pytest.raises(docker_daemon.DaemonJsonError, match=r"line 2 column 30: trailing comma before the ']'"):
+        docker_daemon.parse('{\n  "insecure-registries": ["a",\n  ]\n}')
+
+
+# ------------------------------------------------------------------------------------ Docker converger on a host
+from types import SimpleNamespace  # noqa: E402
+
+from provision.converge.hosts import DockerRuntime  # noqa: E402
+from provision.engine import Result  # noqa: E402
+from provision.hosts.access import HostAccess  # noqa: E402
+from provision.hosts.guard import WriteGuard  # noqa: E402
+from provision.hosts.spec import HostSpec  # noqa: E402
+
+
+class _Record:
+    def __init__(self) -> None:
+        self.changed: list[str] = []
+
+    def file_changed(self, path: str, text: str | None) -> None:
+        self.changed.append(path)
+
+    def backup_made(self, path: str | None) -> None:
+        pass
+
+
+def _docker_host(tmp_path: Path, daemon_json: str) -> tuple[SimpleNamespace, Path, Path]:
+    root = tmp_path / "host"
+    (root / "etc/docker").mkdir(parents=True)
+    (root / "etc/docker/daemon.json").write_text(daemon_json)
+    calls = tmp_path / "systemctl.calls"
+    (root / "usr/bin").mkdir(parents=True)
+    systemctl = root / "usr/bin/systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    systemctl.chmod(0o755)
+    guard = WriteGuard()
+    guard.enable("test")
+    host = HostAccess(HostSpec(backend="lab", root=str(root)), name="spark-1", guard=guard)
+    record = _Record()
+    ctx = SimpleNamespace(gpu_nodes=["spark-1"], host=lambda node: host, host_record=lambda node: record)
+    return ctx, root / "etc/docker/daemon.json", calls
+
+
+@pytest.mark.parametrize("name", ["docker/daemon-absolute-path.json", "docker/daemon-nvidia-ctk.json"])
+def test_docker_converger_plans_nothing_for_a_working_file(tmp_path: Path, name: str) -> None:
+    ctx, path, calls = _docker_host(tmp_path, sample(name))
+    result = Result("docker-runtime", "provision")
+    assert DockerRuntime().plan(ctx, result) == []
+    assert not result.node_failures and not result.node_errors
+    assert path.read_text() == sample(name) and not calls.exists()
+
+
+def test_docker_converger_merges_a_broken_entry_and_restarts_once(tmp_path: Path) -> None:
+    text = sample("docker/daemon-docker-desktop-absolute-path.json").replace(
+        "/usr/bin/nvidia-container-runtime", "/usr/bin/nvidia-container-runtime-hook")
+    ctx, path, calls = _docker_host(tmp_path, text)
+    result = Result("docker-runtime", "provision")
+    changes = DockerRuntime().plan(ctx, result)
+    assert [c.detail for c in changes] == [
+        'change runtimes.nvidia.path: "/usr/bin/nvidia-container-runtime-hook" -> "nvidia-container-runtime"; '
+        "then restart docker"]
+    DockerRuntime().apply(ctx, changes, result)
+    after = docker_daemon.parse(path.read_text())
+    assert after["builder"] == {"gc": {"defaultKeepStorage": "20GB", "enabled": True}}
+    assert after["runtimes"]["nvidia"] == {"path": "nvidia-container-runtime", "runtimeArgs": []}
+    assert calls.read_text().splitlines() == ["restart docker"]
+    DockerRuntime().apply(ctx, changes, result)  # a second apply finds the file fixed: no write, no restart
+    assert calls.read_text().splitlines() == ["restart docker"]
+
+
+def test_docker_converger_never_touches_a_file_with_a_trailing_comma(tmp_path: Path) -> None:
+    text = sample("docker/daemon-bottlerocket-trailing-comma.json")
+    ctx, path, calls = _docker_host(tmp_path, text)
+    result = Result("docker-runtime", "provision")
+    assert DockerRuntime().plan(ctx, result) == []
+    assert "line 9 column 26: trailing comma" in result.node_failures["spark-1"]
+    assert path.read_text() == text and not calls.exists()
