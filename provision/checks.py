@@ -281,9 +281,11 @@ def containerd_versions(ctx: RunContext, node: str) -> Finding:
     if facts.error or facts.effective is None:
         return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
     eff = facts.effective
-    high = {p: v for p, v in eff.drop_in_versions.items() if v > eff.version}
+    # containerd's own comparison (a root without a version takes the first drop-in's; see observe/containerd)
+    high = [f.message.replace("drop-in config version", f"{f.path} has version")
+            for f in eff.errors if f.kind in ("drop-in-version-higher", "unsupported-version")]
     return Finding(not high, _fix(f"no drop-in above the root config's version {eff.version}",
-                                  ", ".join(f"{p} has version {v}" for p, v in high.items()) or "none higher",
+                                  "; ".join(high) or "none higher",
                                   "containerd refuses to start with such a drop-in (NVIDIA/aicr#1688): the toolkit "
                                   "copies the version of its config source; point RUNTIME_CONFIG_SOURCE=file at the "
                                   "snap's config.toml"))

@@ -191,12 +191,14 @@ def test_resolve_never_crashes_with_anything_else(root: dict[str, Any], dropins:
     assert len(cfg.imports) == len(set(cfg.imports))
     assert set(cfg.drop_in_versions) == set(cfg.imports)
     if cfg.ok:
-        assert cfg.version in (2, 3)
+        assert cfg.version in (1, 2, 3, 4)
         assert cfg.builtin_runtimes or cfg.default_runtime_name in cfg.runtimes
+        assert all(runtime.runtime_type for runtime in cfg.runtimes.values())
     for finding in cfg.errors:
         assert finding.kind in {
             "unsupported-version",
             "drop-in-version-higher",
+            "runtime-type-missing",
             "missing-import",
             "default-runtime-missing",
             "invalid-plugin-config",

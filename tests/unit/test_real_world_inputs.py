@@ -201,3 +201,117 @@ def test_docker_converger_never_touches_a_file_with_a_trailing_comma(tmp_path: P
     assert DockerRuntime().plan(ctx, result) == []
     assert "line 9 column 26: trailing comma" in result.node_failures["spark-1"]
     assert path.read_text() == text and not calls.exists()
+
+
+# ------------------------------------------------------------------------------------ containerd
+from provision.observe import containerd as ctd  # noqa: E402
+from tests.unit.observe_fixtures import fixture_text  # noqa: E402
+
+ROOT = "/etc/containerd/config.toml"
+V3_ROOT = 'version = 3\nimports = ["/etc/containerd/conf.d/*.toml"]\n'
+
+
+def _without_nvidia_runtime_type(text: str) -> str:
+    """The toolkit's v3 drop-in (shared fixture) with runtime_type removed from runtimes.nvidia only: the
+    issue's example of a drop-in whose nvidia table has just options.BinaryName."""
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.strip().endswith("containerd.runtimes.nvidia]"))
+    drop = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("runtime_type"))
+    return "".join(lines[:drop] + lines[drop + 1:])
+
+
+def test_a_runtime_without_runtime_type_is_failed_with_containerds_reason() -> None:
+    dropin = "/etc/containerd/conf.d/99-nvidia.toml"
+    text = _without_nvidia_runtime_type(fixture_text("real-world/containerd/99-nvidia-v3-toolkit-test-expected.toml"))
+    cfg = ctd.resolve(ROOT, {ROOT: V3_ROOT, dropin: text})
+    assert [e.kind for e in cfg.errors] == ["runtime-type-missing"]
+    finding = cfg.errors[0]
+    assert finding.message == (
+        f"runtime 'nvidia' in {dropin} has no runtime_type: containerd's CRI plugin loads it, but every pod with "
+        'runtimeClassName nvidia fails to start with "failed to create containerd container: container.Runtime.Name '
+        'must be set: invalid argument"')
+    assert 'runtime_type = "io.containerd.runc.v2"' in finding.remediation
+    assert '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nvidia]' in finding.remediation
+    assert cfg.runtimes["nvidia"].runtime_type is None
+    assert not cfg.ok
+
+
+@pytest.mark.parametrize(("containerd_version", "failed"), [(None, True), ("1.7.28", True), ("2.1.4", False)])
+def test_runc_without_runtime_type_depends_on_the_containerd_release(containerd_version: str | None,
+                                                                     failed: bool) -> None:
+    text = sample("containerd/containerd-4618-runc-binaryname-no-type.toml")
+    cfg = ctd.resolve(ROOT, {ROOT: text}, containerd_version)
+    assert cfg.runtimes["runc"].binary_name == "/usr/bin/runc-alternative-name"
+    assert ([e.kind for e in cfg.errors] == ["runtime-type-missing"]) is failed
+    assert cfg.ok is not failed  # containerd 2.x decodes into its built-in runc (runtime_type kept)
+
+
+def test_a_version_4_root_is_read_and_older_drop_ins_are_migrated_to_its_layout() -> None:
+    files = {
+        ROOT: sample("containerd/containerd-2.4-man-v4-root.toml"),
+        "/etc/containerd/runtime_nvidia.toml": fixture_text("real-world/containerd/99-nvidia-v2-toolkit-test-expected.toml"),
+        "/etc/containerd/debug.toml": 'version = 3\n[debug]\n  level = "debug"\n',
+    }
+    cfg = ctd.resolve(ROOT, files)
+    assert cfg.version == 4 and cfg.cri_plugin_id == "io.containerd.cri.v1.runtime"
+    assert cfg.imports == ["/etc/containerd/runtime_nvidia.toml", "/etc/containerd/debug.toml"]
+    assert {"nvidia", "nvidia-cdi", "nvidia-legacy"} <= set(cfg.runtimes)  # the v2 drop-in, migrated
+    assert cfg.cri_source == "/etc/containerd/runtime_nvidia.toml"
+    assert [e.kind for e in cfg.errors] == ["default-runtime-missing"]  # the toolkit's v2 drop-in has no runc
+    assert cfg.merged["plugins"]["io.containerd.server.v1.grpc"] == {"address": "/run/containerd/containerd.sock"}
+    assert cfg.merged["debug"] == {"level": "debug"}
+
+
+@pytest.mark.parametrize(
+    ("containerd_version", "said"),
+    [("2.2.1", "expected containerd config version equal to or less than `3`, got `4`"),
+     ("1.7.28", "unsupported config version `4`"),
+     (None, None), ("2.4.0", None)],
+)
+def test_a_version_4_root_against_the_containerd_that_reads_it(containerd_version: str | None,
+                                                               said: str | None) -> None:
+    files = {ROOT: sample("containerd/containerd-2.4-man-v4-root.toml"), "/etc/containerd/debug.toml": ""}
+    cfg = ctd.resolve(ROOT, files, containerd_version)
+    unsupported = [e for e in cfg.errors if e.kind == "unsupported-version"]
+    if said is None:
+        assert unsupported == []
+    else:
+        assert [e.message for e in unsupported] == [
+            f"failed to load TOML from {ROOT}: {said} (version = 4; containerd {containerd_version} reads versions 1 "
+            f"to {ctd.max_config_version(containerd_version)})"]
+
+
+def test_a_versionless_root_with_full_plugin_names_is_read() -> None:
+    cfg = ctd.resolve(ROOT, {ROOT: sample("containerd/containerd-man-multiple-runtimes-versionless.toml")})
+    assert cfg.version == 1 and cfg.errors == []
+    assert cfg.runtimes["other"].binary_name == "/usr/bin/path-to-runtime"
+    assert cfg.default_runtime_name == "runc"
+
+
+def test_a_v2_dropin_under_a_v3_root_moves_image_settings_to_the_images_plugin() -> None:
+    dropin = "/etc/containerd/conf.d/10-snap.toml"
+    cfg = ctd.resolve(ROOT, {ROOT: V3_ROOT, dropin: (DATA.parent / "k8s-snap-containerd-config.toml").read_text()})
+    plugins = cfg.merged["plugins"]
+    assert plugins["io.containerd.cri.v1.images"]["pinned_images"] == {
+        "sandbox": "ghcr.io/canonical/k8s-snap/pause:3.10"}
+    assert "sandbox_image" not in plugins["io.containerd.cri.v1.runtime"]
+    assert "containerd" not in plugins["io.containerd.grpc.v1.cri"]
+
+
+def test_containerd_1_7_keeps_the_last_version_a_file_sets() -> None:
+    v1_root = ('imports = ["/etc/containerd/conf.d/*.toml"]\n[plugins.cri.containerd]\n'
+               'default_runtime_name = "runc"\n')
+    files = {ROOT: v1_root, "/etc/containerd/conf.d/99-nvidia.toml":
+             fixture_text("real-world/containerd/99-nvidia-v2-toolkit-test-expected.toml")}
+    new = ctd.resolve(ROOT, files)  # containerd 2.x: the versionless root takes the drop-in's version
+    assert "drop-in-version-higher" not in [e.kind for e in new.errors]
+    old = ctd.resolve(ROOT, files, "1.7.28")
+    assert ('failed to load TOML from /etc/containerd/config.toml: invalid plugin key URI "cri" expect '
+            "io.containerd.x.vx") in [e.message.split(" (")[0] for e in old.errors]
+
+
+def test_render_runc_dropin_for_every_version_resolves_clean() -> None:
+    for version in (1, 2, 3, 4):
+        root = ("" if version == 1 else f"version = {version}\n") + 'imports = ["/etc/containerd/conf.d/*.toml"]\n'
+        cfg = ctd.resolve(ROOT, {ROOT: root, "/etc/containerd/conf.d/00-k8s-runc.toml": ctd.render_runc_dropin(version)})
+        assert cfg.errors == [] and cfg.runtimes["runc"].systemd_cgroup is True, version
