@@ -19,6 +19,7 @@ from provision.converge.cluster import DISCOVERY_CM, DISCOVERY_LABELS, TIME_SLIC
 from provision.converge.hosts import RUNC_DROPIN
 from provision.converge.operator import DROPIN_NAME
 from provision.hostfacts import containerd_facts, docker_config, has_docker
+from provision.hosts.access import HostAccess
 from provision.kube import MANAGED_BY, SUITE, WaitTimeout, ready, ready_message
 from provision.observe import dcgm, docker_daemon, gfd, nvidia_smi
 from provision.observe.timeslicing import TimeSlicingError, parse_config
@@ -242,18 +243,31 @@ def containerd_dropins(ctx: RunContext, node: str) -> Finding:
     if facts.error:
         return Finding(False, _fix("a readable containerd config", facts.error, "fix the file named"))
     names = {posixpath.basename(p): p for p in facts.dropins()}
+    imported = ", ".join((facts.effective.merged.get("imports") if facts.effective else None)
+                         or [posixpath.join(d, "*.toml") for d in facts.import_dirs]) or "nothing"
     problems = []
     for want in (RUNC_DROPIN, _dropin_name(ctx)):
         if want not in names:
-            elsewhere = [p for p in (f"/etc/containerd/conf.d/{want}", posixpath.join(facts.conf_d, want))
-                         if host.exists(p)]
-            where = f" (it is at {elsewhere[0]}, which containerd does not import)" if elsewhere else ""
-            problems.append(f"{want} not in an imported directory{where}")
+            found = _dropin_elsewhere(host, facts.root_path, want, set(facts.files))
+            problems.append(f"{want} is at {', '.join(found)}, not in an imported directory (containerd imports "
+                            f"{imported})" if found else f"{want} is in no imported directory (containerd imports "
+                            f"{imported})")
     att = {f"containerd: {facts.root_path}": facts.files.get(facts.root_path, "")}
     return Finding(not problems, _fix(f"{RUNC_DROPIN} and {_dropin_name(ctx)} in a directory containerd imports "
                                       f"({', '.join(facts.import_dirs) or 'none'})", "; ".join(problems) or "both there",
-                                      f"set toolkit env RUNTIME_DROP_IN_CONFIG={facts.conf_d}/{DROPIN_NAME} (--provision "
-                                      "does) and keep the runc drop-in there"), att)
+                                      f"move the file(s) named into {facts.conf_d}/ and restart containerd; set toolkit "
+                                      f"env RUNTIME_DROP_IN_CONFIG={facts.conf_d}/{DROPIN_NAME} (--provision does) so "
+                                      "that the toolkit writes it there, and keep the runc drop-in there"), att)
+
+
+def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set[str]) -> list[str]:
+    """Where a drop-in called ``name`` lies that containerd does not read: next to or one folder below the
+    root config's folder or /etc/containerd (e.g. /etc/containerd/config.d/, NVIDIA/nvidia-container-toolkit#1404)."""
+    found: list[str] = []
+    for folder in dict.fromkeys((posixpath.dirname(root_path), "/etc/containerd")):
+        for pattern in (posixpath.join(folder, name), posixpath.join(folder, "*", name)):
+            found.extend(p for p in host.glob(pattern) if p not in imported and p not in found)
+    return found
 
 
 def containerd_runtimes(ctx: RunContext, node: str) -> Finding:

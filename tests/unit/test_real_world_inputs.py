@@ -315,3 +315,43 @@ def test_render_runc_dropin_for_every_version_resolves_clean() -> None:
         root = ("" if version == 1 else f"version = {version}\n") + 'imports = ["/etc/containerd/conf.d/*.toml"]\n'
         cfg = ctd.resolve(ROOT, {ROOT: root, "/etc/containerd/conf.d/00-k8s-runc.toml": ctd.render_runc_dropin(version)})
         assert cfg.errors == [] and cfg.runtimes["runc"].systemd_cgroup is True, version
+
+
+# ------------------------------------------------------------------------------------ drop-in outside the imports
+from provision import checks  # noqa: E402
+
+SNAP_ETC = "/var/lib/k8s-containerd/k8s-containerd/etc/containerd"
+
+
+def _snap_host(tmp_path: Path, files: dict[str, str]) -> HostAccess:
+    root = tmp_path / "host"
+    for path, text in files.items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    return HostAccess(HostSpec(backend="lab", root=str(root)), name="gpu-a", guard=WriteGuard())
+
+
+def test_a_dropin_in_a_directory_containerd_does_not_import_is_named(tmp_path: Path) -> None:
+    # nvidia-ctk 1.18.0 wrote /etc/containerd/config.d/99-nvidia.toml (NVIDIA/nvidia-container-toolkit#1404)
+    host = _snap_host(tmp_path, {
+        f"{SNAP_ETC}/config.toml": f'version = 2\nimports = ["{SNAP_ETC}/conf.d/*.toml"]\n',
+        f"{SNAP_ETC}/conf.d/00-k8s-runc.toml": ctd.render_runc_dropin(2),
+        "/etc/containerd/config.d/99-nvidia.toml":
+            fixture_text("real-world/containerd/99-nvidia-v2-toolkit-test-expected.toml"),
+    })
+    ctx = SimpleNamespace(host=lambda node: host,
+                          kube=SimpleNamespace(snapshot=lambda: SimpleNamespace(cluster_policy=None)))
+    finding = checks.containerd_dropins(ctx, "gpu-a")
+    assert not finding.ok
+    assert ("found 99-nvidia.toml is at /etc/containerd/config.d/99-nvidia.toml, not in an imported directory "
+            f"(containerd imports {SNAP_ETC}/conf.d/*.toml). Fix: move the file(s) named into {SNAP_ETC}/conf.d/"
+            ) in finding.message
+
+
+def test_a_missing_dropin_says_what_containerd_imports(tmp_path: Path) -> None:
+    host = _snap_host(tmp_path, {f"{SNAP_ETC}/config.toml": f'version = 2\nimports = ["{SNAP_ETC}/conf.d/*.toml"]\n'})
+    ctx = SimpleNamespace(host=lambda node: host,
+                          kube=SimpleNamespace(snapshot=lambda: SimpleNamespace(cluster_policy=None)))
+    finding = checks.containerd_dropins(ctx, "gpu-a")
+    assert f"00-k8s-runc.toml is in no imported directory (containerd imports {SNAP_ETC}/conf.d/*.toml)" in (
+        finding.message)
