@@ -21,7 +21,7 @@ from provision.converge.operator import DROPIN_NAME
 from provision.hostfacts import containerd_facts, docker_config, has_docker
 from provision.hosts.access import HostAccess
 from provision.kube import MANAGED_BY, SUITE, WaitTimeout, ready, ready_message
-from provision.observe import dcgm, docker_daemon, gfd, nvidia_smi
+from provision.observe import cuda, dcgm, docker_daemon, gfd, nvidia_smi
 from provision.observe.timeslicing import TimeSlicingError, parse_config
 from provision.outcomes import Broken
 
@@ -211,10 +211,24 @@ def driver(ctx: RunContext, node: str, minimum: int) -> Finding:
         return Finding(False, _fix("nvidia-smi listing the GPUs", facts.parse_error or "no GPUs",
                                    "run nvidia-smi on the host; reinstall the driver"), att)
     versions = sorted({g.driver_version or "" for g in facts.gpus})
-    ok = all(v and nvidia_smi.driver_at_least(v, minimum) for v in versions)
-    return Finding(ok, _fix(f"driver >= {minimum}", f"driver {', '.join(versions)}",
-                            f"install NVIDIA driver {minimum} or newer on {node} (apt install nvidia-driver-580-server)"),
+    binding, expected = driver_minimum(ctx.settings.workload_image, minimum)
+    ok = all(v and nvidia_smi.driver_at_least(v, binding) for v in versions)
+    return Finding(ok, _fix(expected, f"driver {', '.join(versions)}",
+                            f"install NVIDIA driver {binding} or newer on {node} (apt install nvidia-driver-580-server)"),
                    att)
+
+
+def driver_minimum(workload_image: str, setting: int) -> tuple[int, str]:
+    """(the driver major that binds, the expectation that says why): the min_driver setting, or what the
+    workload image's CUDA needs (observe/cuda.py, NVIDIA's minor version compatibility table) when that is higher."""
+    cuda_version = cuda.image_cuda_version(workload_image)
+    need = cuda.driver_need(cuda_version)
+    if need is not None and need.minimum > setting:
+        return need.minimum, (f"driver >= {need.minimum}, which the workload image {workload_image} needs: "
+                              f"{need.describe()}; the min_driver setting {setting} is lower")
+    if need is not None:
+        return setting, f"driver >= {setting} (min_driver; the workload image's CUDA {cuda_version} needs >= {need.minimum})"
+    return setting, f"driver >= {setting}"
 
 
 def physical_count(ctx: RunContext, node: str) -> Finding:
@@ -380,14 +394,26 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
         log = kube.pod_log(name, ns)
         code = term.get("exitCode")
         ok = st.get("phase") == "Succeeded" and code == 0 and "Test PASSED" in log
+        error = None if ok else cuda.classify_log(log, "nvidia", cuda.image_cuda_version(s.workload_image),
+                                                  _host_driver(ctx, node))
         return Finding(ok, _fix("phase Succeeded, exit 0 and 'Test PASSED' in the log",
                                 f"phase {st.get('phase')}, exit {code}, log: {log.strip()[-300:]!r}",
+                                error.fix if error else
                                 "the validator can say ready while CUDA fails (NVIDIA/gpu-operator#2685): check "
                                 "nvidia-smi and dmesg (Xid errors) on the host"), {"vectoradd log": log})
     finally:
         with contextlib.suppress(ApiException):
             kube.workload_write(f"delete Pod {ns}/{name}", kube.core.delete_namespaced_pod, name, ns,
                                 grace_period_seconds=0)
+
+
+def _host_driver(ctx: RunContext, node: str) -> str | None:
+    """The node's driver version from nvidia-smi, None when the host cannot be asked or nvidia-smi fails."""
+    try:
+        facts = expect.smi(ctx, node)
+    except Exception:  # noqa: BLE001 - no host access: the message then says the driver is unknown
+        return None
+    return next((g.driver_version for g in facts.gpus if g.driver_version), None)
 
 
 def dcgm_metrics(ctx: RunContext, node: str) -> Finding:
@@ -476,10 +502,11 @@ def cuda_native(ctx: RunContext, node: str) -> Finding:
     out = res.stdout + res.stderr
     stage = {70: "make a scratch folder", 71: "write the source", 72: "compile with nvcc"}.get(res.rc)
     found = f"could not {stage} (exit {res.rc})" if stage else f"exit {res.rc}"
-    return Finding(res.rc == 0 and "Test PASSED" in res.stdout,
-                   _fix("exit 0 and 'Test PASSED'", f"{found}: {out.strip()[-400:]!r}",
-                        "check nvidia-smi and dmesg (Xid errors); a driver/CUDA mismatch shows as "
-                        "'CUDA driver version is insufficient'"), {"CUDA vector addition": out})
+    ok = res.rc == 0 and "Test PASSED" in res.stdout
+    error = None if ok or stage else cuda.classify_log(out, None, None, _host_driver(ctx, node))
+    return Finding(ok, _fix("exit 0 and 'Test PASSED'", f"{found}: {out.strip()[-400:]!r}",
+                            error.fix if error else "check nvidia-smi and dmesg (Xid errors); a driver/CUDA mismatch "
+                            "shows as 'CUDA driver version is insufficient'"), {"CUDA vector addition": out})
 
 
 def host_containerd(ctx: RunContext, node: str) -> Finding:

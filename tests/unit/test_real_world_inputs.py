@@ -355,3 +355,86 @@ def test_a_missing_dropin_says_what_containerd_imports(tmp_path: Path) -> None:
     finding = checks.containerd_dropins(ctx, "gpu-a")
     assert f"00-k8s-runc.toml is in no imported directory (containerd imports {SNAP_ETC}/conf.d/*.toml)" in (
         finding.message)
+
+
+# ------------------------------------------------------------------------------------ CUDA errors and the driver minimum
+from provision.observe import cuda  # noqa: E402
+from provision.settings import Settings  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "says"),
+    [
+        ("vectoradd/insufficient-driver-gpu-operator-343.txt", "insufficient-driver", "runtimeClassName nvidia"),
+        ("vectoradd/insufficient-driver-fake-gpu-operator-125.txt", "insufficient-driver", "RuntimeClass nvidia"),
+        ("vectoradd/no-device-k8s-device-plugin-471.txt", "no-device", "NVIDIA_VISIBLE_DEVICES"),
+        ("vectoradd/busy-gpu-operator-2842.txt", "devices-busy", "E. Process"),
+        ("vectoradd/busy-old-wording-cbio-144.txt", "devices-busy", "nvidia-smi -i <gpu> -c DEFAULT"),
+    ],
+)
+def test_the_fix_follows_the_cuda_error(name: str, kind: str, says: str) -> None:
+    log = sample(name)
+    error = cuda.classify_log(log, "nvidia", "12.5", "580.95.05")
+    assert error is not None and error.kind == kind
+    assert error.line in log and "error" in error.line.lower()
+    assert says in error.fix
+
+
+def test_insufficient_driver_names_the_driver_and_cuda_pair() -> None:
+    log = sample("vectoradd/insufficient-driver-gpu-operator-343.txt")
+    old = cuda.classify_log(log, "nvidia", cuda.image_cuda_version(Settings().workload_image), "470.82.01")
+    assert old is not None
+    assert "host driver 470.82.01, image CUDA 12.5; CUDA 12.5 needs driver >= 525" in old.fix
+    assert "555.42.02" in old.fix and old.fix.endswith("the driver is too old: upgrade it, or use an image built "
+                                                       "for an older CUDA")
+    new = cuda.classify_log(log, "nvidia", "12.5", "580.95.05")
+    assert new is not None and new.fix.endswith("the driver is new enough, so look at the runtime")
+
+
+def test_a_passing_log_has_no_cuda_error() -> None:
+    assert cuda.classify_log(fixture_text("real-world/vectoradd/cuda-vectoradd-logs-gpu-operator-docs.txt")) is None
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [("nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04", "12.5"),
+     ("nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda10.2", "10.2"),
+     ("nvcr.io/nvidia/cuda:12.1.0-base-ubi8", "12.1"),
+     ("k8s.gcr.io/cuda-vector-add:v0.1", None),
+     ("registry.local:5000/cuda-sample", None)],
+)
+def test_image_cuda_version(image: str, version: str | None) -> None:
+    assert cuda.image_cuda_version(image) == version
+
+
+def test_the_default_minimum_driver_follows_the_default_workload_image() -> None:
+    s = Settings()
+    assert s.min_driver == 470 and cuda.image_cuda_version(s.workload_image) == "12.5"
+    binding, expected = checks.driver_minimum(s.workload_image, s.min_driver)
+    assert binding == 525
+    assert expected.startswith(f"driver >= 525, which the workload image {s.workload_image} needs: CUDA 12.5 needs "
+                               "driver >= 525")
+    assert expected.endswith("the min_driver setting 470 is lower")
+    # a higher setting binds, and says what the image needs
+    assert checks.driver_minimum(s.workload_image, 550) == (
+        550, "driver >= 550 (min_driver; the workload image's CUDA 12.5 needs >= 525)")
+    # an image whose tag does not name CUDA leaves the setting alone
+    assert checks.driver_minimum("k8s.gcr.io/cuda-vector-add:v0.1", 470) == (470, "driver >= 470")
+
+
+def test_a_470_node_fails_the_driver_check_that_used_to_pass_it(tmp_path: Path) -> None:
+    # Tesla P100 with driver 470.82.01 (shared fixture real-world/nvidia-smi/p100-smi.txt), as the query prints it
+    assert "470.82.01" in fixture_text("real-world/nvidia-smi/p100-smi.txt")
+    root = tmp_path / "host"
+    (root / "usr/bin").mkdir(parents=True)
+    smi = root / "usr/bin/nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, Tesla P100-PCIE-12GB, GPU-0f2c4d4e-1d2b-4c55-9b87-0b8a0c6e6c01, 470.82.01, "
+                   "12198, [N/A], 6.0, 00000000:00:04.0'\n")
+    smi.chmod(0o755)
+    host = HostAccess(HostSpec(backend="lab", root=str(root)), name="p100", guard=WriteGuard())
+    ctx = SimpleNamespace(host=lambda node: host, settings=Settings())
+    finding = checks.driver(ctx, "p100", 470)
+    assert not finding.ok
+    assert finding.message.startswith("expected driver >= 525, which the workload image "
+                                      "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04 needs")
+    assert "found driver 470.82.01. Fix: install NVIDIA driver 525 or newer on p100" in finding.message
