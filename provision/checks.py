@@ -319,37 +319,112 @@ def containerd_versions(ctx: RunContext, node: str) -> Finding:
                                   "snap's config.toml"))
 
 
+def _mig_enabled_gpus(ctx: RunContext, node: str) -> int | None:
+    """How many of the node's GPUs have MIG mode enabled (nvidia-smi mig.mode.current); None when unknown."""
+    try:
+        facts = expect.smi(ctx, node)
+    except Exception:  # noqa: BLE001 - no host access
+        return None
+    if not facts.usable:
+        return None
+    return sum(1 for g in facts.gpus if (g.mig_mode or "").lower() == "enabled")
+
+
+def _mig_resources(alloc: dict, labels: dict) -> dict[str, tuple[int, int | None]]:
+    """nvidia.com/mig-<profile> -> (allocatable, GFD's nvidia.com/mig-<profile>.count or None)."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for key, value in alloc.items():
+        if key.startswith("nvidia.com/mig-"):
+            count = labels.get(f"{key}.count")
+            out[key] = (int(value or 0), int(count) if str(count or "").isdigit() else None)
+    return out
+
+
 def allocatable(ctx: RunContext, node: str) -> Finding:
+    """Allocatable GPUs, judged under the resource name the node's device-plugin config gives them (time-slicing
+    renameByDefault / rename: nvidia.com/gpu.shared, nvidia.com/gpu 0) and its MIG strategy (single: the GPUs
+    are MIG devices, counted by GFD; mixed: nvidia.com/mig-<profile> plus the non-MIG GPUs). Full MIG checks are
+    another issue: here MIG configurations are recognised, not verified device by device."""
     obj = ctx.kube.snapshot().nodes.get(node) or {}
-    have = int(((obj.get("status") or {}).get("allocatable") or {}).get(GPU, "0") or 0)
+    alloc = (obj.get("status") or {}).get("allocatable") or {}
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    sharing = expect.node_sharing(ctx, node)
+    resource = sharing.resource(GPU)
+    have = int(alloc.get(resource, "0") or 0)
+    replicas = expect.replicas(ctx, node)
+    fix = ("check the device-plugin pod on the node (kubectl logs); after changing the time-slicing ConfigMap the "
+           "plugin must be restarted")
+    renamed = (f"; {GPU} = {alloc.get(GPU, '0')} (renamed to {resource} by {sharing.source})"
+               if resource != GPU else "")
+    if sharing.mig_strategy == "single":
+        mig_devices = gfd.parse_labels(labels).count
+        if mig_devices is None:
+            raise Broken(f"{node} uses MIG strategy single but has no GFD label nvidia.com/gpu.count to count its "
+                         "MIG devices by")
+        want = mig_devices * replicas
+        return Finding(have == want, _fix(f"allocatable {resource} = {mig_devices} MIG devices (MIG strategy single, "
+                                          f"GFD nvidia.com/gpu.count) x {replicas} replicas = {want}",
+                                          f"{have}{renamed}", fix))
     count, source = expect.physical_gpus(ctx, node)
     if count is None:
         raise Broken(f"cannot tell how many GPUs {node} has: {source}")
-    replicas = expect.replicas(ctx, node)
+    if sharing.mig_strategy == "mixed":
+        mig = _mig_resources(alloc, labels)
+        enabled = _mig_enabled_gpus(ctx, node)
+        shown = ", ".join(f"{k}={v}" + (f" (GFD count {c})" if c is not None else "") for k, (v, c) in sorted(mig.items())
+                          if v or c) or "no MIG resources"
+        problems = [f"{k}={v}, GFD counts {c}" for k, (v, c) in sorted(mig.items()) if c is not None and v != c]
+        if enabled is None:
+            return Finding(not problems, _fix(f"MIG strategy mixed: nvidia.com/mig-<profile> as GFD counts them "
+                                              f"({GPU} not judged: MIG mode of the GPUs unknown without nvidia-smi)",
+                                              f"{'; '.join(problems) or 'as expected'} ({resource} = {have}; "
+                                              f"{shown})", fix))
+        want = (count - enabled) * replicas
+        if have != want:
+            problems.append(f"{resource}={have}")
+        return Finding(not problems, _fix(f"MIG strategy mixed: allocatable {resource} = {count - enabled} GPUs without "
+                                          f"MIG ({count} physical, {enabled} MIG-enabled) x {replicas} replicas = "
+                                          f"{want}, and nvidia.com/mig-<profile> as GFD counts them",
+                                          f"{'; '.join(problems) or 'as expected'} ({resource} = {have}; {shown})", fix))
     want = count * replicas
-    return Finding(have == want, _fix(f"allocatable nvidia.com/gpu = {count} physical x {replicas} replicas = {want}",
-                                      f"{have}", "check the device-plugin pod on the node (kubectl logs); after "
-                                      "changing the time-slicing ConfigMap the plugin must be restarted"))
+    return Finding(have == want, _fix(f"allocatable {resource} = {count} physical x {replicas} replicas = {want}",
+                                      f"{have}{renamed}", fix))
 
 
 def gfd_labels(ctx: RunContext, node: str) -> Finding:
+    """GFD's labels under the node's device-plugin config: -SHARED on the product only when time-sliced without
+    a rename, the MIG product (<model>-MIG-<profile>) and MIG-device count under MIG strategy single."""
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     got = gfd.parse_labels(labels)
+    sharing = expect.node_sharing(ctx, node)
     count, _ = expect.physical_gpus(ctx, node)
     replicas = expect.replicas(ctx, node)
     name = expect.product(ctx, node)
+    single = sharing.mig_strategy == "single"
     problems = []
-    if got.count != count:
+    if not single and got.count != count:
         problems.append(f"gpu.count={got.count} (physical {count})")
     if got.replicas != replicas:
         problems.append(f"gpu.replicas={got.replicas} (want {replicas})")
     if got.sharing_strategy != "time-slicing":
         problems.append(f"gpu.sharing-strategy={got.sharing_strategy}")
-    if name:
-        want_product = gfd.expected_product_label(name, shared=True)
+    if got.mig_strategy not in (None, sharing.mig_strategy) and sharing.mig_strategy != "none":
+        problems.append(f"mig.strategy={got.mig_strategy} (the device plugin uses {sharing.mig_strategy})")
+    shared = replicas > 1 and not sharing.renamed(GPU)
+    if name and single:
+        base = gfd.expected_product_label(name, shared=False)
+        if not (got.product or "").startswith(f"{base}-MIG-"):
+            problems.append(f"gpu.product={got.product} (want {base}-MIG-<profile>, MIG strategy single)")
+        elif shared and not got.shared_product:
+            problems.append(f"gpu.product={got.product} (want the -SHARED suffix: time-sliced, not renamed)")
+    elif name:
+        want_product = gfd.expected_product_label(name, shared=shared)
         if got.product != want_product:
-            problems.append(f"gpu.product={got.product} (want {want_product})")
-    return Finding(not problems, _fix("GFD labels for time-sliced GPUs", "; ".join(problems) or "as expected",
+            why = f", {GPU} renamed to {sharing.resource(GPU)}" if sharing.renamed(GPU) else ""
+            problems.append(f"gpu.product={got.product} (want {want_product}{why})")
+    expected = "GFD labels for time-sliced GPUs" + (f" ({sharing.source}, MIG strategy {sharing.mig_strategy})"
+                                                      if sharing.config or sharing.mig_strategy != "none" else "")
+    return Finding(not problems, _fix(expected, "; ".join(problems) or "as expected",
                                       "GFD relabels when it restarts; check the gpu-feature-discovery pod on the node"))
 
 

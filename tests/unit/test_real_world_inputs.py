@@ -438,3 +438,99 @@ def test_a_470_node_fails_the_driver_check_that_used_to_pass_it(tmp_path: Path) 
     assert finding.message.startswith("expected driver >= 525, which the workload image "
                                       "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04 needs")
     assert "found driver 470.82.01. Fix: install NVIDIA driver 525 or newer on p100" in finding.message
+
+
+# ------------------------------------------------------------------------------------ renamed time-slicing, MIG
+import json  # noqa: E402
+import re  # noqa: E402
+
+import yaml  # noqa: E402
+
+from provision.context import NoHostAccess  # noqa: E402
+from provision.observe.timeslicing import render_config  # noqa: E402
+
+
+def _describe_node_fragment(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, allocatable) of a docs-curated `kubectl describe node` fragment."""
+    labels = dict(re.findall(r"^\s+(nvidia\.com/[\w./-]+)=(\S+)$", text, re.M))
+    alloc_block = text.split("Allocatable:", 1)[1]
+    return labels, dict(re.findall(r"^\s+(nvidia\.com/[\w./-]+):\s+(\d+)$", alloc_block, re.M))
+
+
+def _cluster_ctx(node: str, labels: dict, alloc: dict, config: str | None = None, replicas: int = 4,
+                 mig: str | None = None) -> SimpleNamespace:
+    def no_host(name: str) -> None:
+        raise NoHostAccess(f"no host access to {name} in this test")
+
+    spec: dict = {"devicePlugin": {"config": {"name": "time-slicing-config", "default": "any"}}}
+    if mig:
+        spec["mig"] = {"strategy": mig}
+    snap = SimpleNamespace(
+        nodes={node: {"metadata": {"name": node, "labels": labels}, "status": {"allocatable": alloc}}},
+        cluster_policy={"spec": spec},
+        configmaps={"time-slicing-config": {"data": {"any": config}}} if config else {},
+    )
+    return SimpleNamespace(kube=SimpleNamespace(snapshot=lambda: snap), host=no_host,
+                           settings=Settings(replicas=replicas))
+
+
+def test_renamed_time_slicing_is_judged_by_the_shared_resource() -> None:
+    labels, alloc = _describe_node_fragment(
+        fixture_text("real-world/k8s/t4-time-slicing-renamebydefault-describe-node-fragment.txt"))
+    assert alloc == {"nvidia.com/gpu": "0", "nvidia.com/gpu.shared": "16"}
+    labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"  # GFD writes it; the docs fragment elides it
+    ctx = _cluster_ctx("t4-renamed", labels, alloc, render_config(4, rename_by_default=True))
+    found = checks.allocatable(ctx, "t4-renamed")
+    assert found.ok, found.message
+    assert found.message.startswith("expected allocatable nvidia.com/gpu.shared = 4 physical x 4 replicas = 16; "
+                                    "found 16; nvidia.com/gpu = 0 (renamed to nvidia.com/gpu.shared by ConfigMap "
+                                    "time-slicing-config key any)")
+    product = checks.gfd_labels(ctx, "t4-renamed")
+    assert product.ok, product.message  # Tesla-T4 without -SHARED: the resource name says it is shared
+
+
+def test_renamed_time_slicing_with_too_few_replicas_names_the_shared_resource() -> None:
+    labels, alloc = _describe_node_fragment(
+        fixture_text("real-world/k8s/t4-time-slicing-renamebydefault-describe-node-fragment.txt"))
+    ctx = _cluster_ctx("t4-renamed-8", labels, alloc, render_config(8, rename_by_default=True), replicas=8)
+    found = checks.allocatable(ctx, "t4-renamed-8")
+    assert not found.ok
+    assert "expected allocatable nvidia.com/gpu.shared = 4 physical x 8 replicas = 32; found 16" in found.message
+
+
+def test_not_renamed_time_slicing_still_wants_the_shared_product() -> None:
+    labels, alloc = _describe_node_fragment(
+        fixture_text("real-world/k8s/t4-time-slicing-describe-node-fragment.txt"))
+    labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
+    ctx = _cluster_ctx("t4-shared", labels, alloc, render_config(4))
+    assert checks.allocatable(ctx, "t4-shared").ok
+    assert checks.gfd_labels(ctx, "t4-shared").ok
+    labels["nvidia.com/gpu.product"] = "Tesla-T4"
+    wrong = checks.gfd_labels(_cluster_ctx("t4-shared-2", labels, alloc, render_config(4)), "t4-shared-2")
+    assert "gpu.product=Tesla-T4 (want Tesla-T4-SHARED)" in wrong.message
+
+
+def test_mig_single_is_counted_in_mig_devices() -> None:
+    text = fixture_text("real-world/k8s/h100-mig-single-1g10gb-labels-success-fragment.txt")
+    labels = json.loads("{" + text.strip().rstrip(",") + "}")
+    ctx = _cluster_ctx("h100-mig", labels, {"nvidia.com/gpu": "7"}, replicas=1, mig="single")
+    found = checks.allocatable(ctx, "h100-mig")
+    assert found.ok, found.message
+    assert found.message.startswith("expected allocatable nvidia.com/gpu = 7 MIG devices (MIG strategy single")
+    timesliced = checks.allocatable(_cluster_ctx("h100-mig-4", labels, {"nvidia.com/gpu": "7"}, mig="single"),
+                                    "h100-mig-4")
+    assert "= 7 MIG devices (MIG strategy single, GFD nvidia.com/gpu.count) x 4 replicas = 28; found 7" in (
+        timesliced.message)
+
+
+def test_mig_mixed_is_judged_by_the_mig_resources() -> None:
+    node = yaml.safe_load(fixture_text("real-world/k8s/dgxa100-node-mig-7g40gb-mixed-openshift.yaml"))
+    labels, alloc = node["metadata"]["labels"], node["status"]["allocatable"]
+    ctx = _cluster_ctx("dgxa100-mixed", labels, alloc, replicas=1, mig="mixed")
+    found = checks.allocatable(ctx, "dgxa100-mixed")
+    assert found.ok, found.message  # nvidia.com/gpu is 0 on an all-MIG node: not a failure
+    assert "nvidia.com/mig-7g.40gb=8 (GFD count 8)" in found.message
+    alloc = {**alloc, "nvidia.com/mig-7g.40gb": "6"}
+    broken = checks.allocatable(_cluster_ctx("dgxa100-mixed-2", labels, alloc, replicas=1, mig="mixed"),
+                                "dgxa100-mixed-2")
+    assert not broken.ok and "nvidia.com/mig-7g.40gb=6, GFD counts 8" in broken.message
