@@ -297,11 +297,14 @@ def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
     if "nvidia" not in eff.runtimes:
         problems.append("no nvidia runtime")
     att = {f"containerd {p}": t for p, t in facts.files.items()}
+    fixes = [f.remediation for f in eff.errors if f.kind not in ("drop-in-version-higher", "default-runtime-missing")]
+    generic = ("a drop-in whose CRI section lacks runc replaces the root's (no deep merge; canonical/k8s-snap#1991): "
+               "set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG to the snap's config.toml, then restart "
+               "k8s.containerd")
+    if not fixes or len(fixes) < len(problems):
+        fixes.append(generic)
     return Finding(not problems, _fix("runtimes runc (default) and nvidia in containerd's effective configuration",
-                                      "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}",
-                                      "a drop-in whose CRI section lacks runc replaces the root's (no deep merge; "
-                                      "canonical/k8s-snap#1991): set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG "
-                                      "to the snap's config.toml, then restart k8s.containerd"), att)
+                                      "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}", " ".join(fixes)), att)
 
 
 def containerd_versions(ctx: RunContext, node: str) -> Finding:

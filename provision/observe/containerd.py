@@ -575,14 +575,15 @@ def _unsupported(root_path: str, version: int, declared: bool, containerd_versio
         said = f"unsupported config version `{version}`"  # containerd 1.x ValidateV2
     else:
         said = f"expected containerd config version equal to or less than `{highest}`, got `{version}`"  # 2.x
-    release = f"containerd {containerd_version}" if containerd_version else "containerd 1.7 to 2.4"
+    reads = (f"containerd {containerd_version} reads versions 1 to {highest}" if containerd_version else
+             "containerd 2.3+ reads versions 1 to 4, 2.0-2.2 up to 3, 1.7 up to 2")
     return ContainerdFinding(
         kind="unsupported-version",
-        message=f"failed to load TOML from {root_path}: {said} ({detail}; {release} reads versions 1 to {highest})",
+        message=f"failed to load TOML from {root_path}: {said} ({detail}; {reads})",
         path=root_path,
         remediation=(
-            f"Rewrite {root_path} with a version {release} reads (`containerd config migrate` prints the config "
-            "migrated to the running containerd's version), or upgrade containerd to a release that reads it."
+            f"Rewrite {root_path} with a version the node's containerd reads (`containerd config migrate` prints the "
+            "config migrated to the running containerd's version), or upgrade containerd to a release that reads it."
         ),
     )
 

@@ -437,7 +437,7 @@ def classify_failure(exit_code: int, stdout: str, stderr: str) -> SmiFinding | N
     if "no devices were found" in lowered and exit_code in (0, 6):
         return SmiFinding(
             kind="no-devices",
-            message=f"nvidia-smi ran but found no GPU (exit {exit_code}): No devices were found",
+            message=f"nvidia-smi ran but sees no GPU (exit {exit_code}): No devices were found",
             remediation=(
                 "Check that the GPU is visible on the PCI bus (`lspci -d 10de:`), that it is passed through to this "
                 "machine, and that the installed driver supports it. Read `dmesg | grep -i nvrm`: "

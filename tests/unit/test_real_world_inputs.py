@@ -534,3 +534,17 @@ def test_mig_mixed_is_judged_by_the_mig_resources() -> None:
     broken = checks.allocatable(_cluster_ctx("dgxa100-mixed-2", labels, alloc, replicas=1, mig="mixed"),
                                 "dgxa100-mixed-2")
     assert not broken.ok and "nvidia.com/mig-7g.40gb=6, GFD counts 8" in broken.message
+
+
+def test_the_containerd_runtimes_check_fails_a_runtime_without_type_with_its_own_fix(tmp_path: Path) -> None:
+    dropin = f"{SNAP_ETC}/conf.d/99-nvidia.toml"
+    text = _without_nvidia_runtime_type(fixture_text("real-world/containerd/99-nvidia-v3-toolkit-test-expected.toml"))
+    host = _snap_host(tmp_path, {f"{SNAP_ETC}/config.toml": f'version = 3\nimports = ["{SNAP_ETC}/conf.d/*.toml"]\n',
+                                 dropin: text})
+    finding = checks.containerd_runtimes(SimpleNamespace(host=lambda node: host), "gpu-a")
+    assert not finding.ok
+    assert (f"found runtime 'nvidia' in {dropin} has no runtime_type: containerd's CRI plugin loads it, but every pod "
+            "with runtimeClassName nvidia fails to start") in finding.message
+    assert finding.message.split(" Fix: ")[1].startswith(
+        f'Add runtime_type = "io.containerd.runc.v2" to [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.'
+        f"nvidia] in {dropin}")
