@@ -435,6 +435,7 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
     s, kube = ctx.settings, ctx.kube
     ns = s.suite_namespace
     name = f"vectoradd-{node[:40]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
+    resource = expect.node_sharing(ctx, node).resource(GPU)  # nvidia.com/gpu.shared where time-slicing renames it
     body = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {MANAGED_BY: SUITE, "app": "gpu-conformance-vectoradd"}},
@@ -442,7 +443,7 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
             "restartPolicy": "Never", "runtimeClassName": "nvidia", "nodeName": node,
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{"name": "vectoradd", "image": s.workload_image,
-                            "resources": {"limits": {GPU: "1"}}}],
+                            "resources": {"limits": {resource: "1"}}}],
         },
     }
     try:
@@ -464,9 +465,10 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
                                  lambda _: [name], s.timeout("workload"), diagnostics, ns,
                                  field_selector=f"metadata.name={name}")
         except WaitTimeout as exc:
-            return Finding(False, f"vectoradd pod did not finish: {exc}. Fix: a pod with runtimeClassName nvidia "
-                           "stays pending when containerd has no nvidia runtime (restart k8s.containerd after the "
-                           "toolkit writes its drop-in) or when the node advertises no nvidia.com/gpu")
+            return Finding(False, f"vectoradd pod did not finish: {str(exc).rstrip().rstrip('.')}. Fix: a pod with "
+                           "runtimeClassName nvidia stays pending when containerd has no nvidia runtime (restart "
+                           "k8s.containerd after the toolkit writes its drop-in) or when the node advertises no "
+                           f"{resource}")
         st = pods[name].get("status") or {}
         term = ((st.get("containerStatuses") or [{}])[0].get("state") or {}).get("terminated") or {}
         log = kube.pod_log(name, ns)
@@ -535,7 +537,8 @@ def docker_runtime(ctx: RunContext, node: str) -> Finding:
     try:
         text, cfg = docker_config(host)
     except docker_daemon.DaemonJsonError as exc:
-        return Finding(False, f"{exc}. Fix: repair the JSON by hand; the suite never overwrites a file it cannot parse")
+        return Finding(False, f"{str(exc).rstrip('.')}. Fix: repair the JSON by hand; the suite never overwrites a "
+                       "file it cannot parse")
     ok = cfg is not None and docker_daemon.has_nvidia_runtime(cfg)
     return Finding(ok, _fix("runtimes.nvidia in /etc/docker/daemon.json", "present" if ok else "absent",
                             "merge {\"runtimes\": {\"nvidia\": {\"path\": \"nvidia-container-runtime\", "
