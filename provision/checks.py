@@ -525,9 +525,13 @@ def dcgm_metrics(ctx: RunContext, node: str) -> Finding:
     uuids = [g.uuid for g in facts.gpus]
     missing = dcgm.missing_uuids(scrape, uuids)
     att = {"DCGM sample": "\n".join(dcgm.sample_lines(text, 12))}
-    return Finding(bool(uuids) and not missing, _fix(f"a metric for each GPU UUID from nvidia-smi ({len(uuids)})",
-                                                     f"missing {missing}" if missing else "all reported",
-                                                     "restart the exporter pod; check DCGM on the host"), att)
+    if not uuids:
+        why = facts.finding.message if facts.finding else facts.parse_error or "no GPUs listed"
+        return Finding(False, _fix("a metric for each GPU UUID from nvidia-smi", f"no GPU UUIDs to compare: "
+                                   f"nvidia-smi on {node}: {why}", "fix nvidia-smi on the host first"), att)
+    return Finding(not missing, _fix(f"a metric for each GPU UUID from nvidia-smi ({len(uuids)})",
+                                     f"missing {missing}" if missing else "all reported",
+                                     "restart the exporter pod; check DCGM on the host"), att)
 
 
 def docker_runtime(ctx: RunContext, node: str) -> Finding:
