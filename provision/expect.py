@@ -65,7 +65,8 @@ def product(ctx: RunContext, node: str) -> str | None:
         return None
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     p = labels.get("nvidia.com/gpu.product")
-    return p.removesuffix("-SHARED").replace("-", " ") if p else None
+    # GFD: <model>[-MIG-<profile>][-SHARED] (sanitised: spaces as "-")
+    return p.removesuffix("-SHARED").split("-MIG-")[0].replace("-", " ") if p else None
 
 
 def profile_key(product_name: str) -> str:

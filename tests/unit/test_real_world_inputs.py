@@ -548,3 +548,20 @@ def test_the_containerd_runtimes_check_fails_a_runtime_without_type_with_its_own
     assert finding.message.split(" Fix: ")[1].startswith(
         f'Add runtime_type = "io.containerd.runc.v2" to [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.'
         f"nvidia] in {dropin}")
+
+
+def test_mig_single_product_label_is_recognised() -> None:
+    text = fixture_text("real-world/k8s/h100-mig-single-1g10gb-labels-success-fragment.txt")
+    labels = json.loads("{" + text.strip().rstrip(",") + "}")
+    labels |= {"nvidia.com/gpu.replicas": "1", "nvidia.com/gpu.sharing-strategy": "none"}
+    found = checks.gfd_labels(_cluster_ctx("h100-mig-gfd", labels, {"nvidia.com/gpu": "7"}, replicas=1, mig="single"),
+                              "h100-mig-gfd")
+    # judged as a MIG node: no complaint about gpu.count 7 (MIG devices) nor the -MIG- product; the scenario
+    # wants time-slicing, which this node does not use
+    assert found.message.startswith("expected GFD labels for time-sliced GPUs (no device-plugin config (ConfigMap "
+                                    "time-slicing-config), MIG strategy single); found gpu.sharing-strategy=none.")
+    labels["nvidia.com/gpu.product"] = "NVIDIA-H100-80GB-HBM3"
+    wrong = checks.gfd_labels(_cluster_ctx("h100-mig-gfd-2", labels, {"nvidia.com/gpu": "7"}, replicas=1,
+                                           mig="single"), "h100-mig-gfd-2")
+    assert "gpu.product=NVIDIA-H100-80GB-HBM3 (want NVIDIA-H100-80GB-HBM3-MIG-<profile>, MIG strategy single)" in (
+        wrong.message)
