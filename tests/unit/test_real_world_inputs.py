@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
+from provision import checks
+from provision.context import NoHostAccess
+from provision.converge.hosts import DockerRuntime
+from provision.engine import Result
+from provision.hosts.access import HostAccess
+from provision.hosts.guard import WriteGuard
+from provision.hosts.spec import HostSpec
+from provision.observe import containerd as ctd
+from provision.observe import cuda, docker_daemon
 from provision.observe.nvidia_smi import classify_failure
+from provision.observe.timeslicing import render_config
+from provision.settings import Settings
+from tests.unit.observe_fixtures import fixture_text
 
 DATA = Path(__file__).parent / "data" / "real-world"
 
@@ -70,7 +86,6 @@ def test_no_devices_fix_names_the_causes_seen_in_the_field() -> None:
 
 
 # ------------------------------------------------------------------------------------ Docker daemon.json
-from provision.observe import docker_daemon  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -130,13 +145,6 @@ def test_a_trailing_comma_in_an_array_is_reported_at_the_comma() -> None:
 
 
 # ------------------------------------------------------------------------------------ Docker converger on a host
-from types import SimpleNamespace  # noqa: E402
-
-from provision.converge.hosts import DockerRuntime  # noqa: E402
-from provision.engine import Result  # noqa: E402
-from provision.hosts.access import HostAccess  # noqa: E402
-from provision.hosts.guard import WriteGuard  # noqa: E402
-from provision.hosts.spec import HostSpec  # noqa: E402
 
 
 class _Record:
@@ -204,8 +212,6 @@ def test_docker_converger_never_touches_a_file_with_a_trailing_comma(tmp_path: P
 
 
 # ------------------------------------------------------------------------------------ containerd
-from provision.observe import containerd as ctd  # noqa: E402
-from tests.unit.observe_fixtures import fixture_text  # noqa: E402
 
 ROOT = "/etc/containerd/config.toml"
 V3_ROOT = 'version = 3\nimports = ["/etc/containerd/conf.d/*.toml"]\n'
@@ -318,7 +324,6 @@ def test_render_runc_dropin_for_every_version_resolves_clean() -> None:
 
 
 # ------------------------------------------------------------------------------------ drop-in outside the imports
-from provision import checks  # noqa: E402
 
 SNAP_ETC = "/var/lib/k8s-containerd/k8s-containerd/etc/containerd"
 
@@ -358,8 +363,6 @@ def test_a_missing_dropin_says_what_containerd_imports(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ CUDA errors and the driver minimum
-from provision.observe import cuda  # noqa: E402
-from provision.settings import Settings  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -441,13 +444,6 @@ def test_a_470_node_fails_the_driver_check_that_used_to_pass_it(tmp_path: Path) 
 
 
 # ------------------------------------------------------------------------------------ renamed time-slicing, MIG
-import json  # noqa: E402
-import re  # noqa: E402
-
-import yaml  # noqa: E402
-
-from provision.context import NoHostAccess  # noqa: E402
-from provision.observe.timeslicing import render_config  # noqa: E402
 
 
 def _describe_node_fragment(text: str) -> tuple[dict[str, str], dict[str, str]]:
