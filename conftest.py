@@ -41,7 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="'GPU product=replicas' profile chosen through nvidia.com/device-plugin.config (repeatable)")
     g.addoption("--chart-version", help="GPU Operator chart version (default v26.3.0)")
     g.addoption("--chart-repo", help="GPU Operator chart repository URL")
-    g.addoption("--min-driver", help="minimum NVIDIA driver major version (default 470)")
+    g.addoption("--min-driver", help="minimum NVIDIA driver major version (default 470; the workload image's "
+                "CUDA raises it when it needs more: 525 for the default CUDA 12.5 image)")
     g.addoption("--no-workload", action="store_true", help="skip workload pods: a strictly read-only audit")
     g.addoption("--host-backend", help="none | lab | local | ssh | paramiko | ansible | pod")
     g.addoption("--node-mapping", help="node -> host: name | internal-ip | map")

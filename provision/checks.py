@@ -19,8 +19,9 @@ from provision.converge.cluster import DISCOVERY_CM, DISCOVERY_LABELS, TIME_SLIC
 from provision.converge.hosts import RUNC_DROPIN
 from provision.converge.operator import DROPIN_NAME
 from provision.hostfacts import containerd_facts, docker_config, has_docker
+from provision.hosts.access import HostAccess
 from provision.kube import MANAGED_BY, SUITE, WaitTimeout, ready, ready_message
-from provision.observe import dcgm, docker_daemon, gfd, nvidia_smi
+from provision.observe import cuda, dcgm, docker_daemon, gfd, nvidia_smi
 from provision.observe.timeslicing import TimeSlicingError, parse_config
 from provision.outcomes import Broken
 
@@ -41,7 +42,9 @@ class Finding:
 
 
 def _fix(expected: str, found: str, fix: str) -> str:
-    return f"expected {expected}; found {found}. Fix: {fix}"
+    found = found.rstrip()
+    stop = "" if found.endswith((".", "!", "?")) else "."  # a found text that ends a sentence gets no second stop
+    return f"expected {expected}; found {found}{stop} Fix: {fix}"
 
 
 LISTED_PROBLEMS = 20  # a fleet-wide finding names this many, then counts the rest
@@ -203,15 +206,29 @@ def driver(ctx: RunContext, node: str, minimum: int) -> Finding:
     att = {"nvidia-smi output": facts.stdout + facts.stderr}
     if facts.finding and not facts.finding.output_usable:
         return Finding(False, _fix(f"nvidia-smi working with driver >= {minimum}",
-                                   f"{facts.finding.message} (exit {facts.rc})", facts.finding.remediation), att)
+                                   facts.finding.message, facts.finding.remediation), att)
     if facts.parse_error or not facts.gpus:
         return Finding(False, _fix("nvidia-smi listing the GPUs", facts.parse_error or "no GPUs",
                                    "run nvidia-smi on the host; reinstall the driver"), att)
     versions = sorted({g.driver_version or "" for g in facts.gpus})
-    ok = all(v and nvidia_smi.driver_at_least(v, minimum) for v in versions)
-    return Finding(ok, _fix(f"driver >= {minimum}", f"driver {', '.join(versions)}",
-                            f"install NVIDIA driver {minimum} or newer on {node} (apt install nvidia-driver-580-server)"),
+    binding, expected = driver_minimum(ctx.settings.workload_image, minimum)
+    ok = all(v and nvidia_smi.driver_at_least(v, binding) for v in versions)
+    return Finding(ok, _fix(expected, f"driver {', '.join(versions)}",
+                            f"install NVIDIA driver {binding} or newer on {node} (apt install nvidia-driver-580-server)"),
                    att)
+
+
+def driver_minimum(workload_image: str, setting: int) -> tuple[int, str]:
+    """(the driver major that binds, the expectation that says why): the min_driver setting, or what the
+    workload image's CUDA needs (observe/cuda.py, NVIDIA's minor version compatibility table) when that is higher."""
+    cuda_version = cuda.image_cuda_version(workload_image)
+    need = cuda.driver_need(cuda_version)
+    if need is not None and need.minimum > setting:
+        return need.minimum, (f"driver >= {need.minimum}, which the workload image {workload_image} needs: "
+                              f"{need.describe()}; the min_driver setting {setting} is lower")
+    if need is not None:
+        return setting, f"driver >= {setting} (min_driver; the workload image's CUDA {cuda_version} needs >= {need.minimum})"
+    return setting, f"driver >= {setting}"
 
 
 def physical_count(ctx: RunContext, node: str) -> Finding:
@@ -240,18 +257,31 @@ def containerd_dropins(ctx: RunContext, node: str) -> Finding:
     if facts.error:
         return Finding(False, _fix("a readable containerd config", facts.error, "fix the file named"))
     names = {posixpath.basename(p): p for p in facts.dropins()}
+    imported = ", ".join((facts.effective.merged.get("imports") if facts.effective else None)
+                         or [posixpath.join(d, "*.toml") for d in facts.import_dirs]) or "nothing"
     problems = []
     for want in (RUNC_DROPIN, _dropin_name(ctx)):
         if want not in names:
-            elsewhere = [p for p in (f"/etc/containerd/conf.d/{want}", posixpath.join(facts.conf_d, want))
-                         if host.exists(p)]
-            where = f" (it is at {elsewhere[0]}, which containerd does not import)" if elsewhere else ""
-            problems.append(f"{want} not in an imported directory{where}")
+            found = _dropin_elsewhere(host, facts.root_path, want, set(facts.files))
+            problems.append(f"{want} is at {', '.join(found)}, not in an imported directory (containerd imports "
+                            f"{imported})" if found else f"{want} is in no imported directory (containerd imports "
+                            f"{imported})")
     att = {f"containerd: {facts.root_path}": facts.files.get(facts.root_path, "")}
     return Finding(not problems, _fix(f"{RUNC_DROPIN} and {_dropin_name(ctx)} in a directory containerd imports "
                                       f"({', '.join(facts.import_dirs) or 'none'})", "; ".join(problems) or "both there",
-                                      f"set toolkit env RUNTIME_DROP_IN_CONFIG={facts.conf_d}/{DROPIN_NAME} (--provision "
-                                      "does) and keep the runc drop-in there"), att)
+                                      f"move the file(s) named into {facts.conf_d}/ and restart containerd; set toolkit "
+                                      f"env RUNTIME_DROP_IN_CONFIG={facts.conf_d}/{DROPIN_NAME} (--provision does) so "
+                                      "that the toolkit writes it there, and keep the runc drop-in there"), att)
+
+
+def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set[str]) -> list[str]:
+    """Where a drop-in called ``name`` lies that containerd does not read: next to or one folder below the
+    root config's folder or /etc/containerd (e.g. /etc/containerd/config.d/, NVIDIA/nvidia-container-toolkit#1404)."""
+    found: list[str] = []
+    for folder in dict.fromkeys((posixpath.dirname(root_path), "/etc/containerd")):
+        for pattern in (posixpath.join(folder, name), posixpath.join(folder, "*", name)):
+            found.extend(p for p in host.glob(pattern) if p not in imported and p not in found)
+    return found
 
 
 def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
@@ -267,11 +297,14 @@ def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
     if "nvidia" not in eff.runtimes:
         problems.append("no nvidia runtime")
     att = {f"containerd {p}": t for p, t in facts.files.items()}
+    fixes = [f.remediation for f in eff.errors if f.kind not in ("drop-in-version-higher", "default-runtime-missing")]
+    generic = ("a drop-in whose CRI section lacks runc replaces the root's (no deep merge; canonical/k8s-snap#1991): "
+               "set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG to the snap's config.toml, then restart "
+               "k8s.containerd")
+    if not fixes or len(fixes) < len(problems):
+        fixes.append(generic)
     return Finding(not problems, _fix("runtimes runc (default) and nvidia in containerd's effective configuration",
-                                      "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}",
-                                      "a drop-in whose CRI section lacks runc replaces the root's (no deep merge; "
-                                      "canonical/k8s-snap#1991): set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG "
-                                      "to the snap's config.toml, then restart k8s.containerd"), att)
+                                      "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}", " ".join(fixes)), att)
 
 
 def containerd_versions(ctx: RunContext, node: str) -> Finding:
@@ -279,45 +312,122 @@ def containerd_versions(ctx: RunContext, node: str) -> Finding:
     if facts.error or facts.effective is None:
         return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
     eff = facts.effective
-    high = {p: v for p, v in eff.drop_in_versions.items() if v > eff.version}
+    # containerd's own comparison (a root without a version takes the first drop-in's; see observe/containerd)
+    high = [f.message.replace("drop-in config version", f"{f.path} has version")
+            for f in eff.errors if f.kind in ("drop-in-version-higher", "unsupported-version")]
     return Finding(not high, _fix(f"no drop-in above the root config's version {eff.version}",
-                                  ", ".join(f"{p} has version {v}" for p, v in high.items()) or "none higher",
+                                  "; ".join(high) or "none higher",
                                   "containerd refuses to start with such a drop-in (NVIDIA/aicr#1688): the toolkit "
                                   "copies the version of its config source; point RUNTIME_CONFIG_SOURCE=file at the "
                                   "snap's config.toml"))
 
 
+def _mig_enabled_gpus(ctx: RunContext, node: str) -> int | None:
+    """How many of the node's GPUs have MIG mode enabled (nvidia-smi mig.mode.current); None when unknown."""
+    try:
+        facts = expect.smi(ctx, node)
+    except Exception:  # noqa: BLE001 - no host access
+        return None
+    if not facts.usable:
+        return None
+    return sum(1 for g in facts.gpus if (g.mig_mode or "").lower() == "enabled")
+
+
+def _mig_resources(alloc: dict, labels: dict) -> dict[str, tuple[int, int | None]]:
+    """nvidia.com/mig-<profile> -> (allocatable, GFD's nvidia.com/mig-<profile>.count or None)."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for key, value in alloc.items():
+        if key.startswith("nvidia.com/mig-"):
+            count = labels.get(f"{key}.count")
+            out[key] = (int(value or 0), int(count) if str(count or "").isdigit() else None)
+    return out
+
+
 def allocatable(ctx: RunContext, node: str) -> Finding:
+    """Allocatable GPUs, judged under the resource name the node's device-plugin config gives them (time-slicing
+    renameByDefault / rename: nvidia.com/gpu.shared, nvidia.com/gpu 0) and its MIG strategy (single: the GPUs
+    are MIG devices, counted by GFD; mixed: nvidia.com/mig-<profile> plus the non-MIG GPUs). Full MIG checks are
+    another issue: here MIG configurations are recognised, not verified device by device."""
     obj = ctx.kube.snapshot().nodes.get(node) or {}
-    have = int(((obj.get("status") or {}).get("allocatable") or {}).get(GPU, "0") or 0)
+    alloc = (obj.get("status") or {}).get("allocatable") or {}
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    sharing = expect.node_sharing(ctx, node)
+    resource = sharing.resource(GPU)
+    have = int(alloc.get(resource, "0") or 0)
+    replicas = expect.replicas(ctx, node)
+    fix = ("check the device-plugin pod on the node (kubectl logs); after changing the time-slicing ConfigMap the "
+           "plugin must be restarted")
+    renamed = (f"; {GPU} = {alloc.get(GPU, '0')} (renamed to {resource} by {sharing.source})"
+               if resource != GPU else "")
+    if sharing.mig_strategy == "single":
+        mig_devices = gfd.parse_labels(labels).count
+        if mig_devices is None:
+            raise Broken(f"{node} uses MIG strategy single but has no GFD label nvidia.com/gpu.count to count its "
+                         "MIG devices by")
+        want = mig_devices * replicas
+        return Finding(have == want, _fix(f"allocatable {resource} = {mig_devices} MIG devices (MIG strategy single, "
+                                          f"GFD nvidia.com/gpu.count) x {replicas} replicas = {want}",
+                                          f"{have}{renamed}", fix))
     count, source = expect.physical_gpus(ctx, node)
     if count is None:
         raise Broken(f"cannot tell how many GPUs {node} has: {source}")
-    replicas = expect.replicas(ctx, node)
+    if sharing.mig_strategy == "mixed":
+        mig = _mig_resources(alloc, labels)
+        enabled = _mig_enabled_gpus(ctx, node)
+        shown = ", ".join(f"{k}={v}" + (f" (GFD count {c})" if c is not None else "") for k, (v, c) in sorted(mig.items())
+                          if v or c) or "no MIG resources"
+        problems = [f"{k}={v}, GFD counts {c}" for k, (v, c) in sorted(mig.items()) if c is not None and v != c]
+        if enabled is None:
+            return Finding(not problems, _fix(f"MIG strategy mixed: nvidia.com/mig-<profile> as GFD counts them "
+                                              f"({GPU} not judged: MIG mode of the GPUs unknown without nvidia-smi)",
+                                              f"{'; '.join(problems) or 'as expected'} ({resource} = {have}; "
+                                              f"{shown})", fix))
+        want = (count - enabled) * replicas
+        if have != want:
+            problems.append(f"{resource}={have}")
+        return Finding(not problems, _fix(f"MIG strategy mixed: allocatable {resource} = {count - enabled} GPUs without "
+                                          f"MIG ({count} physical, {enabled} MIG-enabled) x {replicas} replicas = "
+                                          f"{want}, and nvidia.com/mig-<profile> as GFD counts them",
+                                          f"{'; '.join(problems) or 'as expected'} ({resource} = {have}; {shown})", fix))
     want = count * replicas
-    return Finding(have == want, _fix(f"allocatable nvidia.com/gpu = {count} physical x {replicas} replicas = {want}",
-                                      f"{have}", "check the device-plugin pod on the node (kubectl logs); after "
-                                      "changing the time-slicing ConfigMap the plugin must be restarted"))
+    return Finding(have == want, _fix(f"allocatable {resource} = {count} physical x {replicas} replicas = {want}",
+                                      f"{have}{renamed}", fix))
 
 
 def gfd_labels(ctx: RunContext, node: str) -> Finding:
+    """GFD's labels under the node's device-plugin config: -SHARED on the product only when time-sliced without
+    a rename, the MIG product (<model>-MIG-<profile>) and MIG-device count under MIG strategy single."""
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     got = gfd.parse_labels(labels)
+    sharing = expect.node_sharing(ctx, node)
     count, _ = expect.physical_gpus(ctx, node)
     replicas = expect.replicas(ctx, node)
     name = expect.product(ctx, node)
+    single = sharing.mig_strategy == "single"
     problems = []
-    if got.count != count:
+    if not single and got.count != count:
         problems.append(f"gpu.count={got.count} (physical {count})")
     if got.replicas != replicas:
         problems.append(f"gpu.replicas={got.replicas} (want {replicas})")
     if got.sharing_strategy != "time-slicing":
         problems.append(f"gpu.sharing-strategy={got.sharing_strategy}")
-    if name:
-        want_product = gfd.expected_product_label(name, shared=True)
+    if got.mig_strategy not in (None, sharing.mig_strategy) and sharing.mig_strategy != "none":
+        problems.append(f"mig.strategy={got.mig_strategy} (the device plugin uses {sharing.mig_strategy})")
+    shared = replicas > 1 and not sharing.renamed(GPU)
+    if name and single:
+        base = gfd.expected_product_label(name, shared=False)
+        if not (got.product or "").startswith(f"{base}-MIG-"):
+            problems.append(f"gpu.product={got.product} (want {base}-MIG-<profile>, MIG strategy single)")
+        elif shared and not got.shared_product:
+            problems.append(f"gpu.product={got.product} (want the -SHARED suffix: time-sliced, not renamed)")
+    elif name:
+        want_product = gfd.expected_product_label(name, shared=shared)
         if got.product != want_product:
-            problems.append(f"gpu.product={got.product} (want {want_product})")
-    return Finding(not problems, _fix("GFD labels for time-sliced GPUs", "; ".join(problems) or "as expected",
+            why = f", {GPU} renamed to {sharing.resource(GPU)}" if sharing.renamed(GPU) else ""
+            problems.append(f"gpu.product={got.product} (want {want_product}{why})")
+    expected = "GFD labels for time-sliced GPUs" + (f" ({sharing.source}, MIG strategy {sharing.mig_strategy})"
+                                                      if sharing.config or sharing.mig_strategy != "none" else "")
+    return Finding(not problems, _fix(expected, "; ".join(problems) or "as expected",
                                       "GFD relabels when it restarts; check the gpu-feature-discovery pod on the node"))
 
 
@@ -325,6 +435,7 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
     s, kube = ctx.settings, ctx.kube
     ns = s.suite_namespace
     name = f"vectoradd-{node[:40]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
+    resource = expect.node_sharing(ctx, node).resource(GPU)  # nvidia.com/gpu.shared where time-slicing renames it
     body = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {MANAGED_BY: SUITE, "app": "gpu-conformance-vectoradd"}},
@@ -332,7 +443,7 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
             "restartPolicy": "Never", "runtimeClassName": "nvidia", "nodeName": node,
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{"name": "vectoradd", "image": s.workload_image,
-                            "resources": {"limits": {GPU: "1"}}}],
+                            "resources": {"limits": {resource: "1"}}}],
         },
     }
     try:
@@ -354,22 +465,35 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
                                  lambda _: [name], s.timeout("workload"), diagnostics, ns,
                                  field_selector=f"metadata.name={name}")
         except WaitTimeout as exc:
-            return Finding(False, f"vectoradd pod did not finish: {exc}. Fix: a pod with runtimeClassName nvidia "
-                           "stays pending when containerd has no nvidia runtime (restart k8s.containerd after the "
-                           "toolkit writes its drop-in) or when the node advertises no nvidia.com/gpu")
+            return Finding(False, f"vectoradd pod did not finish: {str(exc).rstrip().rstrip('.')}. Fix: a pod with "
+                           "runtimeClassName nvidia stays pending when containerd has no nvidia runtime (restart "
+                           "k8s.containerd after the toolkit writes its drop-in) or when the node advertises no "
+                           f"{resource}")
         st = pods[name].get("status") or {}
         term = ((st.get("containerStatuses") or [{}])[0].get("state") or {}).get("terminated") or {}
         log = kube.pod_log(name, ns)
         code = term.get("exitCode")
         ok = st.get("phase") == "Succeeded" and code == 0 and "Test PASSED" in log
+        error = None if ok else cuda.classify_log(log, "nvidia", cuda.image_cuda_version(s.workload_image),
+                                                  _host_driver(ctx, node))
         return Finding(ok, _fix("phase Succeeded, exit 0 and 'Test PASSED' in the log",
                                 f"phase {st.get('phase')}, exit {code}, log: {log.strip()[-300:]!r}",
+                                error.fix if error else
                                 "the validator can say ready while CUDA fails (NVIDIA/gpu-operator#2685): check "
                                 "nvidia-smi and dmesg (Xid errors) on the host"), {"vectoradd log": log})
     finally:
         with contextlib.suppress(ApiException):
             kube.workload_write(f"delete Pod {ns}/{name}", kube.core.delete_namespaced_pod, name, ns,
                                 grace_period_seconds=0)
+
+
+def _host_driver(ctx: RunContext, node: str) -> str | None:
+    """The node's driver version from nvidia-smi, None when the host cannot be asked or nvidia-smi fails."""
+    try:
+        facts = expect.smi(ctx, node)
+    except Exception:  # noqa: BLE001 - no host access: the message then says the driver is unknown
+        return None
+    return next((g.driver_version for g in facts.gpus if g.driver_version), None)
 
 
 def dcgm_metrics(ctx: RunContext, node: str) -> Finding:
@@ -401,9 +525,13 @@ def dcgm_metrics(ctx: RunContext, node: str) -> Finding:
     uuids = [g.uuid for g in facts.gpus]
     missing = dcgm.missing_uuids(scrape, uuids)
     att = {"DCGM sample": "\n".join(dcgm.sample_lines(text, 12))}
-    return Finding(bool(uuids) and not missing, _fix(f"a metric for each GPU UUID from nvidia-smi ({len(uuids)})",
-                                                     f"missing {missing}" if missing else "all reported",
-                                                     "restart the exporter pod; check DCGM on the host"), att)
+    if not uuids:
+        why = facts.finding.message if facts.finding else facts.parse_error or "no GPUs listed"
+        return Finding(False, _fix("a metric for each GPU UUID from nvidia-smi", f"no GPU UUIDs to compare: "
+                                   f"nvidia-smi on {node}: {why}", "fix nvidia-smi on the host first"), att)
+    return Finding(not missing, _fix(f"a metric for each GPU UUID from nvidia-smi ({len(uuids)})",
+                                     f"missing {missing}" if missing else "all reported",
+                                     "restart the exporter pod; check DCGM on the host"), att)
 
 
 def docker_runtime(ctx: RunContext, node: str) -> Finding:
@@ -413,7 +541,8 @@ def docker_runtime(ctx: RunContext, node: str) -> Finding:
     try:
         text, cfg = docker_config(host)
     except docker_daemon.DaemonJsonError as exc:
-        return Finding(False, f"{exc}. Fix: repair the JSON by hand; the suite never overwrites a file it cannot parse")
+        return Finding(False, f"{str(exc).rstrip('.')}. Fix: repair the JSON by hand; the suite never overwrites a "
+                       "file it cannot parse")
     ok = cfg is not None and docker_daemon.has_nvidia_runtime(cfg)
     return Finding(ok, _fix("runtimes.nvidia in /etc/docker/daemon.json", "present" if ok else "absent",
                             "merge {\"runtimes\": {\"nvidia\": {\"path\": \"nvidia-container-runtime\", "
@@ -458,10 +587,11 @@ def cuda_native(ctx: RunContext, node: str) -> Finding:
     out = res.stdout + res.stderr
     stage = {70: "make a scratch folder", 71: "write the source", 72: "compile with nvcc"}.get(res.rc)
     found = f"could not {stage} (exit {res.rc})" if stage else f"exit {res.rc}"
-    return Finding(res.rc == 0 and "Test PASSED" in res.stdout,
-                   _fix("exit 0 and 'Test PASSED'", f"{found}: {out.strip()[-400:]!r}",
-                        "check nvidia-smi and dmesg (Xid errors); a driver/CUDA mismatch shows as "
-                        "'CUDA driver version is insufficient'"), {"CUDA vector addition": out})
+    ok = res.rc == 0 and "Test PASSED" in res.stdout
+    error = None if ok or stage else cuda.classify_log(out, None, None, _host_driver(ctx, node))
+    return Finding(ok, _fix("exit 0 and 'Test PASSED'", f"{found}: {out.strip()[-400:]!r}",
+                            error.fix if error else "check nvidia-smi and dmesg (Xid errors); a driver/CUDA mismatch "
+                            "shows as 'CUDA driver version is insufficient'"), {"CUDA vector addition": out})
 
 
 def host_containerd(ctx: RunContext, node: str) -> Finding:

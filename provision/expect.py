@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from provision.context import NoHostAccess, RunContext
 from provision.hostfacts import SmiFacts, nvidia_smi_facts
 from provision.hosts.results import HostUnreachable
 from provision.observe import gfd
+from provision.observe.timeslicing import GPU_RESOURCE, TimeSlicingConfig, TimeSlicingError, parse_config
 
 _lock = threading.Lock()
 _smi_cache: dict[tuple[int, str], SmiFacts | Exception] = {}
@@ -63,7 +65,8 @@ def product(ctx: RunContext, node: str) -> str | None:
         return None
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     p = labels.get("nvidia.com/gpu.product")
-    return p.removesuffix("-SHARED").replace("-", " ") if p else None
+    # GFD: <model>[-MIG-<profile>][-SHARED] (sanitised: spaces as "-")
+    return p.removesuffix("-SHARED").split("-MIG-")[0].replace("-", " ") if p else None
 
 
 def profile_key(product_name: str) -> str:
@@ -72,3 +75,49 @@ def profile_key(product_name: str) -> str:
 
 def replicas(ctx: RunContext, node: str) -> int:
     return ctx.settings.replicas_for(product(ctx, node))
+
+
+# ----------------------------------------------------------------------------------- the node's sharing config
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+
+
+@dataclass(frozen=True)
+class NodeSharing:
+    """How the device plugin on a node shares and names its GPUs, from the config that node really uses: the
+    ConfigMap named by ClusterPolicy spec.devicePlugin.config, key from the node's nvidia.com/device-plugin.config
+    label (else the ClusterPolicy default). ``config`` is None when there is none (or it does not parse);
+    ``mig_strategy`` is the config's flags.migStrategy, else ClusterPolicy spec.mig.strategy, else GFD's
+    nvidia.com/mig.strategy label, else "none"."""
+
+    config: TimeSlicingConfig | None
+    source: str
+    mig_strategy: str
+
+    def resource(self, name: str = GPU_RESOURCE) -> str:
+        return self.config.advertised_name(name) if self.config else name
+
+    def renamed(self, name: str = GPU_RESOURCE) -> bool:
+        return self.resource(name) != name
+
+
+def node_sharing(ctx: RunContext, node: str) -> NodeSharing:
+    from provision.converge.cluster import TIME_SLICING_CM  # converge.cluster imports this module
+
+    snap = ctx.kube.snapshot()
+    labels = (snap.nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+    spec = (snap.cluster_policy or {}).get("spec") or {}
+    cp_cfg = (spec.get("devicePlugin") or {}).get("config") or {}
+    cm_name = cp_cfg.get("name") or TIME_SLICING_CM
+    data = ((snap.configmaps.get(cm_name) or {}).get("data")) or {}
+    key = labels.get(DEVICE_PLUGIN_CONFIG_LABEL) or cp_cfg.get("default") or (next(iter(data)) if len(data) == 1
+                                                                                 else None)
+    config, source = None, f"no device-plugin config (ConfigMap {cm_name})"
+    if key and key in data:
+        source = f"ConfigMap {cm_name} key {key}"
+        try:
+            config = parse_config(data[key], source)
+        except TimeSlicingError as exc:
+            source = f"{source} (unreadable: {exc})"
+    strategy = ((config.mig_strategy if config else None) or (spec.get("mig") or {}).get("strategy")
+                or labels.get("nvidia.com/mig.strategy") or "none")
+    return NodeSharing(config, source, strategy)

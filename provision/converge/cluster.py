@@ -217,7 +217,7 @@ class TimeSlicing:
                 detail = next((ln for ln in lines[1:] if ln.startswith(f"{node}:")), "")
                 result.node_failures[node] = (
                     f"timed out after {ctx.settings.timeout('advertise'):.0f}s waiting for {node} to advertise its "
-                    f"GPUs: {'; '.join(whats)}" + (f". {detail}" if detail else "") +
+                    f"GPUs: {'; '.join(whats)}" + (f". {detail.rstrip().rstrip('.')}" if detail else "") +
                     ". Fix: check the device-plugin pod's log on the node")
 
 

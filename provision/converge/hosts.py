@@ -55,8 +55,9 @@ def _each_host(ctx: RunContext, result: Result):
 
 
 class DockerRuntime:
-    """runtimes.nvidia merged into /etc/docker/daemon.json on hosts that run Docker; Docker restarted only
-    when the file changed. An unparsable daemon.json is an error naming the file, never overwritten."""
+    """runtimes.nvidia merged into /etc/docker/daemon.json on hosts that run Docker, only where it is missing or
+    broken (a working entry, absolute path or nvidia-ctk's ``args`` included, is left alone); Docker restarted
+    only when the file changed. An unparsable daemon.json is an error naming the file, never overwritten."""
 
     name = "docker-runtime"
     depends: tuple[str, ...] = ("runc-dropin",)  # which keeps the hosts' baseline before any host change
@@ -87,8 +88,10 @@ class DockerRuntime:
             host = ctx.host(ch.node)
             text, cfg = docker_config(host)
             merged = docker_daemon.merge_nvidia_runtime(cfg or {})
+            if text is not None and merged == cfg:
+                continue  # fixed since the plan (or by hand): nothing to write, no restart
             ctx.host_record(ch.node).file_changed(DOCKER_DAEMON_JSON, text)
-            written = host.write_text(DOCKER_DAEMON_JSON, docker_daemon.render(merged), backup=True)
+            written = host.write_text(DOCKER_DAEMON_JSON, docker_daemon.render(merged, like=text), backup=True)
             ctx.host_record(ch.node).backup_made(written.backup_path)
             if written.changed:
                 res = host.run(["systemctl", "restart", "docker"], timeout=120, mutates=True)
@@ -111,7 +114,8 @@ class HostDriver:
             smi = nvidia_smi_facts(host)
             if not smi.usable:
                 # The host answered and its GPUs/driver are not usable: a finding about the node (failed).
-                why = f"{smi.finding.message} Fix: {smi.finding.remediation}" if smi.finding else smi.parse_error
+                why = (f"{smi.finding.message.rstrip('.')}. Fix: {smi.finding.remediation}" if smi.finding
+                       else smi.parse_error)
                 result.node_failures[node] = f"nvidia-smi on {node}: {why}"
                 continue
             labels = (nodes.get(node, {}).get("metadata") or {}).get("labels") or {}

@@ -123,7 +123,7 @@ class MigDevice:
 class SmiFinding:
     """Why an nvidia-smi run did not give a usable GPU list, for a cluster operator.
 
-    kind: no-devices | driver-not-loaded | inforom-warning | not-installed | failed.
+    kind: no-devices | driver-not-loaded | version-mismatch | inforom-warning | not-installed | failed.
     output_usable: True only for warnings (inforom-warning), where stdout still holds the query result.
     """
 
@@ -351,14 +351,59 @@ _EXIT_MEANINGS: dict[int, str] = {
     13: "the local version of NVML does not implement this function",
     14: "the infoROM is corrupted",
     15: "the GPU has fallen off the bus or has otherwise become inaccessible",
+    18: "the NVIDIA kernel module and the NVML library are of different versions (NVML_ERROR_LIB_RM_VERSION_MISMATCH)",
     255: "other error or internal driver error",
 }
+
+
+_NVML_LIBRARY_VERSION = re.compile(r"NVML library version:\s*([0-9][0-9.]*[0-9])")
+# The kernel's side (dmesg), when a capture carries it: "NVRM: API mismatch: the client has the version
+# 535.54.03, but NVRM: this kernel module has the version 530.30.02." (also "the client 'x' (pid n) has ...").
+_NVRM_API_MISMATCH = re.compile(
+    r"has the version\s+([0-9][0-9.]*[0-9]),?\s*but(?:\s|#012)*(?:NVRM:\s*)?this kernel module has(?:\s|#012)*"
+    r"(?:NVRM:\s*)?the version\s+([0-9][0-9.]*[0-9])",
+    re.IGNORECASE,
+)
+
+
+def _version_mismatch(exit_code: int, output: str) -> SmiFinding:
+    """Exit 18: "Failed to initialize NVML: Driver/library version mismatch" (R550+ add "NVML library version:
+    X"). The user-space library (libnvidia-ml, nvidia-smi) and the loaded kernel module are of different driver
+    versions, almost always after a driver package upgrade without a reboot."""
+    api = _NVRM_API_MISMATCH.search(output)
+    library = _NVML_LIBRARY_VERSION.search(output)
+    lib_version = library.group(1) if library else (api.group(1) if api else None)
+    kernel_version = api.group(2) if api else None
+    versions = []
+    if lib_version:
+        versions.append(f"user-space NVML library {lib_version}")
+    if kernel_version:
+        versions.append(f"kernel module {kernel_version}")
+    elif lib_version:
+        versions.append("kernel module version not printed: `cat /proc/driver/nvidia/version`")
+    detail = f" ({', '.join(versions)})" if versions else ""
+    return SmiFinding(
+        kind="version-mismatch",
+        message=(
+            f"nvidia-smi cannot initialise NVML (exit {exit_code}): Driver/library version mismatch: the loaded "
+            f"NVIDIA kernel module and the user-space driver library are of different versions{detail}"
+        ),
+        remediation=(
+            "This usually follows a driver upgrade without a reboot (unattended-upgrades can do it). Reboot the node "
+            "(drain it first), or reload the modules while no process uses the GPU (stop the GPU Operator's "
+            "operands and nvidia-persistenced, then `sudo rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia && sudo "
+            "modprobe nvidia`); if the versions still differ, reinstall matching driver packages (kernel module and "
+            "libraries of one version: `cat /proc/driver/nvidia/version` vs `dpkg -l | grep nvidia`) and pin them."
+        ),
+        exit_code=exit_code,
+    )
 
 
 def classify_failure(exit_code: int, stdout: str, stderr: str) -> SmiFinding | None:
     """Classify an nvidia-smi run; None when it succeeded and found devices.
 
     Kinds: no-devices (ran, but "No devices were found"), driver-not-loaded (exit 9 or the driver message),
+    version-mismatch (exit 18, "Driver/library version mismatch"),
     inforom-warning (exit 14: a warning, ``output_usable`` is True), not-installed (exit 127 or "command not
     found"), failed (any other non-zero exit).
     """
@@ -387,13 +432,21 @@ def classify_failure(exit_code: int, stdout: str, stderr: str) -> SmiFinding | N
             ),
             exit_code=exit_code,
         )
+    if exit_code == 18 or "driver/library version mismatch" in lowered:
+        return _version_mismatch(exit_code, output)
     if "no devices were found" in lowered and exit_code in (0, 6):
         return SmiFinding(
             kind="no-devices",
-            message=f"nvidia-smi ran but found no GPU (exit {exit_code}): No devices were found",
+            message=f"nvidia-smi ran but sees no GPU (exit {exit_code}): No devices were found",
             remediation=(
                 "Check that the GPU is visible on the PCI bus (`lspci -d 10de:`), that it is passed through to this "
-                "machine, and that the installed driver supports it (`dmesg | grep -i nvrm`)."
+                "machine, and that the installed driver supports it. Read `dmesg | grep -i nvrm`: "
+                "'RmInitAdapter failed' or 'rm_init_adapter failed' means the driver could not initialise the GPU "
+                "(missing GSP firmware for the driver version, a driver that does not support this GPU, or a GPU "
+                "that needs a reset); 'This PCI I/O region assigned to your NVIDIA device is invalid' or a BAR that "
+                "failed to map means the firmware did not give the GPU its memory window: enable Above 4G Decoding "
+                "(and Resizable BAR / large BAR support where the GPU needs it) in the BIOS/UEFI, or on a VM the "
+                "hypervisor's 64-bit MMIO space, then reboot."
             ),
             exit_code=exit_code,
         )

@@ -62,10 +62,23 @@ class TimeSlicingConfig:
     fail_requests_greater_than_one: bool = False
     mig_strategy: str | None = None
     resources: dict[str, int] = field(default_factory=dict)
+    renames: dict[str, str] = field(default_factory=dict)  # resource -> the ``rename`` it is advertised under
 
     @property
     def shares_gpus(self) -> bool:
         return self.replicas is not None
+
+    def advertised_name(self, resource: str) -> str:
+        """The name the device plugin advertises a time-sliced ``resource`` under: its ``rename``, else
+        ``<resource>.shared`` with renameByDefault, else the resource itself (not time-sliced: itself)."""
+        if resource not in self.resources:
+            return resource
+        if resource in self.renames:
+            return self.renames[resource]
+        return f"{resource}.shared" if self.rename_by_default else resource
+
+    def renamed(self, resource: str) -> bool:
+        return self.advertised_name(resource) != resource
 
 
 def _too_small(value: object) -> InvalidReplicas:
@@ -141,6 +154,7 @@ def parse_config(text: str, source: str = "time-slicing config") -> TimeSlicingC
         time_slicing.get("failRequestsGreaterThanOne"), "sharing.timeSlicing.failRequestsGreaterThanOne", source
     )
     resources: dict[str, int] = {}
+    renames: dict[str, str] = {}
     if time_slicing:
         items = time_slicing.get("resources")
         if not isinstance(items, list) or not items:
@@ -158,6 +172,11 @@ def parse_config(text: str, source: str = "time-slicing config") -> TimeSlicingC
                 resources[name] = validate_replicas(item.get("replicas"))
             except InvalidReplicas as exc:
                 raise InvalidReplicas(f"{source}: {where} ({name}): {exc}") from None
+            new_name = item.get("rename")
+            if new_name is not None and (not isinstance(new_name, str) or not new_name):
+                raise TimeSlicingError(f"{source}: {where}.rename must be a resource name, got {new_name!r}")
+            if new_name:
+                renames[name] = new_name if "/" in new_name else f"nvidia.com/{new_name}"
     return TimeSlicingConfig(
         version=version,
         replicas=resources.get(GPU_RESOURCE),
@@ -165,6 +184,7 @@ def parse_config(text: str, source: str = "time-slicing config") -> TimeSlicingC
         fail_requests_greater_than_one=fail_gt_one,
         mig_strategy=mig_strategy,
         resources=resources,
+        renames=renames,
     )
 
 

@@ -194,14 +194,15 @@ def test_v2_dropin_without_containerd_section_under_v3_root_still_replaces_runti
     assert cfg.errors == []
 
 
-def test_root_without_version_is_unsupported() -> None:
+def test_root_without_version_is_read_as_version_1() -> None:
     root = "/etc/containerd/config.toml"
-    cfg = resolve(root, {root: '[plugins.cri.containerd]\ndefault_runtime_name = "runc"\n'})
+    text = ('[plugins.cri.containerd]\ndefault_runtime_name = "runc"\n'
+            '[plugins.cri.containerd.runtimes.runc]\nruntime_type = "io.containerd.runc.v2"\n')
+    cfg = resolve(root, {root: text})
     assert cfg.version == 1
-    assert [e.kind for e in cfg.errors] == ["unsupported-version"]
-    assert "version 1" in cfg.errors[0].message
-    assert cfg.cri_plugin_id is None
-    assert cfg.runtimes == {}
+    assert cfg.errors == []
+    assert cfg.cri_plugin_id == "io.containerd.grpc.v1.cri"  # v1 "cri" read under its version 2 name
+    assert cfg.runtimes == {"runc": Runtime("io.containerd.runc.v2", None, None)}
 
 
 def test_versionless_v1_dropin_cri_section_is_renamed() -> None:
@@ -215,11 +216,12 @@ def test_versionless_v1_dropin_cri_section_is_renamed() -> None:
 
 
 def test_cri_plugin_id() -> None:
+    assert cri_plugin_id(1) == "io.containerd.grpc.v1.cri"
     assert cri_plugin_id(2) == "io.containerd.grpc.v1.cri"
     assert cri_plugin_id(3) == "io.containerd.cri.v1.runtime"
-    assert CRI_PLUGIN_IDS == {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
-    with pytest.raises(ValueError, match="version 1 is not supported"):
-        cri_plugin_id(1)
+    assert cri_plugin_id(4) == "io.containerd.cri.v1.runtime"
+    with pytest.raises(ValueError, match="version 5 is not supported"):
+        cri_plugin_id(5)
 
 
 # --- imports --------------------------------------------------------------------------------------------------------
@@ -377,8 +379,8 @@ def test_render_runc_dropin_v3() -> None:
 
 
 def test_render_runc_dropin_rejects_unsupported_versions() -> None:
-    with pytest.raises(ValueError, match="version 4 is not supported"):
-        render_runc_dropin(4)
+    with pytest.raises(ValueError, match="version 5 is not supported"):
+        render_runc_dropin(5)
 
 
 def test_add_import_preserves_the_file_and_is_idempotent() -> None:

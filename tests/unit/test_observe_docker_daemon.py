@@ -42,7 +42,7 @@ def test_parse_keeps_key_order() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"a": 1,}', r"^/etc/docker/daemon.json: invalid JSON at line 1 column 9: "),
+        ('{"a": 1,}', r"^/etc/docker/daemon.json: invalid JSON at line 1 column 8: trailing comma"),
         ('{\n  "a": 1\n  "b": 2\n}', r"invalid JSON at line 3 column 3: Expecting ',' delimiter"),
         ("[1, 2]", r"the top level must be a JSON object, got list"),
         ("null", r"the top level must be a JSON object, got NoneType"),
@@ -73,7 +73,9 @@ def test_merge_keeps_every_other_setting_and_other_runtimes() -> None:
 def test_merge_into_an_empty_config_and_replacing_a_wrong_nvidia_entry() -> None:
     assert merge_nvidia_runtime({}) == {"runtimes": {"nvidia": NVIDIA_RUNTIME}}
     wrong = {"runtimes": {"nvidia": {"path": "/opt/old/nvidia-runtime", "runtimeArgs": ["--debug"]}}}
-    assert merge_nvidia_runtime(wrong) == {"runtimes": {"nvidia": NVIDIA_RUNTIME}}
+    # a broken entry gets its path fixed; the keys its owner wrote stay (merge, never replace)
+    assert merge_nvidia_runtime(wrong) == {"runtimes": {"nvidia": {"path": "nvidia-container-runtime",
+                                                                   "runtimeArgs": ["--debug"]}}}
     merged = merge_nvidia_runtime({})
     merged["runtimes"]["nvidia"]["runtimeArgs"].append("x")
     assert NVIDIA_RUNTIME["runtimeArgs"] == []  # the constant is not shared

@@ -191,12 +191,14 @@ def test_resolve_never_crashes_with_anything_else(root: dict[str, Any], dropins:
     assert len(cfg.imports) == len(set(cfg.imports))
     assert set(cfg.drop_in_versions) == set(cfg.imports)
     if cfg.ok:
-        assert cfg.version in (2, 3)
+        assert cfg.version in (1, 2, 3, 4)
         assert cfg.builtin_runtimes or cfg.default_runtime_name in cfg.runtimes
+        assert all(runtime.runtime_type for runtime in cfg.runtimes.values())
     for finding in cfg.errors:
         assert finding.kind in {
             "unsupported-version",
             "drop-in-version-higher",
+            "runtime-type-missing",
             "missing-import",
             "default-runtime-missing",
             "invalid-plugin-config",
@@ -263,7 +265,13 @@ def test_daemon_json_merge_never_loses_a_key(cfg: dict[str, Any]) -> None:
     for name, runtime in cfg.get("runtimes", {}).items():
         if name != "nvidia":
             assert merged["runtimes"][name] == runtime
-    assert merged["runtimes"]["nvidia"] == docker_daemon.NVIDIA_RUNTIME
+    old = cfg.get("runtimes", {}).get("nvidia")
+    if docker_daemon.has_nvidia_runtime(cfg):
+        assert merged == cfg  # a working entry is left alone
+    elif isinstance(old, dict) and not old.get("runtimeType"):
+        assert merged["runtimes"]["nvidia"] == {**old, "path": "nvidia-container-runtime"}  # merged, keys kept
+    else:
+        assert merged["runtimes"]["nvidia"] == docker_daemon.NVIDIA_RUNTIME
     assert set(merged) == set(cfg) | {"runtimes"}
     assert docker_daemon.has_nvidia_runtime(merged)
     assert docker_daemon.parse(docker_daemon.render(merged)) == merged
