@@ -72,3 +72,28 @@ def profile_key(product_name: str) -> str:
 
 def replicas(ctx: RunContext, node: str) -> int:
     return ctx.settings.replicas_for(product(ctx, node))
+
+
+_health_cache: dict[tuple[int, str], object] = {}
+
+
+def health(ctx: RunContext, node: str):
+    """The node's health inputs (provision/health.py): one host read (hostfacts.health_read) and, with a cluster,
+    one DCGM scrape, once per node per run (raises NoHostAccess / HostUnreachable like smi())."""
+    from provision import health as h
+    from provision.hostfacts import health_read
+
+    key = (id(ctx), node)
+    with _lock:
+        hit = _health_cache.get(key)
+    if hit is None:
+        try:
+            inputs = h.inputs_from(health_read(ctx.host(node), float(ctx.settings.health["xid_window_h"]) * 3600))
+            hit = h.with_dcgm(inputs, *h.scrape_dcgm(ctx, node))
+        except (NoHostAccess, HostUnreachable) as exc:
+            hit = exc.with_traceback(None)
+        with _lock:
+            _health_cache[key] = hit
+    if isinstance(hit, Exception):
+        raise type(hit)(*hit.args) from None
+    return hit
