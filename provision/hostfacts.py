@@ -126,7 +126,9 @@ if [ -n "$(journalctl -k -b -n 1 -q --no-pager 2>/dev/null)" ]; then
 elif dmesg --time-format iso >/dev/null 2>&1; then dmesg --time-format iso | kl; m dmesg-iso 0
 elif dmesg >/dev/null 2>&1; then dmesg | kl; m dmesg 0
 else dmesg 2>&1 | head -n 3; m kernel-log 1; fi
-if pgrep -x nvidia-persistenced >/dev/null 2>&1; then echo running; else echo "not running"; fi; m persistenced 0
+# the kernel keeps 15 characters of a process name: pgrep -x nvidia-persistenced never matches (seen on an H200)
+if pgrep -x nvidia-persiste >/dev/null 2>&1 || [ -S /var/run/nvidia-persistenced/socket ]; then echo running
+else echo "not running"; fi; m persistenced 0
 """
 
 
