@@ -36,4 +36,22 @@ printf '[tool.gpu-conformance.health]\nmax_temperature_c = 1\n' > "$hot/pyprojec
   --report-dir "$repo/real-gpu-reports-hot" -k "slowed_down" 2>&1) | tee "$out/pytest-impossible-threshold.txt"
 echo "exit code: ${PIPESTATUS[0]}" | tee -a "$out/pytest-impossible-threshold.txt"
 cp "$repo/real-gpu-reports-hot/latest/summary.json" "$out/summary-impossible-threshold.json" 2>/dev/null
+# persistence, asked the two ways a user can pin it: the mode (nvidia-smi) and the daemon
+printf '[tool.gpu-conformance.health]\npersistence_mode = "Enabled"\npersistenced = true\n' > "$hot/pyproject.toml"
+(cd "$hot" && python3 -m pytest "$repo/features/" --host-only --host-backend local -v -p no:cacheprovider --no-workload \
+  --report-dir "$repo/real-gpu-reports-persist" -k "persistence" 2>&1) | tee "$out/pytest-persistence.txt"
+echo "exit code: ${PIPESTATUS[0]}" | tee -a "$out/pytest-persistence.txt"
+# what the one health read per node costs on this host (HostAccess local, the suite's own code)
+python3 - <<'PY' 2>&1 | tee "$out/health-read-timing.txt"
+import time
+from provision.hostfacts import health_read
+from provision.hosts.access import HostAccess
+from provision.hosts.spec import HostSpec
+host = HostAccess(HostSpec(backend="local"), name="local")
+times = []
+for _ in range(5):
+    t0 = time.monotonic(); read = health_read(host, 86400); times.append(time.monotonic() - t0)
+print("health read parts:", {k: v[0] for k, v in read.parts.items()})
+print("health read seconds:", [round(t, 3) for t in times])
+PY
 exit "$rc"

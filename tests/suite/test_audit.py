@@ -18,6 +18,7 @@ FAULTY = {
     "f-plugin": (["device-plugin-crash"], "allocatable 0 -> 4"),
     "f-vector": (["vectoradd-fails"], "Failed to allocate device vector A"),
     "zz-breaks": (["containerd-breaks"], 'default_runtime_name = "runc"'),
+    "f-xid": (["xid-79"], "DCGM exporter DCGM_FI_DEV_XID_ERRORS=79"),  # GPU health, through the exporter too
 }
 HEALTHY = ("ok-1", "f-slow")
 
