@@ -300,18 +300,19 @@ def evaluate_throttling(inputs: HealthInputs, thresholds: dict[str, Any]) -> Ver
 
 
 def evaluate_presence(inputs: HealthInputs, thresholds: dict[str, Any]) -> Verdict:
-    failed = _no_smi(inputs)
-    if failed and inputs.log is None:
-        return failed
     if inputs.bus is None:
+        failed = _no_smi(inputs)
+        if failed and inputs.log is None:
+            return failed
         return Verdict(True, "", "", "", not_applicable=f"the PCI bus could not be read: {inputs.bus_error or 'no lspci'}")
     seen = {bus_key(g.pci_bus_id) for g in inputs.gpus}
     missing = [d for d in inputs.bus if bus_key(d.address) not in seen]
     measured = {"gpus_on_bus": len(inputs.bus), "gpus_in_nvidia_smi": len(inputs.gpus),
                 "missing_from_nvidia_smi": [d.address for d in missing]}
     names = "; ".join(f"the GPU at PCI {d.address} (10de:{d.device}, class {d.pci_class})" for d in missing)
+    smi = f"{len(inputs.gpus)} in nvidia-smi" if inputs.log else f"none in nvidia-smi ({inputs.smi_error})"
     return Verdict(not missing, f"every NVIDIA GPU on the PCI bus ({len(inputs.bus)}, {inputs.bus_source}) listed by "
-                   "nvidia-smi", f"{len(inputs.gpus)} in nvidia-smi" + (f"; missing: {names}" if missing else ""),
+                   "nvidia-smi", smi + (f"; missing: {names}" if missing else ""),
                    "a GPU on the bus that the driver does not list has usually fallen off the bus (Xid 79): drain the "
                    "node, reboot it (a cold power cycle), check the kernel log (journalctl -k | grep NVRM) and RMA "
                    "the GPU if it recurs", measured=measured)

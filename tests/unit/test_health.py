@@ -124,6 +124,9 @@ def test_gpu_on_the_bus_but_not_in_nvidia_smi_is_named() -> None:
     v = health.evaluate_presence(inputs(h200(), bus=bus, bus_source="lspci"), T)
     assert not v.ok and "missing: the GPU at PCI 0000:00:07.0" in v.message() and "Xid 79" in v.message()
     assert health.evaluate_presence(inputs(h200()), T).not_applicable  # no lspci: not applicable
+    none = health.HealthInputs(smi_error="nvidia-smi -q -x (exit 6): not nvidia-smi XML", bus=bus[:1], bus_source="lspci")
+    v = health.evaluate_presence(none, T)  # the driver lists nothing: every GPU on the bus is named
+    assert not v.ok and "none in nvidia-smi (nvidia-smi -q -x (exit 6)" in v.message() and "0000:00:06.0" in v.message()
 
 
 def test_persistence_when_asked() -> None:
