@@ -4,7 +4,8 @@ Feature: The node's GPUs are healthy
   a narrower PCIe link, throttling, a GPU that fell off the bus. Read from one `nvidia-smi -q -x`, the PCI bus and
   the kernel log of the host (one host round trip per node) and the node's DCGM exporter; runs in cluster audits
   and in --host-only runs. Thresholds are settings ([tool.gpu-conformance.health] in pyproject.toml). What the
-  driver does not report ([N/A], Not Supported) is not applicable, never a failure.
+  driver does not report ([N/A], Not Supported) is not applicable, never a failure. In an API-only audit
+  (--host-backend none) the Xid check still reads the DCGM exporter; the others are skipped.
 
   Background:
     Given a GPU host

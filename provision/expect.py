@@ -90,7 +90,10 @@ def health(ctx: RunContext, node: str):
         try:
             inputs = h.inputs_from(health_read(ctx.host(node), float(ctx.settings.health["xid_window_h"]) * 3600))
             hit = h.with_dcgm(inputs, *h.scrape_dcgm(ctx, node))
-        except (NoHostAccess, HostUnreachable) as exc:
+        except NoHostAccess as exc:
+            # host checks off (an API-only audit): the Xid check still reads the DCGM exporter; the others skip
+            hit = h.with_dcgm(h.HealthInputs(host_off=str(exc)), *h.scrape_dcgm(ctx, node))
+        except HostUnreachable as exc:
             hit = exc.with_traceback(None)
         with _lock:
             _health_cache[key] = hit

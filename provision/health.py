@@ -45,6 +45,7 @@ class HealthInputs:
     persistenced: bool | None = None
     dcgm_xids: dict[str, int] = field(default_factory=dict)   # GPU UUID -> last Xid (0: none)
     dcgm_error: str | None = None                              # why DCGM was not read (None: read, or not tried)
+    host_off: str | None = None                                # host checks are off: why (only DCGM was read)
 
     @property
     def gpus(self) -> tuple[nvidia_smi_xml.SmiXmlGpu, ...]:
@@ -377,6 +378,10 @@ def check(ctx: Any, node: str, name: str) -> Finding:
     from provision import expect
 
     inputs = expect.health(ctx, node)
+    if inputs.host_off and (name != "xid" or not inputs.dcgm_xids):
+        from provision.context import NoHostAccess
+
+        raise NoHostAccess(inputs.host_off)
     verdict = EVALUATORS[name](inputs, ctx.settings.health)
     if verdict.not_applicable:
         raise NotApplicable(f"not applicable: {verdict.not_applicable}")

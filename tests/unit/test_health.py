@@ -227,3 +227,22 @@ def test_any_element_unsupported_is_never_a_crash() -> None:
             assert isinstance(v.ok, bool) and isinstance(v.message(), str)
 
     check()
+
+
+def test_api_only_audit_still_reads_xids_from_the_exporter(monkeypatch, tmp_path) -> None:
+
+    from provision.context import NoHostAccess, RunContext
+
+    scrape = ('DCGM_FI_DEV_XID_ERRORS{gpu="0",UUID="GPU-1",pci_bus_id="00000000:00:06.0",device="nvidia0",'
+              'modelName="NVIDIA H200",Hostname="n1"} 79\n')
+    monkeypatch.setattr(health, "scrape_dcgm", lambda ctx, node: (scrape, None))
+    ctx = RunContext(validate({"host_backend": "none"}), None, tmp_path, ("n1",))  # type: ignore[arg-type]
+    finding = health.check(ctx, "n1", "xid")
+    assert not finding.ok and "GPU GPU-1: Xid 79" in finding.message and "DCGM exporter" in finding.message
+    with pytest.raises(NoHostAccess, match="host checks are off"):
+        health.check(ctx, "n1", "memory")
+    monkeypatch.setattr(health, "scrape_dcgm", lambda ctx, node: (None, "no exporter pod"))
+    ctx2 = RunContext(validate({"host_backend": "none"}), None, tmp_path, ("n1",))  # type: ignore[arg-type]
+    with pytest.raises(NoHostAccess):
+        health.check(ctx2, "n1", "xid")
+
