@@ -7,6 +7,12 @@ https://docs.nvidia.com/deploy/xid-errors/index.html). The actions follow the ca
 the memory Xids NVIDIA's GPU memory error management guide
 (https://docs.nvidia.com/deploy/a100-gpu-mem-error-mgmt/): a contained error needs a GPU reset at the next
 service window, an uncontained one a reset now, a remapping failure a replacement.
+
+Checked against what the search tool could show of those pages (the catalogue's rows 1-13, NVIDIA's Health
+Validation Xid checks: "GPU Xid 46 (GPU stopped processing)", "GPU Xid 48 (double bit ECC error)", drain ->
+reset_gpu) and against the drivers' own lines in tests/unit/data/health (79 "GPU has fallen off the bus", 63 "Row
+Remapper: New row marked for remapping, reset gpu to activate", 120 "GSP kernel exception", 154 "GPU recovery action
+changed"); the other descriptions are the catalogue's as remembered, to be re-read against the page.
 """
 
 from __future__ import annotations

@@ -139,7 +139,8 @@ def test_persistence_when_asked() -> None:
 # ------------------------------------------------------------------------------------------------ Xid
 @pytest.mark.parametrize(("name", "xid", "bus"), [
     ("xid-79-journal-rtx5080.txt", 79, "0000:2b:00"), ("xid-79-dmesg-840m.txt", 79, "0000:03:00"),
-    ("xid-3-syslog-old-driver.txt", 3, "0000:01:00"), ("xid-120-154-journal-rtxpro6000.txt", 120, "0000:01:00")])
+    ("xid-3-syslog-old-driver.txt", 3, "0000:01:00"), ("xid-120-154-journal-rtxpro6000.txt", 120, "0000:01:00"),
+    ("xid-63-row-remapper.txt", 63, "0000:10:1c")])
 def test_real_xid_lines(name: str, xid: int, bus: str) -> None:
     events = parse_xid_lines((HEALTH_DATA / name).read_text())
     assert events[0].xid == xid and events[0].bus == bus
