@@ -167,6 +167,16 @@ def test_non_critical_xid_is_a_warning_and_dcgm_counts() -> None:
     assert health.evaluate_xids(inputs(h200(), kernel_error="dmesg refused"), T).not_applicable
 
 
+def test_fallen_off_the_bus_without_an_xid_counts_as_xid_79_once() -> None:
+    events = parse_xid_lines((HEALTH_DATA / "off-bus-no-xid-nvsentinel.txt").read_text())
+    assert [(e.xid, e.bus) for e in events] == [(79, "0000:b3:00")]
+    assert events[0].uptime_s == 1843.308145
+    journal = parse_xid_lines((HEALTH_DATA / "xid-79-journal-rtx5080.txt").read_text())
+    assert [e.xid for e in journal] == [79]  # the Xid line and the kernel's own line: one event
+    old = parse_xid_lines((HEALTH_DATA / "xid-3-syslog-old-driver.txt").read_text())
+    assert sorted(e.xid for e in old) == [3, 79]
+
+
 def test_bus_key_spellings_agree() -> None:
     assert bus_key("00000000:00:06.0") == bus_key("0000:00:06") == bus_key("0000:00:06.0") == (0, 0, 6)
 
