@@ -165,7 +165,7 @@ def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] |
     (summary.json ``health``) in the title."""
     rs = [r for r in results if r.get("feature") == HEALTH_FEATURE]
     if not rs:
-        return '<td class="na hl"></td>'
+        return '<td class="na" data-col="health"></td>'
     worst = max(rs, key=lambda r: _RANK[_outcome(r)])
     cls = _CLASS[_outcome(worst)]
     lines = [f"GPU health: {_outcome(worst)}"]
@@ -178,7 +178,7 @@ def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] |
     if m.get("xids"):
         lines.append("Xid " + ", ".join(str(x.get("xid")) for x in m["xids"] if isinstance(x, Mapping)))
     lines += [f"{r.get('scenario')}: {str(r.get('message') or '')[:200]}" for r in rs if _outcome(r) in ("failed", "broken")]
-    return f'<td class="{cls} hl"><span title="{_e(chr(10).join(lines))}">{_GLYPH[cls]}</span></td>'
+    return f'<td class="{cls}" data-col="health"><span title="{_e(chr(10).join(lines))}">{_GLYPH[cls]}</span></td>'
 
 
 def render_fleet(
