@@ -316,7 +316,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         is_host = item.get_closest_marker("host") is not None
-        (keep if is_host == settings.host_only else drop).append(item)
+        anywhere = item.get_closest_marker("anywhere") is not None  # @anywhere: cluster and --host-only runs
+        (keep if anywhere or is_host == settings.host_only else drop).append(item)
     if drop:
         # Host-level features run in --host-only runs; cluster runs check the same things through their nodes.
         config.hook.pytest_deselected(items=drop)
@@ -405,9 +406,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for key, value in report.user_properties:
         if key == "gpu_conformance":
             _RESULTS.append(json.loads(value))
+        elif key == "gpu_conformance_health" and report.when == "call":
+            entry = json.loads(value)  # measured GPU health values: summary.json `health` (one object per node)
+            _HEALTH.setdefault(entry["node"] or "", {}).update(entry["measured"])
 
 
 _RESULTS: list[dict] = []
+_HEALTH: dict[str, dict] = {}
 _HEAP = HeapSettler()
 
 
@@ -499,6 +504,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "environment": setup.environment, "gpu_nodes": list(setup.nodes), "convergers": convergers,
         "results": results,
     }
+    if _HEALTH:
+        summary["health"] = {node: _HEALTH[node] for node in sorted(_HEALTH)}
     (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _split_allure(setup)
     if results:

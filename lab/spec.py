@@ -20,6 +20,13 @@ FAULTS = (
     "slow-advertise",         # the device plugin waits timing.slow_advertise_s before re-advertising
     "containerd-breaks",      # the toolkit writes a drop-in without runc (canonical/k8s-snap#1991)
     "dropin-version-too-high",  # the toolkit writes a drop-in with version 4 (NVIDIA/aicr#1688)
+    # GPU health (features/gpu_health.feature); each fails exactly that node's scenario of the check
+    "xid-79",                 # GPU 0 logged Xid 79: a kernel-log line (journalctl/dmesg) and DCGM_FI_DEV_XID_ERRORS 79
+    "row-remap-pending",      # GPU 0: nvidia-smi -q -x remapped_row_pending Yes, 1 row remapped (uncorrectable)
+    "ecc-dbe",                # GPU 0: 2 volatile (and aggregate) DRAM uncorrectable ECC errors in -q -x
+    "pcie-x8",                # GPU 0: current_link_width 8x of 16x in -q -x
+    "hw-slowdown",            # GPU 0: clocks_event_reason_hw_slowdown Active in -q -x
+    "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
 )
 NFD_MODES = ("preinstalled", "chart")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

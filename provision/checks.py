@@ -36,6 +36,7 @@ class Finding:
     ok: bool
     message: str
     attachments: dict[str, str] = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)  # values a nightly job graphs (summary.json `health`)
 
     def __bool__(self) -> bool:
         return self.ok

@@ -121,3 +121,31 @@ def node_sharing(ctx: RunContext, node: str) -> NodeSharing:
     strategy = ((config.mig_strategy if config else None) or (spec.get("mig") or {}).get("strategy")
                 or labels.get("nvidia.com/mig.strategy") or "none")
     return NodeSharing(config, source, strategy)
+
+
+_health_cache: dict[tuple[int, str], object] = {}
+
+
+def health(ctx: RunContext, node: str):
+    """The node's health inputs (provision/health.py): one host read (hostfacts.health_read) and, with a cluster,
+    one DCGM scrape, once per node per run (raises NoHostAccess / HostUnreachable like smi())."""
+    from provision import health as h
+    from provision.hostfacts import health_read
+
+    key = (id(ctx), node)
+    with _lock:
+        hit = _health_cache.get(key)
+    if hit is None:
+        try:
+            inputs = h.inputs_from(health_read(ctx.host(node), float(ctx.settings.health["xid_window_h"]) * 3600))
+            hit = h.with_dcgm(inputs, *h.scrape_dcgm(ctx, node))
+        except NoHostAccess as exc:
+            # host checks off (an API-only audit): the Xid check still reads the DCGM exporter; the others skip
+            hit = h.with_dcgm(h.HealthInputs(host_off=str(exc)), *h.scrape_dcgm(ctx, node))
+        except HostUnreachable as exc:
+            hit = exc.with_traceback(None)
+        with _lock:
+            _health_cache[key] = hit
+    if isinstance(hit, Exception):
+        raise type(hit)(*hit.args) from None
+    return hit

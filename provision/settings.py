@@ -67,6 +67,7 @@ class Settings:
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     lab_state: str | None = None
     host_only: bool = False
+    health: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HEALTH))  # GPU health thresholds
 
     @property
     def provisioning(self) -> bool:
@@ -101,6 +102,46 @@ DEFAULT_TIMEOUTS = {
     "operands_settle": 45.0,  # --provision: how long a started operand pod may take to become Ready
     "api": 10.0,              # one API request (connect + read)
 }
+
+
+# GPU health (features/gpu_health.feature; pin them under [tool.gpu-conformance.health] in pyproject.toml)
+DEFAULT_HEALTH: dict[str, Any] = {
+    "xid_window_h": 24.0,          # kernel-log Xids older than this are not counted
+    # Xids that fail the node (others are warnings): NVIDIA's Xid catalogue, memory / bus / NVLink / GSP errors
+    "critical_xids": (48, 63, 64, 74, 79, 92, 94, 95, 119, 120),
+    "max_temperature_c": 90.0,     # a GPU hotter than this fails the throttling scenario
+    "pcie_replays_warn": 100,      # PCIe replays since the driver loaded above this are a warning
+    "retired_pages_limit": 60,     # GPUs that retire pages (before Ampere): this many retired pages fail
+    "persistence_mode": None,      # "Enabled" / "Disabled": asked for; None: not checked
+    "persistenced": None,          # True: nvidia-persistenced must run; False: must not; None: not checked
+}
+
+
+def _health(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _err("health", raw, f"a table of GPU health settings: {sorted(DEFAULT_HEALTH)}")
+    out = dict(DEFAULT_HEALTH)
+    for k, v in raw.items():
+        if k not in DEFAULT_HEALTH:
+            raise _err(f"health.{k}", v, f"known health settings: {sorted(DEFAULT_HEALTH)}")
+        if k in ("xid_window_h", "max_temperature_c", "pcie_replays_warn", "retired_pages_limit"):
+            if not isinstance(v, int | float) or isinstance(v, bool) or (k != "max_temperature_c" and v < 0):
+                raise _err(f"health.{k}", v, "a number (hours, degrees C or a count)")
+            out[k] = int(v) if k in ("pcie_replays_warn", "retired_pages_limit") else float(v)
+        elif k == "critical_xids":
+            if not isinstance(v, list | tuple) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                        for x in v):
+                raise _err("health.critical_xids", v, "a list of Xid numbers such as [48, 79, 94, 95]")
+            out[k] = tuple(sorted(set(v)))
+        elif k == "persistence_mode":
+            if v is not None and str(v).lower() not in ("enabled", "disabled"):
+                raise _err("health.persistence_mode", v, '"Enabled" or "Disabled" (or leave it out: not checked)')
+            out[k] = None if v is None else str(v).capitalize()
+        else:  # persistenced
+            if v is not None and not isinstance(v, bool):
+                raise _err("health.persistenced", v, "true (nvidia-persistenced must run) or false")
+            out[k] = v
+    return out
 
 
 def _err(name: str, value: object, fix: str) -> SettingsError:
@@ -200,4 +241,4 @@ def validate(raw: dict[str, Any]) -> Settings:
             raise _err(f"timeouts.{k}", v, "a positive number of seconds")
         timeouts[k] = float(v)
     return replace(s, replicas=replicas, replica_profiles=profiles, gpu_nodes=nodes, min_driver=min_driver,
-                   timeouts=timeouts)
+                   timeouts=timeouts, health=_health(s.health))

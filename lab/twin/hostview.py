@@ -59,6 +59,9 @@ SHIMS: dict[str, tuple[str, str]] = {
     "snap": ("lab.twin.hostcmd", "snap_main"),
     "systemctl": ("lab.twin.hostcmd", "systemctl_main"),
     "docker": ("lab.twin.hostcmd", "docker_main"),
+    "journalctl": ("lab.twin.hostcmd", "journalctl_main"),
+    "dmesg": ("lab.twin.hostcmd", "dmesg_main"),
+    "lspci": ("lab.twin.hostcmd", "lspci_main"),
 }
 
 _SHIM_TEMPLATE = '''#!{python}
@@ -287,6 +290,7 @@ def _write_shims(root: Path, node: NodeSpec) -> None:
     names = ["snap", "systemctl"]
     if node.is_gpu:
         names.insert(0, "nvidia-smi")
+        names += ["journalctl", "dmesg", "lspci"]  # the kernel log and the PCI bus (GPU health)
     if node.docker:
         names.append("docker")
     bindir = root / "usr" / "bin"

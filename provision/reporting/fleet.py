@@ -157,6 +157,30 @@ def _cell_title(results: list[Mapping[str, Any]]) -> str:
     return parts[0]
 
 
+HEALTH_FEATURE = "The node's GPUs are healthy"  # features/gpu_health.feature
+
+
+def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] | None) -> str:
+    """The node's health column: the worst outcome of its GPU health scenarios, with the measured values
+    (summary.json ``health``) in the title."""
+    rs = [r for r in results if r.get("feature") == HEALTH_FEATURE]
+    if not rs:
+        return '<td class="na" data-col="health"></td>'
+    worst = max(rs, key=lambda r: _RANK[_outcome(r)])
+    cls = _CLASS[_outcome(worst)]
+    lines = [f"GPU health: {_outcome(worst)}"]
+    m = measured or {}
+    gpus = [g for g in m.get("gpus") or () if isinstance(g, Mapping)]
+    temps = [g["temperature_c"] for g in gpus if isinstance(g.get("temperature_c"), int | float)]
+    if gpus:
+        lines.append(f"{len(gpus)} GPU(s)" + (f", {m['gpus_on_bus']} on the bus" if "gpus_on_bus" in m else "")
+                     + (f", max {max(temps):g} C" if temps else ""))
+    if m.get("xids"):
+        lines.append("Xid " + ", ".join(str(x.get("xid")) for x in m["xids"] if isinstance(x, Mapping)))
+    lines += [f"{r.get('scenario')}: {str(r.get('message') or '')[:200]}" for r in rs if _outcome(r) in ("failed", "broken")]
+    return f'<td class="{cls}" data-col="health"><span title="{_e(chr(10).join(lines))}">{_GLYPH[cls]}</span></td>'
+
+
 def render_fleet(
     summary: Mapping[str, Any],
     links: Mapping[str, str],
@@ -193,6 +217,8 @@ def render_fleet(
             checks.setdefault(check, None)
     columns = list(cluster_checks) + list(checks)
     node_rows = sorted(nodes, key=_natural_key)
+    health_by_node = summary.get("health") if isinstance(summary.get("health"), Mapping) else {}
+    has_health = any(c[0] == HEALTH_FEATURE for c in columns)
 
     counts = outcome_counts(summary)
     code = exit_code(summary)
@@ -223,7 +249,9 @@ def render_fleet(
         cls_attr = ' class="bad"' if bad else ""
         attrs = f'{cls_attr} id="{_e(row_id)}" data-node="{_e(label)}"'
         cells_html = "".join(tds)
-        return f'<tr{attrs}><th>{name}</th><td class="sum">{bad or ""}</td>{cells_html}</tr>', bad > 0
+        node_results = [r for (k, _c), rs in cells.items() if k == key for r in rs]
+        health = _health_cell(node_results, health_by_node.get(key)) if has_health else ""
+        return f'<tr{attrs}><th>{name}</th><td class="sum">{bad or ""}</td>{health}{cells_html}</tr>', bad > 0
 
     body_rows = []
     for node in node_rows:
@@ -275,6 +303,8 @@ def render_fleet(
     )
     out.append('<main><table id="fleet"><thead><tr class="fr">')
     out.append('<th class="node" rowspan="2">node</th><th class="sum" rowspan="2">problems</th>')
+    if has_health:
+        out.append('<th class="sum" rowspan="2" title="worst outcome of the GPU health scenarios">health</th>')
     for feature, span in groups:
         out.append(f'<th class="feat" colspan="{span}" title="{_e(feature)}"><div class="w{span}">{_e(feature)}</div></th>')
     out.append('</tr><tr class="sr">')

@@ -45,7 +45,8 @@ def test_every_default_node_kind_is_seeded_like_a_k8s_snap_node(hosts: dict[str,
         assert cri["registry"]["config_path"] == f"{B}/etc/containerd/hosts.d"
 
         shims = {p.name for p in (root / "usr/bin").iterdir()}
-        want = {"snap", "systemctl"} | ({"nvidia-smi"} if node.is_gpu else set()) | ({"docker"} if node.docker else set())
+        gpu_shims = {"nvidia-smi", "journalctl", "dmesg", "lspci"}
+        want = {"snap", "systemctl"} | (gpu_shims if node.is_gpu else set()) | ({"docker"} if node.docker else set())
         assert shims == want
         for shim in shims:
             text = (root / "usr/bin" / shim).read_text()
