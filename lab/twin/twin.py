@@ -530,7 +530,7 @@ class Twin:
         if op.component == "gfd":
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
-            self._submit(lambda: self._label_gfd(node))
+            self._submit(lambda: self._label_gfd(node, pod))
             return
         if op.component == "dcgmExporter":
             self._set_running(pod, ready=True)
@@ -591,11 +591,13 @@ class Twin:
                      if p["spec"].get("nodeName") == node and (p["metadata"].get("labels") or {}).get("app")
                      == "gpu-feature-discovery" and (p.get("status") or {}).get("phase") == "Running"), None)
 
-    def _label_gfd(self, node: NodeSpec) -> None:
-        """GPU feature discovery's labels, from the config the node's device plugin loaded and GFD's own env."""
+    def _label_gfd(self, node: NodeSpec, gfd: dict | None = None) -> None:
+        """GPU feature discovery's labels, from the config the node's device plugin loaded and GFD's own env.
+        Called by GFD's own start (its pod given: the informer may not show it Running yet) and whenever the
+        device plugin (re)loads its config (then only if a GFD pod runs on the node)."""
         node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
         labels = node_obj["metadata"].get("labels") or {}
-        gfd = self._gfd_pod(node.name)
+        gfd = gfd if gfd is not None and self._alive(gfd) else self._gfd_pod(node.name)
         if gfd is None or "driver-broken" in node.faults:
             return
         gfd_env = podspec.env(gfd, podspec.container(gfd, "gpu-feature-discovery"))

@@ -19,6 +19,7 @@ from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
+TOOLKIT_DEPLOY_LABEL = "nvidia.com/gpu.deploy.container-toolkit"
 DROPIN_NAME = "99-nvidia.toml"
 CONTAINERD_SERVICE = "k8s.containerd"
 # NotReady messages of a containerd that refused its configuration: waiting does not heal them.
@@ -237,7 +238,14 @@ class ContainerdRestart:
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []
         dropin = self._dropin(ctx)
+        nodes = ctx.kube.snapshot().nodes
         for node in ctx.gpu_nodes:
+            labels = ((nodes.get(node) or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(TOOLKIT_DEPLOY_LABEL) == "false":
+                # No toolkit pod will ever run there (an unsupported GPU, or turned off by its owner): there is
+                # no drop-in to load, and the operator leaves the node's containerd alone.
+                result.node_skips[node] = f"{TOOLKIT_DEPLOY_LABEL}=false: no container toolkit on {node}"
+                continue
             try:
                 host = ctx.host(node)
             except NoHostAccess as exc:

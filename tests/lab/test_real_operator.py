@@ -204,3 +204,15 @@ def test_a_crash_of_the_operator_is_a_restart_of_its_pod(op_lab: Lab):
         return st.restart_count >= 1 and ready and now["pid"] not in (None, before["pid"])
 
     _wait("the operator pod to show a restart and be Ready again", restarted, timeout=120)
+
+
+def test_helm_uninstall_stops_the_operator(op_lab: Lab):
+    pid = cluster.status(op_lab.paths)["operator"]["pid"]
+    op_lab.helm("uninstall", "gpu-operator", "-n", NS, "--wait", "--timeout", "2m")
+    _wait("the operator to stop with its release", lambda: cluster.status(op_lab.paths)["operator"] is None,
+          timeout=60)
+    _wait(f"process {pid} to exit", lambda: not os.path.exists(f"/proc/{pid}") or
+          Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=30)
+    rbac = client.RbacAuthorizationV1Api(op_lab.api())
+    assert not [b.metadata.name for b in rbac.list_cluster_role_binding().items
+                if any(s.name == pki.OPERATOR.user for s in b.subjects or [])], "its mirrored rights go too"
