@@ -53,7 +53,7 @@ DOCKER_CONTAINERD = "v1.7.35"
 # the chart's toolkit image tag (values.yaml toolkit.version) -> the toolkit module version built for it
 TOOLKIT_FOR_TAG = {"v1.19.0": "v1.19.0", "v1.20.0": "v1.20.0"}
 # built by ensure_node_binaries (what the default lab and `make test` use); others on request
-DEFAULT_CONTAINERD = ("v1.7.35", "v2.3.7")
+DEFAULT_CONTAINERD = ("v1.7.35", "v2.1.9", "v2.3.7")
 DEFAULT_TOOLKITS = ("v1.19.0",)
 CONTAINERD_TAGS = "no_btrfs no_devmapper no_zfs no_aufs"
 
@@ -139,7 +139,8 @@ def ensure_containerd(version: str) -> Path:
     out = containerd_dir(version)
     if (out / "containerd").is_file() and (out / "containerd-judge").is_file():
         return out
-    major = "v1" if version.startswith("v1.") else "v2"
+    # the judge for this containerd's API: 1.x; 2.0-2.2 (LoadConfig + MigrateConfig); 2.3+ (LoadConfigWithPlugins)
+    major = "v1" if version.startswith("v1.") else ("v2.1" if int(version.split(".")[1]) < 3 else "v2")
     env = _env()
     versions.cache_root().mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -18,8 +18,9 @@ from provision.context import RunContext
 from provision.converge.cluster import DISCOVERY_CM, DISCOVERY_LABELS, TIME_SLICING_CM, discovery_service
 from provision.converge.hosts import RUNC_DROPIN
 from provision.converge.operator import DROPIN_NAME
-from provision.hostfacts import containerd_facts, docker_config, has_docker
+from provision.hostfacts import containerd_dump, containerd_facts, docker_config, has_docker
 from provision.kube import MANAGED_BY, SUITE, WaitTimeout, ready, ready_message
+from provision.observe import containerd_dump as containerd_dump_mod
 from provision.observe import dcgm, docker_daemon, gfd, nvidia_smi
 from provision.observe.timeslicing import TimeSlicingError, parse_config
 from provision.outcomes import Broken
@@ -255,36 +256,46 @@ def containerd_dropins(ctx: RunContext, node: str) -> Finding:
 
 
 def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
-    facts = containerd_facts(ctx.host(node))
-    if facts.error or facts.effective is None:
-        return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
-    eff = facts.effective
-    problems = [f.message for f in eff.errors if f.kind != "drop-in-version-higher"]
-    if "runc" not in eff.runtimes:
-        problems.append("no runc runtime")
-    if eff.default_runtime_name not in (None, "runc"):
-        problems.append(f"default runtime is {eff.default_runtime_name!r}")
-    if "nvidia" not in eff.runtimes:
-        problems.append("no nvidia runtime")
+    """runc (default) and nvidia: the node's own containerd decides (config dump); the resolver explains."""
+    host = ctx.host(node)
+    facts = containerd_facts(host)
+    verdict = containerd_dump_mod.runtimes_verdict(containerd_dump(host, facts), facts.effective, facts.error)
+    problems = verdict.problems
     att = {f"containerd {p}": t for p, t in facts.files.items()}
-    return Finding(not problems, _fix("runtimes runc (default) and nvidia in containerd's effective configuration",
-                                      "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}",
-                                      "a drop-in whose CRI section lacks runc replaces the root's (no deep merge; "
-                                      "canonical/k8s-snap#1991): set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG "
-                                      "to the snap's config.toml, then restart k8s.containerd"), att)
+    if facts.effective is not None and verdict.source == "node":
+        why = [f.message for f in facts.effective.errors if f.kind != "drop-in-version-higher"]
+        if why and not verdict.ok:
+            problems = [*problems, "the suite's resolver explains: " + "; ".join(why)]
+    asked = "the node's containerd" if verdict.source == "node" else "the suite's resolver"
+    seen = "; ".join(problems) or f"runtimes {list(verdict.runtimes)}"
+    if verdict.notes:
+        seen += " [" + "; ".join(verdict.notes) + "]"
+    return Finding(verdict.ok, _fix("runtimes runc (default) and nvidia in containerd's effective configuration "
+                                    f"(asked: {asked})",
+                                    seen,
+                                    "a drop-in whose CRI section lacks runc replaces the root's (no deep merge; "
+                                    "canonical/k8s-snap#1991): set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG "
+                                    "to the snap's config.toml, then restart k8s.containerd"), att)
 
 
 def containerd_versions(ctx: RunContext, node: str) -> Finding:
-    facts = containerd_facts(ctx.host(node))
+    host = ctx.host(node)
+    facts = containerd_facts(host)
     if facts.error or facts.effective is None:
         return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
     eff = facts.effective
     high = {p: v for p, v in eff.drop_in_versions.items() if v > eff.version}
-    return Finding(not high, _fix(f"no drop-in above the root config's version {eff.version}",
-                                  ", ".join(f"{p} has version {v}" for p, v in high.items()) or "none higher",
-                                  "containerd refuses to start with such a drop-in (NVIDIA/aicr#1688): the toolkit "
-                                  "copies the version of its config source; point RUNTIME_CONFIG_SOURCE=file at the "
-                                  "snap's config.toml"))
+    seen = ", ".join(f"{p} has version {v}" for p, v in high.items()) or "none higher"
+    fix = ("containerd refuses to start with such a drop-in (NVIDIA/aicr#1688): the toolkit copies the version of "
+           "its config source; point RUNTIME_CONFIG_SOURCE=file at the snap's config.toml")
+    dump = containerd_dump(host, facts)
+    if not dump.ran:
+        return Finding(not high, _fix(f"no drop-in above the root config's version {eff.version}", seen + " (containerd "
+                                      f"config dump could not run on the node: {dump.why}; the suite's resolver decided)",
+                                      fix))
+    verdict = containerd_dump_mod.versions_verdict(dump, high)
+    return Finding(verdict.ok, _fix(f"drop-in versions the node's containerd accepts (root version {eff.version})",
+                                    "; ".join([*verdict.problems, *verdict.notes]) or seen, fix))
 
 
 def allocatable(ctx: RunContext, node: str) -> Finding:
