@@ -229,10 +229,14 @@ def physical_count(ctx: RunContext, node: str) -> Finding:
                             "a GPU that fell off the bus needs a reboot or a reseat"), att)
 
 
-def _dropin_name(ctx: RunContext) -> str:
+def _toolkit_env(ctx: RunContext) -> dict[str, str]:
     cp = ctx.kube.snapshot().cluster_policy or {}
-    env = {e["name"]: e.get("value") for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
-    return posixpath.basename(env.get("RUNTIME_DROP_IN_CONFIG") or DROPIN_NAME)
+    return {e["name"]: str(e.get("value") or "")
+            for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
+
+
+def _dropin_name(ctx: RunContext) -> str:
+    return posixpath.basename(_toolkit_env(ctx).get("RUNTIME_DROP_IN_CONFIG") or DROPIN_NAME)
 
 
 def containerd_dropins(ctx: RunContext, node: str) -> Finding:
@@ -266,6 +270,10 @@ def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
         why = [f.message for f in facts.effective.errors if f.kind != "drop-in-version-higher"]
         if why and not verdict.ok:
             problems = [*problems, "the suite's resolver explains: " + "; ".join(why)]
+    no_runc = containerd_dump_mod.dropins_without_runc(facts.files, facts.root_path)
+    if not verdict.ok and no_runc:
+        problems = [*problems, f"drop-in without runc: {', '.join(no_runc)} ("
+                    + containerd_dump_mod.dumped_source(_toolkit_env(ctx), has_docker(host)) + ")"]
     asked = "the node's containerd" if verdict.source == "node" else "the suite's resolver"
     seen = "; ".join(problems) or f"runtimes {list(verdict.runtimes)}"
     if verdict.notes:

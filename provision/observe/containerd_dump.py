@@ -165,3 +165,35 @@ def versions_verdict(dump: Dump, higher: dict[str, int]) -> RuntimesVerdict:
         notes.append(f"{', '.join(f'{p} (version {v})' for p, v in higher.items())} above the root's version, which "
                      "the node's containerd accepts: the node's containerd wins")
     return RuntimesVerdict(True, [], (), "node", notes)
+
+
+def dropins_without_runc(files: dict[str, str], root_path: str) -> list[str]:
+    """Drop-ins whose CRI table declares runtimes but not runc (on containerd 1.x that table replaces the root's)."""
+    out = []
+    for path, text in sorted(files.items()):
+        if path == root_path:
+            continue
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            continue
+        for pid in CRI_IDS:
+            rts = (((data.get("plugins") or {}).get(pid) or {}).get("containerd") or {}).get("runtimes")
+            if isinstance(rts, dict) and "runc" not in rts:
+                out.append(path)
+                break
+    return out
+
+
+def dumped_source(toolkit_env: dict[str, str], docker: bool) -> str:
+    """Which config the toolkit copied into its drop-in, from its RUNTIME_CONFIG_SOURCE (nvidia-ctk-installer's
+    default ``command,file``): ``command`` runs the ``containerd`` on the host's PATH - Docker's on a host with
+    Docker, whose config has the CRI plugin disabled; without Docker it fails and ``file`` is used."""
+    sources = toolkit_env.get("RUNTIME_CONFIG_SOURCES") or toolkit_env.get("RUNTIME_CONFIG_SOURCE") or "command,file"
+    first = sources.split(",")[0].strip()
+    if first == "command" and docker:
+        return (f"RUNTIME_CONFIG_SOURCE={sources}: the toolkit ran `containerd config dump`, which on this host is "
+                "Docker's /usr/bin/containerd (CRI plugin disabled): its drop-in has no runc")
+    config = toolkit_env.get("CONTAINERD_CONFIG") or "/etc/containerd/config.toml"
+    return f"RUNTIME_CONFIG_SOURCE={sources}: the toolkit copied {first if first != 'command' else 'file'} " \
+           f"({config})"

@@ -22,8 +22,9 @@ NO_RUNC = 'no corresponding runtime configured in `containerd.runtimes` for `con
 ETC_DROP_IN = "/etc/containerd/conf.d/99-nvidia.toml"
 # The original playbooks' toolkit env (../shared/reference/original-playbooks.md): CONTAINERD_CONFIG and
 # CONTAINERD_SOCKET under the snap, no RUNTIME_DROP_IN_CONFIG (so /etc/containerd/conf.d/99-nvidia.toml), no
-# RUNTIME_CONFIG_SOURCE (so command,file); CDI on (the chart's default), so the nvidia runtime is not the default
-PLAYBOOK_ENV = {"CONTAINERD_CONFIG": SNAP_CONFIG, "CONTAINERD_SOCKET": SNAP_SOCKET}
+# RUNTIME_CONFIG_SOURCE (so command,file), CONTAINERD_SET_AS_DEFAULT "true"; CDI on (the chart's default), so the
+# operator sets NVIDIA_RUNTIME_SET_AS_DEFAULT=false, which the installer reads before CONTAINERD_SET_AS_DEFAULT
+PLAYBOOK_ENV = {"CONTAINERD_CONFIG": SNAP_CONFIG, "CONTAINERD_SOCKET": SNAP_SOCKET, "CONTAINERD_SET_AS_DEFAULT": "true"}
 # /etc/containerd/conf.d/00-k8s-runc.toml as the original playbooks write it
 RUNC_DROPIN = """version = 2
 [plugins."io.containerd.grpc.v1.cri".containerd]
