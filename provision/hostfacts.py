@@ -120,6 +120,22 @@ def containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dump
     containerd for the snap's config. A host folder (exec mode ``path``, the lab) runs the binary inside a
     chroot of the folder, as the host itself would (needs root). Read-only: ``config dump`` changes nothing.
     """
+    key = (host.name, str(host.spec.root), tuple(sorted(facts.files.items())))
+    cached = _DUMPS.get(key)
+    if cached is not None:
+        return cached
+    dump = _containerd_dump(host, facts)
+    if len(_DUMPS) > 4096:
+        _DUMPS.clear()
+    _DUMPS[key] = dump
+    return dump
+
+
+# containerd's dump depends only on its files (and binary): one run per host and set of files per process
+_DUMPS: dict[tuple, containerd_dump_mod.Dump] = {}
+
+
+def _containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dump_mod.Dump:
     if host.exists(SNAP_CONTAINERD):
         binary, config = SNAP_CONTAINERD, facts.root_path
     elif not host.exists(BASE_DIR_FILE) and host.exists(VANILLA_CONTAINERD):

@@ -74,6 +74,15 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
     return values, notes
 
 
+def _node_runtime_failure(ctx: RunContext, node: str) -> str | None:
+    """Audit of a node whose containerd restart the suite did not record: when the node's own containerd (config
+    dump) already has no runc or no nvidia, say that with containerd's words instead of "not converged"."""
+    from provision import checks  # late: checks imports this module
+
+    finding = checks.containerd_runtimes(ctx, node)
+    return None if finding.ok else f"containerd on {node} does not run with runc and nvidia: {finding.message}"
+
+
 def _env_map(values: dict) -> dict[str, str]:
     return {e["name"]: str(e.get("value")) for e in (((values.get("toolkit") or {}).get("env")) or [])}
 
@@ -226,6 +235,10 @@ class ContainerdRestart:
             if state.get("containerd_restart_failed") and needs_restart and ctx.settings.mode != "provision":
                 result.node_failures[node] = (f"containerd on {node} does not run the NVIDIA runtime: the last "
                                               f"--provision had to revert it. {state['containerd_restart_failed']}")
+            if needs_restart and ctx.settings.mode != "provision" and node not in result.node_failures:
+                failure = _node_runtime_failure(ctx, node)   # the node's own containerd already refuses
+                if failure:
+                    result.node_failures[node] = failure
             if text is None:
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart",
                                       f"after the toolkit writes {dropin}"))

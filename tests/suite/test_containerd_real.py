@@ -75,6 +75,8 @@ def test_1991_the_spark_node_goes_not_ready_with_containerds_own_error(playbook_
     for part in (NO_RUNC, "/etc/containerd/conf.d/99-nvidia.toml", "Docker's /usr/bin/containerd",
                  "asked: the node's containerd"):
         assert part in msg, (part, msg)
+    # gpu-a (no Docker): the toolkit fell back to the snap's config file, its containerd runs runc and nvidia.
+    # The audit cannot tell whether the running containerd loaded the drop-in the suite did not restart it for,
+    # so its containerd scenarios say "not converged" - but never containerd's error.
     gpu_a = {r["scenario"]: r for r in run.results("gpu-a")}
-    assert gpu_a[SCENARIO]["outcome"] == "passed", gpu_a[SCENARIO]
-    assert gpu_a["The node is Ready"]["outcome"] == "passed"
+    assert NO_RUNC not in gpu_a[SCENARIO]["message"] and "not converged" in gpu_a[SCENARIO]["message"], gpu_a[SCENARIO]
