@@ -14,7 +14,7 @@ from packaging.version import InvalidVersion, Version
 from provision.context import NoHostAccess, RunContext
 from provision.engine import Change, ConvergeError, Result
 from provision.helm import HelmError, unknown_value_paths
-from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts
+from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
 from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
 
@@ -66,11 +66,19 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
             {"name": "CONTAINERD_SOCKET", "value": posixpath.join(snap, "run/containerd/containerd.sock")},
             {"name": "RUNTIME_DROP_IN_CONFIG", "value": posixpath.join(conf_d, DROPIN_NAME)},
             {"name": "RUNTIME_CONFIG_SOURCE", "value": "file"},
+            # the installer's default (signal) makes every node's containerd exit at once when the toolkit pods
+            # start (SIGHUP; systemd restarts it): the suite restarts them one by one instead (containerd-restart)
+            {"name": "RUNTIME_RESTART_MODE", "value": "none"},
         ]},
         "cdi": {"enabled": not old},
     }
     if old:
         notes.append(f"cdi.enabled=false: containerd older than 1.7 on {', '.join(old)}")
+    docker = [n for n in ctx.gpu_nodes if n in base_dirs and has_docker(ctx.host(n))]
+    if docker:
+        notes.append(f"RUNTIME_CONFIG_SOURCE=file on {', '.join(docker)}: the toolkit's default source `command` "
+                     "runs the containerd on PATH, Docker's there, and copies its config (CRI disabled, no runc) into "
+                     "the drop-in, which the snap's containerd 1.x then refuses (canonical/k8s-snap#1991)")
     return values, notes
 
 
