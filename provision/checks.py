@@ -246,17 +246,17 @@ def containerd_dropins(ctx: RunContext, node: str) -> Finding:
         return Finding(False, _fix("a readable containerd config", facts.error, "fix the file named"))
     names = {posixpath.basename(p): p for p in facts.dropins()}
     problems = []
-    for want in (RUNC_DROPIN, _dropin_name(ctx)):
+    for want in (_dropin_name(ctx),):     # 00-k8s-runc.toml: not needed (provision/converge/hosts.py)
         if want not in names:
             elsewhere = [p for p in (f"/etc/containerd/conf.d/{want}", posixpath.join(facts.conf_d, want))
                          if host.exists(p)]
             where = f" (it is at {elsewhere[0]}, which containerd does not import)" if elsewhere else ""
             problems.append(f"{want} not in an imported directory{where}")
     att = {f"containerd: {facts.root_path}": facts.files.get(facts.root_path, "")}
-    return Finding(not problems, _fix(f"{RUNC_DROPIN} and {_dropin_name(ctx)} in a directory containerd imports "
+    return Finding(not problems, _fix(f"{_dropin_name(ctx)} in a directory containerd imports "
                                       f"({', '.join(facts.import_dirs) or 'none'})", "; ".join(problems) or "both there",
                                       f"set toolkit env RUNTIME_DROP_IN_CONFIG={facts.conf_d}/{DROPIN_NAME} (--provision "
-                                      "does) and keep the runc drop-in there"), att)
+                                      f"does); {RUNC_DROPIN} is not needed"), att)
 
 
 def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
