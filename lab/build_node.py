@@ -115,6 +115,9 @@ def containerd_build_for(version: str) -> str:
 
 
 def _env() -> dict[str, str]:
+    if shutil.which("go") is None:
+        raise BuildError("the lab builds containerd and the toolkit with Go, and `go` is not on PATH: install Go "
+                         "1.26 or newer (containerd v2.3.7's go.mod asks for go 1.26.8)")
     env = _go_env()
     env["GOTOOLCHAIN"] = "local"
     return env

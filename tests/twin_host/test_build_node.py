@@ -17,14 +17,14 @@ def test_tracks_pick_their_containerd() -> None:
     assert NodeSpec(name="a", k8s_snap_track="1.36").containerd_version == "2.3.7"
     spec = parse({"nodes": [{"name": "a", "k8s_snap_track": 1.36}]}, Path("/x.yaml"))
     assert spec.nodes[0].containerd_version == "2.3.7" and spec.nodes[0].k8s_snap_track == "1.36"
-    with pytest.raises(SpecError, match="k8s_snap_track '1.20' is not one the lab builds containerd for"):
+    with pytest.raises(SpecError, match=r"k8s_snap_track '1\.20' is not one the lab builds containerd for"):
         NodeSpec(name="a", k8s_snap_track="1.20")
 
 
 def test_builds_for_versions_and_tags() -> None:
     assert build_node.containerd_build_for("1.7.28") == "v1.7.35"       # same minor, newest served
     assert build_node.containerd_build_for("v2.3.7") == "v2.3.7"
-    with pytest.raises(BuildError, match="no lab build of containerd for '1.6.9'"):
+    with pytest.raises(BuildError, match=r"no lab build of containerd for '1\.6\.9'"):
         build_node.containerd_build_for("1.6.9")
     assert build_node.toolkit_version_for("v1.19.0") == "v1.19.0"
     assert build_node.toolkit_version_for("v1.20.0-ubuntu20.04") == "v1.20.0"
