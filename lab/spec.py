@@ -62,7 +62,7 @@ class NodeSpec:
     docker: bool = False
     control_plane: bool = False
     containerd_base_dir: str = "/var/lib/k8s-containerd"
-    containerd_version: str = "1.7.28"
+    containerd_version: str = ""     # "" = the k8s_snap_track's (lab/build_node.py CONTAINERD_FOR_TRACK)
     arch: str = "amd64"
     files: dict[str, Path] = field(default_factory=dict)
     faults: tuple[str, ...] = ()
@@ -76,6 +76,17 @@ class NodeSpec:
     # NFD ran before: a standalone NFD, or an earlier install), or "chart" (only the chart's NFD worker
     # DaemonSet labels it, as on a fresh cluster; the suite then needs --gpu-nodes to find GPU nodes).
     nfd: str = "preinstalled"
+    k8s_snap_track: str = "1.34"     # picks containerd and the root config k8sd writes (docs/containerd.md)
+
+    def __post_init__(self) -> None:
+        if not self.containerd_version:
+            from lab.build_node import CONTAINERD_FOR_TRACK
+
+            track = CONTAINERD_FOR_TRACK.get(self.k8s_snap_track)
+            if track is None:
+                raise SpecError(f"node {self.name}: k8s_snap_track {self.k8s_snap_track!r} is not one the lab "
+                                f"builds containerd for; known: {sorted(CONTAINERD_FOR_TRACK)}")
+            object.__setattr__(self, "containerd_version", track.lstrip("v"))
 
     @property
     def is_gpu(self) -> bool:
@@ -129,6 +140,8 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
     kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi")}
     if "driver" in kwargs:
         kwargs["driver"] = str(kwargs["driver"])
+    if "k8s_snap_track" in kwargs:
+        kwargs["k8s_snap_track"] = str(kwargs["k8s_snap_track"])
     if "compute_cap" in kwargs:
         kwargs["compute_cap"] = str(kwargs["compute_cap"])
     return NodeSpec(**kwargs, files=files, faults=faults, nvidia_smi=smi_path)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from provision.hosts.access import HostAccess
 from provision.observe import containerd as ctd
+from provision.observe import containerd_dump as containerd_dump_mod
 from provision.observe import docker_daemon, nvidia_smi
 
 BASE_DIR_FILE = "/var/snap/k8s/common/lock/.containerd-base-dir"
@@ -166,3 +167,49 @@ def health_read(host: HostAccess, window_s: float) -> HealthRead:
     if "smi" not in read.parts:  # the script did not get as far as its first marker
         read.parts["smi"] = (res.rc or 1, (res.stdout + res.stderr).strip())
     return read
+
+SNAP_CONTAINERD = "/snap/k8s/current/bin/containerd"
+VANILLA_CONTAINERD = "/usr/bin/containerd"
+DUMP_TIMEOUT_S = 30
+
+
+def containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dump_mod.Dump:
+    """Ask the node's own containerd for its effective config: ``<bin> --config <root config> config dump``.
+
+    The k8s snap's binary when the host has it (the root config from the lock file, as containerd_facts found
+    it), else a vanilla ``/usr/bin/containerd`` with its ``/etc/containerd/config.toml`` - but never Docker's
+    containerd for the snap's config. A host folder (exec mode ``path``, the lab) runs the binary inside a
+    chroot of the folder, as the host itself would (needs root). Read-only: ``config dump`` changes nothing.
+    """
+    key = (host.name, str(host.spec.root), tuple(sorted(facts.files.items())))
+    cached = _DUMPS.get(key)
+    if cached is not None:
+        return cached
+    dump = _containerd_dump(host, facts)
+    if len(_DUMPS) > 4096:
+        _DUMPS.clear()
+    _DUMPS[key] = dump
+    return dump
+
+
+# containerd's dump depends only on its files (and binary): one run per host and set of files per process
+_DUMPS: dict[tuple, containerd_dump_mod.Dump] = {}
+
+
+def _containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dump_mod.Dump:
+    if host.exists(SNAP_CONTAINERD):
+        binary, config = SNAP_CONTAINERD, facts.root_path
+    elif not host.exists(BASE_DIR_FILE) and host.exists(VANILLA_CONTAINERD):
+        binary, config = VANILLA_CONTAINERD, "/etc/containerd/config.toml"
+    else:
+        return containerd_dump_mod.Dump(ran=False, why=f"no containerd binary at {SNAP_CONTAINERD}")
+    argv = [binary, "--config", config, "config", "dump"]
+    if host.spec.exec_mode == "path" and host.spec.root not in (None, "/"):
+        argv = ["chroot", str(host.spec.root), *argv]
+    res = host.run(argv, timeout=DUMP_TIMEOUT_S)
+    if res.timed_out:
+        return containerd_dump_mod.Dump(ran=False, argv=tuple(argv), why=f"timed out after {DUMP_TIMEOUT_S}s")
+    if res.rc in (125, 126, 127) or (res.rc != 0 and "chroot:" in res.stderr):
+        why = (res.stderr.strip().splitlines() or [f"exit {res.rc}"])[-1]
+        return containerd_dump_mod.Dump(ran=False, argv=tuple(argv), rc=res.rc, stderr=res.stderr, why=why)
+    return containerd_dump_mod.Dump(ran=True, argv=tuple(argv), rc=res.rc, stdout=res.stdout, stderr=res.stderr)

@@ -44,8 +44,6 @@ WORKER_SERVICES = ("containerd", "k8s-apiserver-proxy", "k8sd", "kube-proxy", "k
 DAEMON_JSON = "/etc/docker/daemon.json"
 DOCKER_NOT_RUNNING = ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
                       "Is the docker daemon running?")
-# containerd per k8s-snap track (/work/shared/reference/gpu-stack.md); used by `snap list k8s`
-_TRACKS = (("1.6", "1.32"), ("1.7", "1.33"), ("2.0", "1.35"), ("2.1", "1.35"), ("2.2", "1.35"), ("2.3", "1.36"))
 
 
 def _print(result: Result) -> int:
@@ -126,10 +124,9 @@ def snap_run(host_root: Path, argv: list[str]) -> Result:
         if args and args != ["k8s"]:
             return 1, "", "error: no matching snaps installed\n"
         try:
-            ctr = load_node(root).containerd_version
+            track = load_node(root).k8s_snap_track
         except FileNotFoundError:
-            ctr = containerd.DEFAULT_CONTAINERD_VERSION
-        track = next((t for prefix, t in _TRACKS if ctr.startswith(prefix)), "1.33")
+            track = "1.34"
         rows = [("Name", "Version", "Rev", "Tracking", "Publisher", "Notes"),
                 ("k8s", f"v{track}.0", "-", f"{track}-classic/stable", "canonical✓", "classic")]
         width = [max(len(r[i]) for r in rows) for i in range(5)]

@@ -41,6 +41,13 @@ ExecStart=/usr/bin/touch {READY_FILE}
 WantedBy=multi-user.target
 """
 RUNC_DROPIN = "00-k8s-runc.toml"
+# The original playbooks' runc drop-in, tried with the real programs (containerd 1.7.35, 2.1.9, 2.3.7; toolkit
+# v1.19.0, v1.20.0; docs/containerd.md): it never kept runc that the toolkit's drop-in dropped (on 1.x the later
+# 99-nvidia.toml replaces its CRI table; on 2.x and with RUNTIME_CONFIG_SOURCE=file runc is there without it),
+# and loaded after the drop-in it drops nvidia. So the suite does not install it; a node's existing one is left.
+RUNC_DROPIN_HELPS = False
+RUNC_DROPIN_NOTE = (f"{RUNC_DROPIN} is not installed: with the real containerd it never kept runc that the "
+                    "toolkit's drop-in dropped (docs/containerd.md); RUNTIME_CONFIG_SOURCE=file is the fix")
 
 
 def _each_host(ctx: RunContext, result: Result):
@@ -186,18 +193,21 @@ class RuncDropIn:
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []
+        if not RUNC_DROPIN_HELPS and RUNC_DROPIN_NOTE not in result.notes:
+            result.notes.append(RUNC_DROPIN_NOTE)
         for node, host in _each_host(ctx, result):
             facts = containerd_facts(host)
             if facts.error:
                 result.node_errors[node] = facts.error
                 continue
             assert facts.effective is not None
-            path = posixpath.join(facts.conf_d, RUNC_DROPIN)
-            want = ctd.render_runc_dropin(facts.effective.version)
-            have = host.read_text(path)
-            if have != want:
-                changes.append(Change(self.name, node, f"{path} on {node}", "create" if have is None else "update",
-                                      "re-declare runc (default runtime) for containerd's CRI plugin"))
+            if RUNC_DROPIN_HELPS:
+                path = posixpath.join(facts.conf_d, RUNC_DROPIN)
+                want = ctd.render_runc_dropin(facts.effective.version)
+                have = host.read_text(path)
+                if have != want:
+                    changes.append(Change(self.name, node, f"{path} on {node}", "create" if have is None else "update",
+                                          "re-declare runc (default runtime) for containerd's CRI plugin"))
             if not ctx.host_record(node).state().get("containerd_baseline"):
                 changes.append(Change(self.name, node, f"containerd baseline on {node}", "create",
                                       "keep a copy of containerd's config files for an exact revert"))

@@ -35,7 +35,7 @@ def _spec() -> dict:
     for name, faults in FAULT_NODES.items():
         node: dict = {"name": name, "gpus": 1, "faults": faults}
         if name == "f-version":
-            node["containerd_version"] = "2.1.4"  # containerd >= 2.0 checks drop-in versions
+            node["k8s_snap_track"] = "1.35"  # containerd 2.1 refuses a version 4 drop-in (2.3 accepts it)
         nodes.append(node)
     return {"nodes": nodes, "timing": {"slow_advertise_s": 2.0}}
 
@@ -130,8 +130,8 @@ def test_containerd_faults_take_their_node_down_and_only_it(faulty_lab: Lab):
     nodes = _wait(faulty_lab.core, "f-breaks and f-version NotReady",
                   lambda ns: all(not _ready(ns[n]) for n in ("f-breaks", "f-version")))
     msg = _ready_message(nodes["f-breaks"])
-    assert 'no corresponding runtime configured in containerd.runtimes for default_runtime_name = "runc"' in msg
-    assert "higher than root config version" in _ready_message(nodes["f-version"])
+    assert 'no corresponding runtime configured in `containerd.runtimes` for `containerd` `default_runtime_name = "runc"' in msg
+    assert "expected containerd config version equal to or less than `3`, got `4`" in _ready_message(nodes["f-version"])
     healthy = set(FAULT_NODES) - {"f-breaks", "f-version"}
     assert all(_ready(nodes[n]) for n in healthy), {n: _ready_message(nodes[n]) for n in healthy}
 
