@@ -358,7 +358,8 @@ def test_a_missing_dropin_says_what_containerd_imports(tmp_path: Path) -> None:
     ctx = SimpleNamespace(host=lambda node: host,
                           kube=SimpleNamespace(snapshot=lambda: SimpleNamespace(cluster_policy=None)))
     finding = checks.containerd_dropins(ctx, "gpu-a")
-    assert f"00-k8s-runc.toml is in no imported directory (containerd imports {SNAP_ETC}/conf.d/*.toml)" in (
+    # Only the toolkit's drop-in is required (00-k8s-runc.toml never kept runc with the real containerd).
+    assert f"99-nvidia.toml is in no imported directory (containerd imports {SNAP_ETC}/conf.d/*.toml)" in (
         finding.message)
 
 
