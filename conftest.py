@@ -491,6 +491,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         convergers.append({"name": r.name, "planned": [c.line() for c in r.planned],
                            "applied": [c.line() for c in r.applied], "error": r.error, "seconds": r.seconds})
     results = sorted(_RESULTS, key=lambda r: (r["node"] or "", r["feature"], r["scenario"]))
+    if "driver_versions" not in setup.environment and not setup.settings.host_only:
+        setup.environment["driver_versions"] = _driver_versions(setup)
     summary = {
         "run_id": setup.run_id, "mode": setup.settings.mode,
         "started": dt.datetime.fromtimestamp(setup.started, dt.UTC).isoformat(),
@@ -504,6 +506,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from provision.reporting.exit_codes import final_exit_code
 
         session.exitstatus = final_exit_code(int(exitstatus), summary)
+
+
+def _driver_versions(setup: _Setup) -> dict[str, str]:
+    """The GPU nodes' driver versions from their GFD labels, read at the end of the run (a --provision may have
+    just started GFD); a node without the labels is left out (its report says unknown)."""
+    if not setup.nodes:
+        return {}
+    from provision.kube import Kube, connect
+    from provision.observe.gfd import driver_versions
+
+    try:
+        nodes = Kube(connect(setup.settings), setup.settings).list_nodes()
+    except Exception as exc:  # noqa: BLE001 - informational only; the run's results matter more
+        print(f"[gpu-conformance] could not read the nodes' driver labels: {exc}", file=sys.stderr)
+        return {}
+    return driver_versions(nodes, setup.nodes)
 
 
 def _split_allure(setup: _Setup) -> None:

@@ -15,9 +15,11 @@ What Allure 3 (npm ``allure`` 3.18) does, found by running it:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HISTORY_FILE = "history.jsonl"
 DEFAULT_HISTORY_LIMIT = 30
 GENERATE_TIMEOUT_S = 900
+_INLINED = re.compile(r'\bd\("([\w./-]+)","([A-Za-z0-9+/=]*)"\)')
 _PER_REPORT_FILES = frozenset({"index.html", "summary.json", "test-results.json", HISTORY_FILE})
 
 
@@ -119,8 +122,13 @@ def generate_reports(
     jobs: int | None = None,
     allure_bin: Path | str | None = None,
     history_limit: int | None = DEFAULT_HISTORY_LIMIT,
+    single_file: bool = True,
 ) -> dict[str, Path]:
     """Generate every report of ``specs`` into ``html_root/<key>/``; return ``{key: .../index.html}``.
+
+    ``single_file`` (default): each report is one ``index.html`` that opens from disk; False: Allure's
+    multi-file form (app bundle shared by hard links, data fetched at run time: needs an HTTP server,
+    ``python -m provision.reporting serve RUN``).
 
     ``html_root`` is rebuilt: whatever was there goes. ``previous``: a previous run's folder (or its ``html``
     folder) whose per-report history files seed this run's, so Allure's trends continue. Reports are
@@ -153,7 +161,8 @@ def generate_reports(
             history = out / HISTORY_FILE
             if spec.key in seeds:
                 shutil.copyfile(seeds[spec.key], history)
-            config = allure_config(name=spec.name, history_path=history, history_limit=history_limit, whole_run=spec.whole_run)
+            config = allure_config(name=spec.name, history_path=history, history_limit=history_limit,
+                                   whole_run=spec.whole_run, single_file=single_file)
             config.update(spec.extra_config)
             config_path = write_allure_config(tmp / f"{spec.key}.allurerc.json", config)
             return spec.key, _run_generate(cli, spec, out, config_path, tmp)
@@ -209,6 +218,7 @@ class ReportIndex:
         self.report_dir = Path(report_dir)
         self._tests: list[dict[str, Any]] | None = None
         self._features: dict[str, str | None] = {}
+        self._inlined: dict[str, str] | None = None
 
     @property
     def tests(self) -> list[dict[str, Any]]:
@@ -237,7 +247,7 @@ class ReportIndex:
         if test_id not in self._features:
             feature = None
             try:
-                data = json.loads((self.report_dir / "data" / "test-results" / f"{test_id}.json").read_text("utf-8"))
+                data = self._test_data(test_id)
                 for label in data.get("labels") or ():
                     if label.get("name") == "feature":
                         feature = label.get("value")
@@ -245,6 +255,20 @@ class ReportIndex:
                 pass
             self._features[test_id] = feature
         return self._features[test_id]
+
+    def _test_data(self, test_id: str) -> dict[str, Any]:
+        """One test's data file: ``data/test-results/<id>.json``, or inlined in a single-file ``index.html``."""
+        path = self.report_dir / "data" / "test-results" / f"{test_id}.json"
+        if path.is_file():
+            return json.loads(path.read_text("utf-8"))
+        # Single-file form: each data file is a call d("<name>","<base64>") in an inline script.
+        if self._inlined is None:
+            html = (self.report_dir / "index.html").read_text("utf-8")
+            self._inlined = dict(_INLINED.findall(html))
+        encoded = self._inlined.get(f"data/test-results/{test_id}.json")
+        if encoded is None:
+            raise ValueError(f"no data for test {test_id} in {self.report_dir}")
+        return json.loads(base64.b64decode(encoded))
 
     def test_id(self, scenario: str, outcome: str, feature: str | None = None) -> str | None:
         """The id of the one test named ``scenario`` with status ``outcome`` (and ``feature``), else None."""

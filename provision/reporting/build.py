@@ -51,8 +51,12 @@ def build_reports(
     jobs: int | None = None,
     allure_bin: Path | str | None = None,
     history_limit: int | None = DEFAULT_HISTORY_LIMIT,
+    single_file: bool = True,
 ) -> ReportPaths:
     """Build all reports of ``run_dir``; ``previous``: the previous run's folder, to carry Allure history.
+
+    ``single_file`` (default): every Allure report is one file that opens from disk (``file://``, as a CI
+    artifact is); False: Allure's multi-file form, to be served (``python -m provision.reporting serve``).
 
     Prints nothing. Raises AllureSetupError when the Allure CLI is not installed (run the set-up), ValueError
     for a node name that is not a DNS-1123 subdomain.
@@ -90,7 +94,8 @@ def build_reports(
         label = "cluster-wide" if key == CLUSTER_KEY else key
         specs.append(ReportSpec(key=key, results_dirs=(folder,), name=f"{label} \u2014 {cluster} \u2014 run {run_id}"))
     html = generate_reports(
-        specs, run_dir / "html", previous=previous, jobs=jobs, allure_bin=allure_bin, history_limit=history_limit
+        specs, run_dir / "html", previous=previous, jobs=jobs, allure_bin=allure_bin, history_limit=history_limit,
+        single_file=single_file,
     )
     fleet = write_fleet(run_dir)
     return ReportPaths(

@@ -1,10 +1,9 @@
-"""The reports as a person sees them: headless Chromium over HTTP on 127.0.0.1."""
+"""The reports as a person sees them: headless Chromium, opening them from disk (file://), as a CI artifact is
+opened. (Over HTTP is how the multi-file form is checked: test_reports_served.py.)"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
@@ -17,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def base_url(sample_run: SampleRun, serve: Callable[[Path], str]) -> str:
-    return serve(sample_run.run_dir)
+def base_url(sample_run: SampleRun) -> str:
+    return sample_run.run_dir.as_uri() + "/"
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:

@@ -1,14 +1,14 @@
 """The reports of a real lab run with one faulty node, as a person sees them (headless Chromium), and
-without a trace of the lab's credentials."""
+without a trace of the lab's credentials. Opened from disk (file://), as a CI artifact is."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import json
 from urllib.parse import urljoin
 
 import pytest
 
+from lab.spec import NodeSpec
 from provision.reporting.build import build_reports
 from provision.reporting.secrets_scan import needles_from_pem, scan
 from tests.suite.runner import run_suite
@@ -16,6 +16,7 @@ from tests.suite.runner import run_suite
 from .conftest import Chromium, parse_rows
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
+LAB_DRIVER = NodeSpec.driver  # the lab's default driver version (lab/spec.py)
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +33,9 @@ def lab_run(module_lab_factory, tmp_path_factory):
     return lab, provision, audit, paths
 
 
-def test_fleet_page_of_a_lab_run_in_chromium(lab_run, serve: Callable[[Path], str], chromium: Chromium):
+def test_fleet_page_of_a_lab_run_in_chromium_from_disk(lab_run, chromium: Chromium):
     _, _, audit, paths = lab_run
-    base = serve(audit.run_dir)
-    fleet_url = urljoin(base, "fleet.html")
+    fleet_url = paths.fleet.as_uri()
     rows = parse_rows(chromium.dump_dom(fleet_url))
     assert sorted(rows) == ["cluster-wide", "gpu-a", "gpu-b"]
     assert all(c[0] in ("p", "s", "na") for c in rows["gpu-a"]["cells"]), rows["gpu-a"]
@@ -49,6 +49,17 @@ def test_fleet_page_of_a_lab_run_in_chromium(lab_run, serve: Callable[[Path], st
     shot = chromium.screenshot(fleet_url, audit.run_dir / "fleet.png")
     assert shot.stat().st_size > 10_000
     assert paths.fleet == audit.run_dir / "fleet.html"
+
+
+def test_node_report_names_the_nodes_driver_from_disk(lab_run, chromium: Chromium):
+    _, provision, audit, paths = lab_run
+    for run in (provision, audit):  # --provision: read after GFD labelled the nodes, not at discovery
+        summary = json.loads((run.run_dir / "summary.json").read_text(encoding="utf-8"))
+        assert summary["environment"]["driver_versions"] == {"gpu-a": LAB_DRIVER, "gpu-b": LAB_DRIVER}
+    props = (audit.run_dir / "allure-results-by-node" / "gpu-b" / "environment.properties").read_text()
+    assert f"driver={LAB_DRIVER}" in props and "unknown" not in props
+    dom = chromium.dump_dom(paths.node_html["gpu-b"].as_uri())
+    assert "Metadata" in dom and LAB_DRIVER in dom
 
 
 def test_reports_hold_no_credentials(lab_run):
