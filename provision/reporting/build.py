@@ -44,6 +44,14 @@ def _summary_nodes(summary: dict[str, Any]) -> set[str]:
     return nodes
 
 
+def previous_run_dir(summary: dict[str, Any]) -> Path | None:
+    """The previous run the suite compared this run with (``changes_since_previous``), if its folder is still there:
+    its Allure history carries the trends on."""
+    prev = (summary.get("changes_since_previous") or {}).get("previous") or {}
+    folder = Path(prev["dir"]) if prev.get("dir") else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def build_reports(
     run_dir: Path | str,
     previous: Path | str | None = None,
@@ -53,7 +61,8 @@ def build_reports(
     history_limit: int | None = DEFAULT_HISTORY_LIMIT,
     single_file: bool = True,
 ) -> ReportPaths:
-    """Build all reports of ``run_dir``; ``previous``: the previous run's folder, to carry Allure history.
+    """Build all reports of ``run_dir``; ``previous``: the previous run's folder, to carry Allure history
+    (default: the run the suite compared this one with, from summary.json's ``changes_since_previous``).
 
     ``single_file`` (default): every Allure report is one file that opens from disk (``file://``, as a CI
     artifact is); False: Allure's multi-file form, to be served (``python -m provision.reporting serve``).
@@ -65,6 +74,8 @@ def build_reports(
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     results_dir = run_dir / "allure-results"
     results_dir.mkdir(exist_ok=True)
+    if previous is None:
+        previous = previous_run_dir(summary)
 
     split_root = run_dir / SPLIT_DIR
     if split_root.exists():
