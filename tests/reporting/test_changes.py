@@ -186,3 +186,22 @@ def test_fleet_page_opens_with_the_changes(previous: dict[str, Any], current: di
     assert "No previous run of this mode against this cluster" in first
     assert '<section id="changes">' not in render_fleet({k: v for k, v in current.items()
                                                          if k != "changes_since_previous"}, links)
+
+
+def test_nightly_settings_are_checked_before_the_run(tmp_path: Path, current: dict[str, Any]) -> None:
+    from provision.settings import SettingsError, validate
+
+    with pytest.raises(SettingsError, match=r"fail_on='sometimes'.*any.*new"):
+        validate({"fail_on": "sometimes"})
+    with pytest.raises(SettingsError, match=r"previous_run=.*holding summary\.json"):
+        validate({"previous_run": str(tmp_path)})
+    with pytest.raises(SettingsError, match=r"only \*\.prom files"):
+        validate({"metrics_file": str(tmp_path / "metrics.txt")})
+    with pytest.raises(SettingsError, match="does not exist"):
+        validate({"metrics_file": str(tmp_path / "absent" / "gpu.prom")})
+    with pytest.raises(SettingsError, match="Pushgateway's URL"):
+        validate({"pushgateway": "pushgateway:9091"})
+    run = _write_run(tmp_path, "r1", current)
+    s = validate({"fail_on": "new", "previous_run": str(run), "metrics_file": str(tmp_path / "gpu.prom"),
+                  "pushgateway": "http://127.0.0.1:9091"})
+    assert (s.fail_on, s.previous_run, s.pushgateway_job) == ("new", str(run), "gpu-conformance")
