@@ -79,3 +79,58 @@ def test_reports_hold_no_credentials(lab_run):
         assert scan(audit.run_dir, needles)
     finally:
         planted.unlink()
+
+
+@pytest.fixture(scope="module")
+def nights(lab_run, tmp_path_factory):
+    """Four read-only audits of the lab in one reports folder, as nightly runs: gpu-b appears (with its DCGM
+    fault), gpu-a disappears, then a night with nothing new compared with an explicit --previous."""
+    lab = lab_run[0]
+    reports = tmp_path_factory.mktemp("nights")
+    quick = ("--no-workload",)
+    first = run_suite(lab, reports, *quick, "--gpu-nodes", "gpu-a")
+    second = run_suite(lab, reports, *quick, "--fail-on", "new", "--metrics-file", str(reports / "gpu.prom"))
+    third = run_suite(lab, reports, *quick, "--fail-on", "new", "--gpu-nodes", "gpu-b")
+    fourth = run_suite(lab, reports, *quick, "--fail-on", "new", "--previous", str(second.run_dir))
+    return first, second, third, fourth, reports
+
+
+def test_each_night_is_compared_with_the_one_before(nights):
+    first, second, third, fourth, reports = nights
+    assert first.rc == 0, first.output[-3000:]
+    assert first.summary["changes_since_previous"]["previous"] is None
+
+    changes = second.summary["changes_since_previous"]
+    assert changes["previous"]["run_id"] == first.summary["run_id"]
+    assert changes["new_nodes"] == ["gpu-b"] and changes["nodes_gone"] == []
+    assert {(e["node"], e["outcome"]) for e in changes["new_failures"]} == {("gpu-b", "failed")}
+    assert second.rc == 10, second.output[-3000:]  # --fail-on new: a new failure pages
+    assert "changes since run " + first.summary["run_id"] in second.output
+    assert "new node   gpu-b" in second.output and "NEW        gpu-b:" in second.output
+    prom = (reports / "gpu.prom").read_text()
+    assert 'gpu_conformance_check_outcome{feature=' in prom and 'node="gpu-b"' in prom
+    assert f"metrics: {reports / 'gpu.prom'}" in second.output
+
+    changes = third.summary["changes_since_previous"]
+    assert changes["previous"]["run_id"] == second.summary["run_id"]
+    assert changes["nodes_gone"] == ["gpu-a"]  # a node gone is a finding, not silence
+    assert changes["new_failures"] == [] and {e["node"] for e in changes["still_failing"]} == {"gpu-b"}
+    assert third.rc == 10, third.output[-3000:]
+    assert "NODE GONE  gpu-a" in third.output
+
+    changes = fourth.summary["changes_since_previous"]
+    assert changes["previous"]["dir"] == str(second.run_dir)
+    assert changes["counts"]["new_failures"] == changes["counts"]["nodes_gone"] == 0
+    assert changes["counts"]["still_failing"] >= 1
+    assert fourth.rc == 0, fourth.output[-3000:]  # still failing, recorded, but no regression: the job stays green
+
+
+def test_reports_of_a_night_carry_the_allure_history_and_the_changes(nights, chromium: Chromium):
+    _, second, third, _, _ = nights
+    build_reports(second.run_dir)
+    paths = build_reports(third.run_dir)  # its previous run (second) from summary.json: Allure trends continue
+    history = (third.run_dir / "html" / "gpu-b" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2
+    dom = chromium.dump_dom(paths.fleet.as_uri())
+    assert dom.index('id="changes"') < dom.index('id="fleet"')
+    assert "Nodes gone" in dom and "gpu-a" in dom[dom.index('id="nodes_gone"'):]
