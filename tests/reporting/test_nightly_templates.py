@@ -96,4 +96,4 @@ def test_templates_pass_only_options_the_suite_has() -> None:
         start = words.index("features/")
         used |= {w.split("=")[0] for w in words[start:] if w.startswith("--")}
     assert used and used <= known, used - known
-    assert {"--no-workload", "--host-backend", "--fail-on", "--junitxml"} <= used
+    assert {"--no-workload", "--host-backend", "--fail-on", "--junit-xml"} <= used
