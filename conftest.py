@@ -59,6 +59,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="any (default): every problem fails the run; new: only new failures and nodes gone")
     g.addoption("--metrics-file", help="write the run's metrics as a node-exporter textfile (*.prom)")
     g.addoption("--pushgateway", help="push the run's metrics to this Pushgateway (job, cluster grouping keys)")
+    g.addoption("--pushgateway-job", help="the Pushgateway's job grouping key (default gpu-conformance)")
 
 
 def _active(config: pytest.Config) -> bool:
@@ -102,7 +103,7 @@ def _raw_settings(config: pytest.Config) -> dict:
         "min_driver": o.min_driver, "host_backend": o.host_backend, "node_mapping": o.node_mapping,
         "dcgm_access": o.dcgm_access, "report_dir": o.report_dir,
         "previous_run": o.previous_run, "fail_on": o.fail_on, "metrics_file": o.metrics_file,
-        "pushgateway": o.pushgateway,
+        "pushgateway": o.pushgateway, "pushgateway_job": o.pushgateway_job,
     }
     if o.expected_gpus:
         try:
