@@ -4,9 +4,15 @@ without a trace of the lab's credentials. Opened from disk (file://), as a CI ar
 from __future__ import annotations
 
 import json
-from urllib.parse import urljoin
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import pytest
+from kubernetes import config
 
 from lab.spec import NodeSpec
 from provision.reporting.build import build_reports
@@ -134,3 +140,82 @@ def test_reports_of_a_night_carry_the_allure_history_and_the_changes(nights, chr
     dom = chromium.dump_dom(paths.fleet.as_uri())
     assert dom.index('id="changes"') < dom.index('id="fleet"')
     assert "Nodes gone" in dom and "gpu-a" in dom[dom.index('id="nodes_gone"'):]
+
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart"
+SUITE_NS = "gpu-conformance"
+
+
+def test_chart_in_the_lab_its_cronjob_identity_audits_and_may_write_nothing(lab_run, tmp_path):
+    """helm install deploy/chart into the lab; the installed CronJob's own ServiceAccount (a TokenRequest token,
+    mounted as a pod would have it) runs the CronJob's own command and arguments: the audit passes (gpu-a, the
+    healthy node), the reports are built, no write request is made, and every write it tries is refused."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from provision.reporting.nightly import in_cluster_kubeconfig
+    from tests.reliability.support import audit_events, sa_token, writes
+
+    lab = lab_run[0]
+    lab.helm("install", "nightly", str(CHART), "-n", SUITE_NS, "--create-namespace",
+             "--set", "image.repository=registry.example/gpu-node-conformance")
+    api = lab.api()
+    cron = client.BatchV1Api(api).read_namespaced_cron_job("nightly-nightly", SUITE_NS)
+    pod = cron.spec.job_template.spec.template.spec
+    (c,) = pod.containers
+    assert client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
+        pod.volumes[0].persistent_volume_claim.claim_name, SUITE_NS)
+
+    sa_dir = tmp_path / "serviceaccount"  # what the kubelet mounts into the CronJob's pod
+    sa_dir.mkdir()
+    (sa_dir / "token").write_text(sa_token(api, pod.service_account_name))
+    (sa_dir / "ca.crt").write_bytes((lab.paths.pki / "ca.crt").read_bytes())
+    server = urlsplit(lab.status["server"])
+    kubeconfig = in_cluster_kubeconfig(tmp_path / "kubeconfig", sa_dir=sa_dir, env={
+        "KUBERNETES_SERVICE_HOST": server.hostname, "KUBERNETES_SERVICE_PORT": str(server.port)})
+    assert kubeconfig is not None
+
+    reports = tmp_path / "reports"
+    args = [str(reports) if a == "/reports" else a for a in c.args]
+    lab_args = ["--lab", "--kubeconfig", str(kubeconfig), "--gpu-nodes", "gpu-a", "-q"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELM_", "KUBECONFIG", "PYTEST_"))}
+    env["LAB_STATE_DIR"] = str(lab.paths.root)
+    started = time.time()
+    proc = subprocess.run([sys.executable, *c.command[1:], *args, *lab_args], cwd=CHART.parents[1], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    finished = time.time()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    summary = json.loads((reports / "latest" / "summary.json").read_text())
+    assert summary["mode"] == "audit" and {r["node"] for r in summary["results"]} == {None, "gpu-a"}
+    assert (reports / "latest" / "fleet.html").is_file() and (reports / "latest" / "html" / "gpu-a").is_dir()
+
+    user = f"system:serviceaccount:{SUITE_NS}:{pod.service_account_name}"
+    events = audit_events(lab, user, started, finished + 1)
+    assert events, "no request of the CronJob's identity in the audit log"
+    assert writes(events) == []
+
+    sa_api = config.new_client_from_config(config_file=str(kubeconfig))
+    core, apps = client.CoreV1Api(sa_api), client.AppsV1Api(sa_api)
+    dry = {"dry_run": "All"}
+    probe_pod = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    attempts = {
+        "create a pod in its namespace": lambda: core.create_namespaced_pod(SUITE_NS, probe_pod, **dry),
+        "create a ConfigMap in gpu-operator": lambda: core.create_namespaced_config_map(
+            "gpu-operator", {"metadata": {"name": "probe"}}, **dry),
+        "label a node": lambda: core.patch_node("gpu-a", {"metadata": {"labels": {"probe": "x"}}}, **dry),
+        "delete a DaemonSet": lambda: apps.delete_namespaced_daemon_set(
+            "nvidia-device-plugin-daemonset", "gpu-operator", **dry),
+        "write to its reports volume's claim": lambda: core.patch_namespaced_persistent_volume_claim(
+            pod.volumes[0].persistent_volume_claim.claim_name, SUITE_NS, {"metadata": {"labels": {"p": "x"}}}, **dry),
+        "create a Secret": lambda: core.create_namespaced_secret(SUITE_NS, {"metadata": {"name": "probe"}}, **dry),
+        "delete its CronJob": lambda: client.BatchV1Api(sa_api).delete_namespaced_cron_job(
+            "nightly-nightly", SUITE_NS, **dry),
+    }
+    got = {}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            got[what] = 200
+        except ApiException as exc:
+            got[what] = exc.status
+    assert got == dict.fromkeys(attempts, 403), got
