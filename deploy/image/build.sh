@@ -13,7 +13,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(realpath -m "${1:?usage: deploy/image/build.sh OUT_DIR}")
 suite=${SUITE_DIR:-/opt/gpu-node-conformance}
 helm=${HELM:-$("$repo/.venv/bin/python" -c 'from lab import versions; print(versions.bin_dir() / "helm")')}
-version=$("$repo/.venv/bin/python" -c 'import tomllib; print(tomllib.load(open("'"$repo"'/pyproject.toml", "rb"))["project"]["version"])')
+read -r name version < <("$repo/.venv/bin/python" -c 'import tomllib; p = tomllib.load(open("'"$repo"'/pyproject.toml", "rb"))["project"]; print(p["name"], p["version"])')
 for need in mmdebstrap umoci git; do
   command -v "$need" >/dev/null || { echo "build.sh: $need is missing (Debian package $need)" >&2; exit 2; }
 done
@@ -23,12 +23,17 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git -C "$repo" archive --format=tar HEAD > "$work/src.tar"
+# The Python dependencies as wheels, fetched by this machine's own pip (its index and certificate set-up),
+# installed in the root filesystem from that folder only (the image's Python is Debian bookworm's 3.11 too).
+"$repo/.venv/bin/pip" wheel --quiet --wheel-dir "$work/wheels" "$repo"
 mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,nodejs,ca-certificates \
   --customize-hook="mkdir -p \"\$1$suite\" && tar -C \"\$1$suite\" -xf $work/src.tar" \
   --customize-hook="cp -a $repo/node_modules \"\$1$suite/\"" \
   --customize-hook="install -m 755 $helm \"\$1/usr/local/bin/helm\"" \
   --customize-hook="chroot \"\$1\" python3 -m venv $suite/.venv" \
-  --customize-hook="chroot \"\$1\" $suite/.venv/bin/pip install --no-cache-dir --quiet $suite" \
+  --customize-hook="cp -r $work/wheels \"\$1/tmp/wheels\"" \
+  --customize-hook="chroot \"\$1\" $suite/.venv/bin/pip install --no-cache-dir --quiet --no-index --find-links /tmp/wheels $name" \
+  --customize-hook="rm -rf \"\$1/tmp/wheels\"" \
   --customize-hook="chroot \"\$1\" useradd --uid 65532 --user-group --home-dir /tmp --no-create-home audit" \
   --customize-hook="rm -rf \"\$1/var/lib/apt/lists\"/* \"\$1/var/cache/apt\"/*" \
   bookworm "$work/rootfs.tar"
