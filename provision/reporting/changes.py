@@ -134,14 +134,14 @@ def find_previous(reports_dir: Path | str, current: Mapping[str, Any], *,
                   exclude: Path | str | None = None) -> Path | None:
     """The latest run in ``reports_dir`` before ``current`` with the same mode and cluster, else None.
 
-    Run folders are tried newest name first (run ids start with their UTC time); unreadable ones are passed over.
+    Run folders are tried newest name first (run ids start with their UTC time) and the first match is taken, so
+    a long history is not read whole; unreadable ones and runs that started later are passed over.
     """
     root = Path(reports_dir)
     if not root.is_dir():
         return None
     skip = Path(exclude).resolve() if exclude is not None else None
     started = _started(current)
-    best: tuple[datetime, Path] | None = None
     candidates: Iterable[Path] = sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink()),
                                         key=lambda p: p.name, reverse=True)
     for folder in candidates:
@@ -156,9 +156,8 @@ def find_previous(reports_dir: Path | str, current: Mapping[str, Any], *,
             continue
         if summary.get("mode") != current.get("mode") or _cluster(summary) != _cluster(current):
             continue
-        if best is None or when > best[0]:
-            best = (when, folder)
-    return best[1] if best else None
+        return folder  # the newest name that matches: run ids start with their UTC time
+    return None
 
 
 def changes_for_run(run_dir: Path | str, current: Mapping[str, Any], *, previous: Path | str | None = None,
