@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -146,15 +148,14 @@ CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart"
 SUITE_NS = "gpu-conformance"
 
 
-def test_chart_in_the_lab_its_cronjob_identity_audits_and_may_write_nothing(lab_run, tmp_path):
-    """helm install deploy/chart into the lab; the installed CronJob's own ServiceAccount (a TokenRequest token,
-    mounted as a pod would have it) runs the CronJob's own command and arguments: the audit passes (gpu-a, the
-    healthy node), the reports are built, no write request is made, and every write it tries is refused."""
+@pytest.fixture(scope="module")
+def chart_release(lab_run, tmp_path_factory):
+    """deploy/chart installed into the lab; the CronJob's pod spec and its ServiceAccount's token laid out as the
+    kubelet mounts it, with a kubeconfig made from it by the entry point's in-cluster code."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
 
     from provision.reporting.nightly import in_cluster_kubeconfig
-    from tests.reliability.support import audit_events, sa_token, writes
+    from tests.reliability.support import sa_token
 
     lab = lab_run[0]
     lab.helm("install", "nightly", str(CHART), "-n", SUITE_NS, "--create-namespace",
@@ -162,19 +163,41 @@ def test_chart_in_the_lab_its_cronjob_identity_audits_and_may_write_nothing(lab_
     api = lab.api()
     cron = client.BatchV1Api(api).read_namespaced_cron_job("nightly-nightly", SUITE_NS)
     pod = cron.spec.job_template.spec.template.spec
-    (c,) = pod.containers
     assert client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
         pod.volumes[0].persistent_volume_claim.claim_name, SUITE_NS)
-
-    sa_dir = tmp_path / "serviceaccount"  # what the kubelet mounts into the CronJob's pod
+    folder = tmp_path_factory.mktemp("cronjob")
+    sa_dir = folder / "serviceaccount"  # what the kubelet mounts into the CronJob's pod
     sa_dir.mkdir()
     (sa_dir / "token").write_text(sa_token(api, pod.service_account_name))
     (sa_dir / "ca.crt").write_bytes((lab.paths.pki / "ca.crt").read_bytes())
     server = urlsplit(lab.status["server"])
-    kubeconfig = in_cluster_kubeconfig(tmp_path / "kubeconfig", sa_dir=sa_dir, env={
-        "KUBERNETES_SERVICE_HOST": server.hostname, "KUBERNETES_SERVICE_PORT": str(server.port)})
+    service_env = {"KUBERNETES_SERVICE_HOST": server.hostname, "KUBERNETES_SERVICE_PORT": str(server.port)}
+    kubeconfig = in_cluster_kubeconfig(folder / "kubeconfig", sa_dir=sa_dir, env=service_env)
     assert kubeconfig is not None
+    return ChartRelease(pod, sa_dir, service_env, kubeconfig, f"system:serviceaccount:{SUITE_NS}:{pod.service_account_name}")
 
+
+@dataclass
+class ChartRelease:
+    pod: object
+    sa_dir: Path
+    service_env: dict
+    kubeconfig: Path
+    user: str
+
+
+def test_chart_in_the_lab_its_cronjob_identity_audits_and_may_write_nothing(lab_run, chart_release, tmp_path):
+    """helm install deploy/chart into the lab; the installed CronJob's own ServiceAccount (a TokenRequest token,
+    mounted as a pod would have it) runs the CronJob's own command and arguments: the audit passes (gpu-a, the
+    healthy node), the reports are built, no write request is made, and every write it tries is refused."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from tests.reliability.support import audit_events, writes
+
+    lab = lab_run[0]
+    pod, kubeconfig = chart_release.pod, chart_release.kubeconfig
+    (c,) = pod.containers
     reports = tmp_path / "reports"
     args = [str(reports) if a == "/reports" else a for a in c.args]
     lab_args = ["--lab", "--kubeconfig", str(kubeconfig), "--gpu-nodes", "gpu-a", "-q"]
@@ -189,8 +212,7 @@ def test_chart_in_the_lab_its_cronjob_identity_audits_and_may_write_nothing(lab_
     assert summary["mode"] == "audit" and {r["node"] for r in summary["results"]} == {None, "gpu-a"}
     assert (reports / "latest" / "fleet.html").is_file() and (reports / "latest" / "html" / "gpu-a").is_dir()
 
-    user = f"system:serviceaccount:{SUITE_NS}:{pod.service_account_name}"
-    events = audit_events(lab, user, started, finished + 1)
+    events = audit_events(lab, chart_release.user, started, finished + 1)
     assert events, "no request of the CronJob's identity in the audit log"
     assert writes(events) == []
 
@@ -219,3 +241,41 @@ def test_chart_in_the_lab_its_cronjob_identity_audits_and_may_write_nothing(lab_
         except ApiException as exc:
             got[what] = exc.status
     assert got == dict.fromkeys(attempts, 403), got
+
+
+def test_image_entry_point_runs_the_cronjob_against_the_lab(lab_run, chart_release, tmp_path):
+    """The image of deploy/image/build.sh, run with runc as the CronJob runs it (its command and arguments, user
+    65532, read-only root, the ServiceAccount mount, the service's address in the environment; host network):
+    the audit passes and its reports are built by the image's own Allure and Node.js."""
+    from tests.deploy import image
+    from tests.reliability.support import audit_events, writes
+
+    if os.geteuid() != 0 or image.missing_tools():
+        pytest.skip(f"building and running the image needs root and {image.missing_tools()} (Makefile APT_PACKAGES)")
+    lab = lab_run[0]
+    pod = chart_release.pod
+    (c,) = pod.containers
+    ref = image.image_ref()
+    bundle = tmp_path / "bundle"
+    config = image.unpack(ref, bundle)
+    assert config["process"]["user"]["uid"] == 65532
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    os.chown(reports, 65532, 65532)
+    sa_dir = tmp_path / "sa"
+    shutil.copytree(chart_release.sa_dir, sa_dir)
+    for f in sa_dir.iterdir():
+        os.chown(f, 65532, 65532)
+    args = [*c.command, *c.args, "--gpu-nodes", "gpu-a", "--dcgm-access", "direct"]  # the lab's DCGM: pod IPs
+    started = time.time()
+    proc = image.run_bundle(bundle, config, args=args, env=chart_release.service_env, name="gnc-nightly", binds={
+        "/reports": (reports, True), "/var/run/secrets/kubernetes.io/serviceaccount": (sa_dir, False)})
+    finished = time.time()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    summary = json.loads((reports / "latest" / "summary.json").read_text())
+    assert {r["node"] for r in summary["results"]} == {None, "gpu-a"}
+    assert summary["environment"]["driver_versions"] == {"gpu-a": LAB_DRIVER}
+    report = reports / "latest" / "html" / "gpu-a" / "index.html"
+    assert report.is_file() and "data:text/javascript;base64," in report.read_text()
+    events = audit_events(lab, chart_release.user, started, finished + 1)
+    assert events and writes(events) == []
