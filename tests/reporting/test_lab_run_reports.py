@@ -279,3 +279,28 @@ def test_image_entry_point_runs_the_cronjob_against_the_lab(lab_run, chart_relea
     assert report.is_file() and "data:text/javascript;base64," in report.read_text()
     events = audit_events(lab, chart_release.user, started, finished + 1)
     assert events and writes(events) == []
+
+
+def test_hosts_identity_runs_the_pod_host_backend_and_is_refused_nothing(lab_run, chart_release, tmp_path):
+    """deploy/rbac/25-audit-hosts.yaml grants exactly what --host-backend pod uses: with its token the audit's
+    host checks run through the access pods, nothing is refused, and the only writes are those pods and their
+    exec sessions in gpu-conformance."""
+    from tests.reliability.support import apply, audit_events, rbac_documents, refused, sa_kubeconfig
+
+    lab = lab_run[0]
+    apply(lab.api(), rbac_documents("25-audit-hosts.yaml"))
+    kubeconfig, user = sa_kubeconfig(lab, "gpu-conformance-audit-hosts", tmp_path / "kubeconfig")
+    run = run_suite(lab, tmp_path / "runs", "--no-workload", "--host-backend", "pod", "--gpu-nodes", "gpu-a",
+                    "--kubeconfig", str(kubeconfig))
+    assert run.rc == 0, run.output[-4000:]
+    host = [r for r in run.results("gpu-a") if "NVIDIA driver works" in r["scenario"]]
+    assert host and all(r["outcome"] == "passed" for r in host), host
+    events = audit_events(lab, user, run.started, run.finished + 1)
+    assert events and refused(events) == []
+    written = {(e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("subresource"),
+                e["objectRef"].get("namespace")) for e in events if e["verb"] in ("create", "update", "patch", "delete")}
+    assert {("create", "pods", None, SUITE_NS), ("delete", "pods", None, SUITE_NS)} <= written
+    assert written <= {("create", "pods", None, SUITE_NS), ("delete", "pods", None, SUITE_NS),
+                       ("create", "pods", "exec", SUITE_NS)}, written
+    execs = [e for e in events if e["objectRef"].get("subresource") == "exec"]
+    assert execs, "no exec into the access pods: the host checks did not go through them"
