@@ -603,7 +603,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             counts = setup.changes.get("counts") or {}
             bad = counts.get("new_failures") or counts.get("nodes_gone")
             for i, line in enumerate(console_lines(setup.changes)):
-                terminalreporter.write_line(("changes " + line) if i == 0 else line, red=bool(bad) and i == 0)
+                terminalreporter.write_line(line, red=bool(bad) and i == 0)
     for target in setup.published:
         terminalreporter.write_line(f"metrics: {target}")
     for err in setup.publish_errors:

@@ -211,6 +211,33 @@ def dedupe_assets(html_root: Path | str) -> int:
     return linked
 
 
+def inlined_data(index_html: Path | str) -> dict[str, bytes]:
+    """The data files inlined in a single-file report's ``index.html`` by name, decoded; {} for any other file."""
+    path = Path(index_html)
+    if not path.is_file():
+        return {}
+    out: dict[str, bytes] = {}
+    for name, encoded in _INLINED.findall(path.read_text("utf-8", errors="replace")):
+        try:
+            out[name] = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            continue
+    return out
+
+
+def report_data(report_dir: Path | str) -> dict[str, bytes]:
+    """The data files of a generated report by name (``widgets/charts.json``, ``data/test-results/<id>.json``,
+    ``data/attachments/...``), in either form: files under the report's folder (multi-file) or the calls
+    ``d("<name>","<base64>")`` of the single-file ``index.html``'s inline script."""
+    root = Path(report_dir)
+    out = inlined_data(root / "index.html")
+    for top in ("data", "widgets"):
+        for path in sorted((root / top).rglob("*")) if (root / top).is_dir() else ():
+            if path.is_file():
+                out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
 class ReportIndex:
     """The test results of one generated Allure 3 report, to deep-link into it (``index.html#<id>``)."""
 
@@ -218,7 +245,7 @@ class ReportIndex:
         self.report_dir = Path(report_dir)
         self._tests: list[dict[str, Any]] | None = None
         self._features: dict[str, str | None] = {}
-        self._inlined: dict[str, str] | None = None
+        self._inlined: dict[str, bytes] | None = None
 
     @property
     def tests(self) -> list[dict[str, Any]]:
@@ -261,14 +288,13 @@ class ReportIndex:
         path = self.report_dir / "data" / "test-results" / f"{test_id}.json"
         if path.is_file():
             return json.loads(path.read_text("utf-8"))
-        # Single-file form: each data file is a call d("<name>","<base64>") in an inline script.
+        # Single-file form: the data is inlined in index.html.
         if self._inlined is None:
-            html = (self.report_dir / "index.html").read_text("utf-8")
-            self._inlined = dict(_INLINED.findall(html))
-        encoded = self._inlined.get(f"data/test-results/{test_id}.json")
-        if encoded is None:
+            self._inlined = report_data(self.report_dir)
+        data = self._inlined.get(f"data/test-results/{test_id}.json")
+        if data is None:
             raise ValueError(f"no data for test {test_id} in {self.report_dir}")
-        return json.loads(base64.b64decode(encoded))
+        return json.loads(data)
 
     def test_id(self, scenario: str, outcome: str, feature: str | None = None) -> str | None:
         """The id of the one test named ``scenario`` with status ``outcome`` (and ``feature``), else None."""

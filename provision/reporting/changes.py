@@ -216,9 +216,9 @@ def console_lines(changes: Mapping[str, Any], *, limit: int = 20) -> list[str]:
     """The changes as lines for the end of the run's console output (each list cut at ``limit`` lines)."""
     prev = changes.get("previous")
     if not prev:
-        head = "no previous run of this mode against this cluster: every problem counts as new"
+        head = "changes: no previous run of this mode against this cluster, every problem counts as new"
     else:
-        head = f"since run {prev.get('run_id')} ({prev.get('started')})"
+        head = f"changes since run {prev.get('run_id')} ({prev.get('started')})"
     counts = changes.get("counts") or {}
     lines = [head + ": " + ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in KINDS)]
     if changes.get("warning"):

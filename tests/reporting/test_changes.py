@@ -160,7 +160,7 @@ def test_previous_run_is_the_latest_earlier_one_of_the_same_mode_and_cluster(
 def test_console_lines_name_what_changed(previous: dict[str, Any], current: dict[str, Any]) -> None:
     lines = console_lines(compare(previous, current))
     text = "\n".join(lines)
-    assert lines[0].startswith("since run night-1") and "1 new failures" in lines[0] and "1 nodes gone" in lines[0]
+    assert lines[0].startswith("changes since run night-1") and "1 new failures" in lines[0] and "1 nodes gone" in lines[0]
     assert "NODE GONE  gpu-node-z" in text
     assert f"NEW        {FAULTY_NODE}: GPU node conformance > {ADVERTISES}: failed (was passed)" in text
     assert "fixed      gpu-node-a" in text

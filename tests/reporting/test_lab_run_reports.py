@@ -52,7 +52,7 @@ def test_fleet_page_of_a_lab_run_in_chromium_from_disk(lab_run, chromium: Chromi
     assert len(red) == 1, rows["gpu-b"]
     _cls, href, title = red[0]
     assert "DCGM exporter on gpu-b" in title
-    page = chromium.dump_dom(urljoin(fleet_url, href))
+    page = chromium.dump_dom(urljoin(fleet_url, href), wait_for="DCGM exporter on gpu-b")
     assert "DCGM exporter on gpu-b" in page and "gpu-b" in page
     shot = chromium.screenshot(fleet_url, audit.run_dir / "fleet.png")
     assert shot.stat().st_size > 10_000
@@ -66,7 +66,7 @@ def test_node_report_names_the_nodes_driver_from_disk(lab_run, chromium: Chromiu
         assert summary["environment"]["driver_versions"] == {"gpu-a": LAB_DRIVER, "gpu-b": LAB_DRIVER}
     props = (audit.run_dir / "allure-results-by-node" / "gpu-b" / "environment.properties").read_text()
     assert f"driver={LAB_DRIVER}" in props and "unknown" not in props
-    dom = chromium.dump_dom(paths.node_html["gpu-b"].as_uri())
+    dom = chromium.dump_dom(paths.node_html["gpu-b"].as_uri(), wait_for=LAB_DRIVER)
     assert "Metadata" in dom and LAB_DRIVER in dom
 
 

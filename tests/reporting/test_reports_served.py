@@ -4,7 +4,6 @@ through `python -m provision.reporting serve` on 127.0.0.1."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,22 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from provision.reporting.build import build_reports
 from provision.reporting.serve import make_server, url_of
 
 from .conftest import FAILURE_MESSAGE, FAULTY_NODE, Chromium, SampleRun, parse_rows
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def multi_file_run(sample_run: SampleRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("multi") / sample_run.run_dir.name
-    shutil.copytree(sample_run.run_dir / "allure-results", run_dir / "allure-results")
-    shutil.copyfile(sample_run.run_dir / "summary.json", run_dir / "summary.json")
-    build_reports(run_dir, single_file=False)
-    return run_dir
 
 
 def _failed_cell_href(run_dir: Path) -> str:
@@ -46,7 +35,9 @@ def test_single_file_reports_are_one_file(sample_run: SampleRun) -> None:
 def test_multi_file_report_is_a_spinner_from_disk_and_whole_when_served(multi_file_run: Path, chromium: Chromium):
     href = _failed_cell_href(multi_file_run)
     assert (multi_file_run / "html" / FAULTY_NODE / "data" / "test-results").is_dir()
-    from_disk = chromium.dump_dom((multi_file_run / "fleet.html").as_uri().rsplit("/", 1)[0] + "/" + href)
+    # A generous budget: the spinner is not a matter of time.
+    from_disk = chromium.dump_dom((multi_file_run / "fleet.html").as_uri().rsplit("/", 1)[0] + "/" + href,
+                                  budget_ms=20000)
     assert FAILURE_MESSAGE not in from_disk  # Allure's fetch() of its data fails on file://
 
     server = make_server(multi_file_run)
@@ -54,7 +45,7 @@ def test_multi_file_report_is_a_spinner_from_disk_and_whole_when_served(multi_fi
     thread.start()
     try:
         assert server.server_address[0] == "127.0.0.1"
-        served = chromium.dump_dom(url_of(server, href))
+        served = chromium.dump_dom(url_of(server, href), wait_for=FAILURE_MESSAGE)
         assert FAILURE_MESSAGE in served
     finally:
         server.shutdown()
