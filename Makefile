@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := chromium openssh-server openssh-client
+APT_PACKAGES := chromium openssh-server openssh-client prometheus-pushgateway shellcheck mmdebstrap umoci runc
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup venv system-packages npm-packages lab-binaries demo test lint unit lab-up lab-down bench gpu-host-check
+.PHONY: setup venv system-packages npm-packages lab-binaries linters demo test lint unit lab-up lab-down bench gpu-host-check
 
-setup: venv system-packages npm-packages lab-binaries
+setup: venv system-packages npm-packages lab-binaries linters
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -29,6 +29,10 @@ node_modules/.installed: package.json
 
 lab-binaries: venv
 	$(PY) -m lab build
+
+# actionlint for the CI templates (docs/nightly.md), cached next to the lab binaries
+linters: venv
+	$(PY) -m lab.linters
 
 lab-up: setup
 	$(PY) -m lab up

@@ -54,6 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--lab-spec", help="lab node spec YAML for --lab")
     g.addoption("--report-dir", help="where runs are written (default reports/)")
     g.addoption("--timeouts", help="name=seconds,... (helm, toolkit_ready, node_ready, advertise, workload, api)")
+    g.addoption("--previous", dest="previous_run",
+                help="run folder to compare with (default: the latest run of this mode and cluster in --report-dir)")
+    g.addoption("--fail-on", choices=("new", "any"),
+                help="any (default): every problem fails the run; new: only new failures and nodes gone")
+    g.addoption("--metrics-file", help="write the run's metrics as a node-exporter textfile (*.prom)")
+    g.addoption("--pushgateway", help="push the run's metrics to this Pushgateway (job, cluster grouping keys)")
+    g.addoption("--pushgateway-job", help="the Pushgateway's job grouping key (default gpu-conformance)")
 
 
 def _active(config: pytest.Config) -> bool:
@@ -96,6 +103,8 @@ def _raw_settings(config: pytest.Config) -> dict:
         "replicas": o.replicas, "chart_version": o.chart_version, "chart_repo": o.chart_repo,
         "min_driver": o.min_driver, "host_backend": o.host_backend, "node_mapping": o.node_mapping,
         "dcgm_access": o.dcgm_access, "report_dir": o.report_dir,
+        "previous_run": o.previous_run, "fail_on": o.fail_on, "metrics_file": o.metrics_file,
+        "pushgateway": o.pushgateway, "pushgateway_job": o.pushgateway_job,
     }
     if o.expected_gpus:
         try:
@@ -224,6 +233,9 @@ class _Setup:
         self.results: list[dict] = []
         self.environment: dict = {}
         self.rollback_changes = 0
+        self.changes: dict | None = None  # changes_since_previous, for the console
+        self.published: list[str] = []  # where the metrics went
+        self.publish_errors: list[str] = []
 
 
 _STATE = pytest.StashKey[_Setup]()
@@ -497,6 +509,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         convergers.append({"name": r.name, "planned": [c.line() for c in r.planned],
                            "applied": [c.line() for c in r.applied], "error": r.error, "seconds": r.seconds})
     results = sorted(_RESULTS, key=lambda r: (r["node"] or "", r["feature"], r["scenario"]))
+    if "driver_versions" not in setup.environment and not setup.settings.host_only:
+        setup.environment["driver_versions"] = _driver_versions(setup)
     summary = {
         "run_id": setup.run_id, "mode": setup.settings.mode,
         "started": dt.datetime.fromtimestamp(setup.started, dt.UTC).isoformat(),
@@ -506,12 +520,63 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     }
     if _HEALTH:
         summary["health"] = {node: _HEALTH[node] for node in sorted(_HEALTH)}
+    summary["changes_since_previous"] = _changes_since_previous(setup, summary)
     (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _split_allure(setup)
     if results:
-        from provision.reporting.exit_codes import final_exit_code
+        from provision.reporting.changes import run_exit_code
+        from provision.reporting.exit_codes import PYTEST_PASSTHROUGH, final_exit_code
 
-        session.exitstatus = final_exit_code(int(exitstatus), summary)
+        code = final_exit_code(int(exitstatus), summary)
+        session.exitstatus = code if code in PYTEST_PASSTHROUGH else run_exit_code(summary, setup.settings.fail_on)
+    _publish_metrics(setup, summary)
+
+
+def _changes_since_previous(setup: _Setup, summary: dict) -> dict:
+    """Per node and check, what changed since the previous run (--previous, or the latest matching run)."""
+    from provision.reporting.changes import PreviousRunError, changes_for_run
+
+    try:
+        changes = changes_for_run(setup.run_dir, summary, previous=setup.settings.previous_run)
+    except PreviousRunError as exc:
+        changes = {"previous": None, "error": str(exc)}
+    setup.changes = changes
+    return changes
+
+
+def _publish_metrics(setup: _Setup, summary: dict) -> None:
+    """--metrics-file and --pushgateway: the run's metrics (a failure to publish is reported, never hides results)."""
+    s = setup.settings
+    if not (s.metrics_file or s.pushgateway):
+        return
+    from provision.reporting.metrics import MetricsError, build_registry, push, write_textfile
+
+    registry = build_registry(summary, fail_on=s.fail_on)
+    for target, publish in ((s.metrics_file, lambda: write_textfile(s.metrics_file, registry)),
+                            (s.pushgateway, lambda: push(s.pushgateway, registry, summary, job=s.pushgateway_job))):
+        if not target:
+            continue
+        try:
+            publish()
+            setup.published.append(target)
+        except MetricsError as exc:
+            setup.publish_errors.append(str(exc))
+
+
+def _driver_versions(setup: _Setup) -> dict[str, str]:
+    """The GPU nodes' driver versions from their GFD labels, read at the end of the run (a --provision may have
+    just started GFD); a node without the labels is left out (its report says unknown)."""
+    if not setup.nodes:
+        return {}
+    from provision.kube import Kube, connect
+    from provision.observe.gfd import driver_versions
+
+    try:
+        nodes = Kube(connect(setup.settings), setup.settings).list_nodes()
+    except Exception as exc:  # noqa: BLE001 - informational only; the run's results matter more
+        print(f"[gpu-conformance] could not read the nodes' driver labels: {exc}", file=sys.stderr)
+        return {}
+    return driver_versions(nodes, setup.nodes)
 
 
 def _split_allure(setup: _Setup) -> None:
@@ -537,3 +602,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_sep("=", f"GPU conformance ({setup.settings.mode}): "
                                + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     terminalreporter.write_line(f"reports: {setup.run_dir} (summary.json, junit.xml, allure-results/)")
+    if setup.changes is not None:
+        from provision.reporting.changes import console_lines
+
+        if setup.changes.get("error"):
+            terminalreporter.write_line(f"changes since the previous run: {setup.changes['error']}", red=True)
+        else:
+            counts = setup.changes.get("counts") or {}
+            bad = counts.get("new_failures") or counts.get("nodes_gone")
+            for i, line in enumerate(console_lines(setup.changes)):
+                terminalreporter.write_line(line, red=bool(bad) and i == 0)
+    for target in setup.published:
+        terminalreporter.write_line(f"metrics: {target}")
+    for err in setup.publish_errors:
+        terminalreporter.write_line(f"metrics: {err}", red=True)

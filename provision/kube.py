@@ -199,6 +199,10 @@ class Kube:
                 self._snapshot = s
             return self._snapshot
 
+    def list_nodes(self) -> dict[str, dict]:
+        """Every Node by name, listed now (slimmed): the snapshot's copy may predate what a --provision did."""
+        return {n["metadata"]["name"]: n for n in self._list(self.core.list_node, slim=slim_node_dict)}
+
     def get_cluster_policy(self) -> dict | None:
         try:
             return self.custom.get_cluster_custom_object(CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME,

@@ -24,6 +24,7 @@ MODES = ("audit", "provision", "plan", "rollback")
 HOST_BACKENDS = ("none", "lab", "local", "ssh", "paramiko", "ansible", "pod")
 DCGM_ACCESS = ("proxy", "direct")
 NODE_MAPPINGS = ("name", "internal-ip", "map")
+FAIL_ON = ("new", "any")
 DEFAULT_CHART_REPO = "https://helm.ngc.nvidia.com/nvidia"
 
 
@@ -68,6 +69,11 @@ class Settings:
     lab_state: str | None = None
     host_only: bool = False
     health: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HEALTH))  # GPU health thresholds
+    previous_run: str | None = None  # run folder to compare with (default: the latest matching one in report_dir)
+    fail_on: str = "any"  # any: every problem fails the run; new: only regressions since the previous run
+    metrics_file: str | None = None  # node-exporter textfile (*.prom) for the run's metrics
+    pushgateway: str | None = None  # Pushgateway URL the run's metrics are pushed to
+    pushgateway_job: str = "gpu-conformance"
 
     @property
     def provisioning(self) -> bool:
@@ -233,6 +239,7 @@ def validate(raw: dict[str, Any]) -> Settings:
         raise _err("host_backend", s.host_backend, "--host-only needs a host backend: local, ssh, paramiko or ansible")
     if s.host_backend == "lab" and not s.host_roots:
         raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
+    _validate_reporting(s)
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:
@@ -242,3 +249,29 @@ def validate(raw: dict[str, Any]) -> Settings:
         timeouts[k] = float(v)
     return replace(s, replicas=replicas, replica_profiles=profiles, gpu_nodes=nodes, min_driver=min_driver,
                    timeouts=timeouts, health=_health(s.health))
+
+
+def _validate_reporting(s: Settings) -> None:
+    """The nightly-audit settings: --previous, --fail-on, --metrics-file, --pushgateway."""
+    from urllib.parse import urlsplit
+
+    if s.fail_on not in FAIL_ON:
+        raise _err("fail_on", s.fail_on, "any (every problem fails the run) or new (only regressions since the "
+                   "previous run)")
+    if s.previous_run is not None and not (Path(s.previous_run) / "summary.json").is_file():
+        raise _err("previous_run", s.previous_run, "a run folder written by `pytest features/` "
+                   "(reports/<run-id>, holding summary.json)")
+    if s.metrics_file is not None:
+        path = Path(s.metrics_file)
+        if path.suffix != ".prom":
+            raise _err("metrics_file", s.metrics_file, "node-exporter's textfile collector reads only *.prom "
+                       "files: name it e.g. gpu-conformance.prom")
+        if not path.parent.is_dir():
+            raise _err("metrics_file", s.metrics_file, f"the folder {path.parent} does not exist (node-exporter's "
+                       "--collector.textfile.directory)")
+    if s.pushgateway is not None:
+        url = urlsplit(str(s.pushgateway))
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise _err("pushgateway", s.pushgateway, "the Pushgateway's URL, e.g. http://pushgateway:9091")
+    if not isinstance(s.pushgateway_job, str) or not s.pushgateway_job or "/" in s.pushgateway_job:
+        raise _err("pushgateway_job", s.pushgateway_job, "a job name without '/'")
