@@ -181,15 +181,15 @@ def map_container_path(path: str, mounts: Mapping[str, str]) -> str:
     if not path.startswith("/"):
         return path
     norm = posixpath.normpath(path)
+    table = {posixpath.normpath(c): h for c, h in mounts.items()}  # a pod's mountPath may end with "/"
     best = None
-    for cpath in mounts:
-        c = posixpath.normpath(cpath)
+    for c in table:
         if (norm == c or norm.startswith(c.rstrip("/") + "/")) and (best is None or len(c) > len(best)):
             best = c
     if best is None:
         return PRIVATE + norm
     rest = norm[len(best):].lstrip("/")
-    return posixpath.normpath(posixpath.join(mounts[best], rest)) if rest else posixpath.normpath(mounts[best])
+    return posixpath.normpath(posixpath.join(table[best], rest)) if rest else posixpath.normpath(table[best])
 
 
 def _host_env(env: Mapping[str, str], mounts: Mapping[str, str] | None) -> dict[str, str]:

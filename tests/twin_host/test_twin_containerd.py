@@ -192,3 +192,13 @@ def test_lock_file_holding_the_containerd_root_itself(hosts: dict[str, Path]) ->
     root = hosts["gpu-a"]
     hp(root, hostview.LOCK_FILE).write_text(B + "\n")
     assert containerd.effective(root).config == SNAP_CONFIG
+
+
+def test_container_paths_map_through_mounts_written_with_a_trailing_slash():
+    """The real operator mounts the runtime config directories at /runtime/config-dir/ (with the slash)."""
+    from lab.twin.containerd import map_container_path
+
+    mounts = {"/runtime/config-dir/": "/var/lib/k8s-containerd/k8s-containerd/etc/containerd", "/host": "/"}
+    assert map_container_path("/runtime/config-dir/config.toml", mounts) == \
+        "/var/lib/k8s-containerd/k8s-containerd/etc/containerd/config.toml"
+    assert map_container_path("/host/etc/containerd/config.toml", mounts) == "/etc/containerd/config.toml"
