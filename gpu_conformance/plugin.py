@@ -2,8 +2,9 @@
 controller), per-node parametrization, modes (audit / --provision / --plan / --rollback), and the run's
 results in reports/<run-id>/ (summary.json, JUnit XML, Allure results per node).
 
-It is active when the run collects features/ (`pytest features/`); `pytest tests/` (the project's own
-tests) does not touch a cluster through it.
+It is active when the run collects a folder of feature files (`pytest features/`, the repository's or a
+user's copy); `pytest tests/` (the project's own tests) does not touch a cluster through it. Installed, it is
+registered through the `pytest11` entry point; in the repository, pyproject.toml's addopts load it by name.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import pytest
 
 from provision.heap import HeapSettler, release_item
 
-REPO = Path(__file__).resolve().parent
-FEATURES = REPO / "features"
 SUITE_VERSION = "0.1.0"
 PER_NODE, CLUSTER = "per_node", "cluster"
 
@@ -57,16 +56,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _active(config: pytest.Config) -> bool:
+    """The run collects feature files: an argument is (in) a folder that holds *.feature files."""
     if hasattr(config, "workerinput"):
         return bool(config.workerinput.get("gpu_conformance"))
     for arg in config.args:
         p = Path(arg.split("::")[0])
         p = p if p.is_absolute() else Path(config.invocation_params.dir) / p
-        try:
-            p.resolve().relative_to(FEATURES)
+        folder = p if p.is_dir() else p.parent
+        if any(folder.glob("*.feature")):
             return True
-        except ValueError:
-            continue
     return False
 
 
