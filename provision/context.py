@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provision.helm import Helm
 from provision.hosts.access import HostAccess
@@ -15,6 +16,9 @@ from provision.hosts.spec import HostSpec, map_node
 from provision.kube import Kube, ready
 from provision.record import ClusterRecord, HostRecord
 from provision.settings import Settings
+
+if TYPE_CHECKING:
+    from provision.engine import Engine
 
 GPU_PRESENT = "nvidia.com/gpu.present"
 
@@ -59,6 +63,9 @@ class RunContext:
         self.kube = kube
         self.run_dir = run_dir
         self.gpu_nodes = gpu_nodes
+        # The run's engine, set by the one place that builds both (gpu_conformance.run.open_run): a converger
+        # that depends on another's per-node outcome reads it from here.
+        self.engine: Engine | None = None
         self._hosts: dict[str, HostAccess] = {}
         self._host_errors: dict[str, str] = {}
         self._lock = threading.Lock()

@@ -1,0 +1,103 @@
+"""The run's results: one row per scenario (and node) from pytest's reports, summary.json at the end with the
+convergers' results, the Allure results split per node, the exit code, and the terminal's summary line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import pytest
+
+from gpu_conformance.run import STATE, Setup
+
+RESULTS: list[dict] = []   # this process's result rows (the controller's, with xdist: every worker's)
+PROPERTY = "gpu_conformance"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if STATE not in item.config.stash:
+        return
+    if report.when == "call" or (report.when == "setup" and (report.failed or report.skipped)):
+        from pytest_bdd.scenario import scenario_wrapper_template_registry
+
+        from provision.outcomes import classify
+
+        exc = call.excinfo.value if call.excinfo else None
+        skipped = report.skipped
+        scenario = scenario_wrapper_template_registry.get(getattr(item, "obj", None))
+        node = getattr(getattr(item, "callspec", None), "params", {}).get("gpu_node")
+        message = ""
+        if skipped and isinstance(report.longrepr, tuple):
+            message = str(report.longrepr[2]).removeprefix("Skipped: ")
+        elif exc is not None:
+            message = str(exc).strip()
+        report.user_properties.append((PROPERTY, json.dumps({
+            "node": node, "feature": scenario.feature.name if scenario else item.module.__name__,
+            "scenario": scenario.name if scenario else item.name,
+            "outcome": classify(exc if not skipped else None, skipped), "message": message[:4000],
+            "nodeid": item.nodeid,
+        })))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for key, value in report.user_properties:
+        if key == PROPERTY:
+            RESULTS.append(json.loads(value))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if STATE not in config.stash or hasattr(config, "workerinput"):
+        return
+    setup = config.stash[STATE]
+    from provision.engine import Engine
+
+    changes = setup.rollback_changes
+    convergers = []
+    for r in Engine(None, [], setup.run_dir / "converge").all_results():  # what every process stored
+        changes += len(r.applied)
+        convergers.append({"name": r.name, "planned": [c.line() for c in r.planned],
+                           "applied": [c.line() for c in r.applied], "error": r.error, "seconds": r.seconds})
+    results = sorted(RESULTS, key=lambda r: (r["node"] or "", r["feature"], r["scenario"]))
+    summary = {
+        "run_id": setup.run_id, "mode": setup.settings.mode,
+        "started": dt.datetime.fromtimestamp(setup.started, dt.UTC).isoformat(),
+        "finished": dt.datetime.now(dt.UTC).isoformat(), "changes": changes,
+        "environment": setup.environment, "gpu_nodes": list(setup.nodes), "convergers": convergers,
+        "results": results,
+    }
+    (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _split_allure(setup)
+    if results:
+        from provision.reporting.exit_codes import final_exit_code
+
+        session.exitstatus = final_exit_code(int(exitstatus), summary)
+
+
+def _split_allure(setup: Setup) -> None:
+    src = setup.run_dir / "allure-results"
+    if not src.exists():
+        return
+    try:
+        from provision.reporting.allure_split import split_by_node
+        from provision.reporting.build import SPLIT_DIR
+
+        split_by_node(src, setup.run_dir / SPLIT_DIR)
+    except Exception as exc:  # noqa: BLE001 - reports must not hide the run's results
+        print(f"[gpu-conformance] could not split Allure results per node: {exc}", file=sys.stderr)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if STATE not in config.stash or hasattr(config, "workerinput"):
+        return
+    setup = config.stash[STATE]
+    counts: dict[str, int] = {}
+    for r in RESULTS:
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+    terminalreporter.write_sep("=", f"GPU conformance ({setup.settings.mode}): "
+                               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    terminalreporter.write_line(f"reports: {setup.run_dir} (summary.json, junit.xml, allure-results/)")
