@@ -6,9 +6,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := chromium openssh-server openssh-client
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup venv system-packages npm-packages lab-binaries demo test lint unit lab-up lab-down bench gpu-host-check
+.PHONY: setup venv system-packages npm-packages lab-binaries venv-helm demo test lint unit lab-up lab-down bench gpu-host-check
 
-setup: venv system-packages npm-packages lab-binaries
+setup: venv system-packages npm-packages lab-binaries venv-helm
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -29,6 +29,13 @@ node_modules/.installed: package.json
 
 lab-binaries: venv
 	$(PY) -m lab build
+
+# The suite needs helm 3.19+ on PATH (also for a read-only audit): the lab's helm, linked into the virtualenv,
+# so `pytest features/` works in an activated .venv right after `make demo`. A helm of your own is not replaced.
+venv-helm: lab-binaries
+	@helm="$$($(PY) -c 'from lab.versions import bin_dir; print(bin_dir() / "helm")')"; \
+	if [ -e .venv/bin/helm ] && [ ! -L .venv/bin/helm ]; then echo ".venv/bin/helm exists, left as it is"; \
+	else ln -sfn "$$helm" .venv/bin/helm && echo ".venv/bin/helm -> $$helm"; fi
 
 lab-up: setup
 	$(PY) -m lab up
