@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from provision.context import NoHostAccess, RunContext
@@ -11,28 +10,10 @@ from provision.hosts.results import HostUnreachable
 from provision.observe import gfd
 from provision.observe.timeslicing import GPU_RESOURCE, TimeSlicingConfig, TimeSlicingError, parse_config
 
-_lock = threading.Lock()
-_smi_cache: dict[tuple[int, str], SmiFacts | Exception] = {}
-
 
 def smi(ctx: RunContext, node: str) -> SmiFacts:
-    """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable).
-
-    A remembered error is raised as a new exception each time: re-raising the cached object would keep the
-    frames of every raise alive through its traceback (at 1000 nodes, megabytes per scenario)."""
-    key = (id(ctx), node)
-    with _lock:
-        hit = _smi_cache.get(key)
-    if hit is None:
-        try:
-            hit = nvidia_smi_facts(ctx.host(node))
-        except (NoHostAccess, HostUnreachable) as exc:
-            hit = exc.with_traceback(None)
-        with _lock:
-            _smi_cache[key] = hit
-    if isinstance(hit, Exception):
-        raise type(hit)(*hit.args) from None
-    return hit
+    """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable)."""
+    return ctx.host_fact(node, "nvidia-smi", lambda: nvidia_smi_facts(ctx.host(node)))
 
 
 def physical_gpus(ctx: RunContext, node: str) -> tuple[int | None, str]:

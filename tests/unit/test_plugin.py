@@ -127,3 +127,32 @@ def test_rollback_prints_what_it_restored_or_that_there_was_nothing(monkeypatch,
     assert row is not None and row["outcome"] == "passed"
     assert setup.rollback_changes == len(done)
 
+
+
+def test_host_facts_are_read_once_per_node_and_errors_raised_fresh(tmp_path: Path):
+    from provision.context import RunContext
+    from provision.hosts.results import HostUnreachable
+
+    ctx = RunContext(validate({}), None, tmp_path, ("a", "b"))  # type: ignore[arg-type]
+    reads: list[str] = []
+
+    def read(node: str):
+        def go():
+            reads.append(node)
+            if node == "b":
+                raise HostUnreachable(node, "ssh refused")
+            return {"gpus": 1}
+        return go
+
+    assert ctx.host_fact("a", "smi", read("a")) == {"gpus": 1}
+    assert ctx.host_fact("a", "smi", read("a")) == {"gpus": 1}
+    errors = []
+    for _ in range(2):
+        with pytest.raises(HostUnreachable, match="ssh refused") as info:
+            ctx.host_fact("b", "smi", read("b"))
+        errors.append(info.value)
+    assert reads == ["a", "b"]
+    assert errors[0] is not errors[1]  # a new exception each time: no traceback chain kept alive
+    other = RunContext(validate({}), None, tmp_path, ("a",))  # type: ignore[arg-type]
+    other.host_fact("a", "smi", read("a"))
+    assert reads == ["a", "b", "a"]  # another run's context reads again
