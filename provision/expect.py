@@ -8,12 +8,21 @@ from provision.context import NoHostAccess, RunContext
 from provision.hostfacts import SmiFacts, nvidia_smi_facts
 from provision.hosts.results import HostUnreachable
 from provision.observe import gfd
+from provision.observe.nvidia_smi import compute_capability_below, lowest_compute_capability
 from provision.observe.timeslicing import GPU_RESOURCE, TimeSlicingConfig, TimeSlicingError, parse_config
 
 
 def smi(ctx: RunContext, node: str) -> SmiFacts:
     """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable)."""
     return ctx.host_fact(node, "nvidia-smi", lambda: nvidia_smi_facts(ctx.host(node)))
+
+
+def unsupported_capability(ctx: RunContext, facts: SmiFacts) -> str | None:
+    """The node's lowest compute capability when it is below min_compute_capability (the GPU Operator's floor:
+    its operands are disabled there), else None."""
+    if compute_capability_below(facts.gpus, ctx.settings.min_compute_capability):
+        return lowest_compute_capability(facts.gpus)
+    return None
 
 
 def physical_gpus(ctx: RunContext, node: str) -> tuple[int | None, str]:
