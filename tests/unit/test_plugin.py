@@ -3,6 +3,7 @@ what --rollback prints."""
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -156,3 +157,34 @@ def test_host_facts_are_read_once_per_node_and_errors_raised_fresh(tmp_path: Pat
     other = RunContext(validate({}), None, tmp_path, ("a",))  # type: ignore[arg-type]
     other.host_fact("a", "smi", read("a"))
     assert reads == ["a", "b", "a"]  # another run's context reads again
+
+
+def test_pytest_bdd_still_maps_a_test_function_to_its_scenario(pytester: pytest.Pytester):
+    """gpu_conformance/reporting.py names each result by its feature and scenario through pytest-bdd's
+    scenario_wrapper_template_registry (not a public API; pytest-bdd pinned >=8.1,<10 in pyproject.toml). A
+    release that drops or changes it fails here instead of reports with test-function names."""
+    pytester.makefile(".feature", one="Feature: Shapes\n  Scenario: A square has four sides\n    Given a square\n")
+    pytester.makepyfile(test_one="""
+        from pytest_bdd import given, scenarios
+
+        scenarios("one.feature")
+
+        @given("a square")
+        def _():
+            pass
+    """)
+    pytester.makeconftest("""
+        import json
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtest_call(item):
+            from pytest_bdd.scenario import scenario_wrapper_template_registry
+            sc = scenario_wrapper_template_registry.get(item.obj)
+            with open("seen.json", "w") as f:
+                json.dump([sc.feature.name, sc.name] if sc else None, f)
+    """)
+    result = pytester.runpytest_inprocess("-p", "no:gpu_conformance.plugin", "-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1)
+    assert json.loads((pytester.path / "seen.json").read_text()) == ["Shapes", "A square has four sides"], \
+        "pytest-bdd's scenario_wrapper_template_registry no longer maps the test function to its scenario"
