@@ -591,11 +591,9 @@ def unsupported_reason(ctx: RunContext, node: str) -> str | None:
         facts = expect.smi(ctx, node)
     except Exception:  # noqa: BLE001 - no host access: judged by the checks themselves
         return None
-    caps = [g.compute_cap for g in facts.gpus if g.compute_cap]
-    from packaging.version import Version
-
-    if caps and min(Version(c) for c in caps) < Version(ctx.settings.min_compute_capability):
-        return (f"unsupported: compute capability {min(caps, key=Version)} below "
+    lowest = expect.unsupported_capability(ctx, facts)
+    if lowest:
+        return (f"unsupported: compute capability {lowest} below "
                 f"{ctx.settings.min_compute_capability}; the operator's operands are disabled on this node")
     return None
 

@@ -21,10 +21,10 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from provision.hosts.guard import WRITE_GUARD
+from provision.labels import MANAGED_BY as MANAGED_BY  # re-exported; their home is provision/labels.py
+from provision.labels import SUITE as SUITE
 from provision.settings import Settings, SettingsError
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-SUITE = "gpu-node-conformance"
 CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME = "nvidia.com", "v1", "clusterpolicies", "cluster-policy"
 WAIT_LOG_ENV = "GPU_CONFORMANCE_WAIT_LOG"  # JSON-lines file: when each wait noticed its state (benchmarks)
 

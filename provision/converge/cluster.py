@@ -52,7 +52,7 @@ class TimeSlicing:
     def _supported(self, ctx: RunContext, result: Result | None = None) -> list[str]:
         """GPU nodes this converger works on: not unsupported, not already failed by an earlier converger
         (or by this one, when it plans again after applying)."""
-        engine = getattr(ctx, "engine", None)
+        engine = ctx.engine
         skip: set[str] = set(result.node_failures) | set(result.node_errors) if result else set()
         if engine is not None:
             skip |= set(engine.ensure("host-driver").node_skips) | engine.unhealthy_nodes()

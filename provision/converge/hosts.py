@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import posixpath
 
-from packaging.version import Version
-
+from provision import expect
 from provision.context import NoHostAccess, RunContext
 from provision.engine import Change, ConvergeError, Result
 from provision.hostfacts import DOCKER_DAEMON_JSON, containerd_facts, docker_config, has_docker, nvidia_smi_facts
@@ -126,10 +125,9 @@ class HostDriver:
                 result.node_failures[node] = f"nvidia-smi on {node}: {why}"
                 continue
             labels = (nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
-            caps = [g.compute_cap for g in smi.gpus if g.compute_cap]
-            unsupported = bool(caps) and min(Version(c) for c in caps) < Version(ctx.settings.min_compute_capability)
-            if unsupported:
-                result.node_skips[node] = (f"unsupported: compute capability {min(caps)} is below "
+            lowest = expect.unsupported_capability(ctx, smi)
+            if lowest:
+                result.node_skips[node] = (f"unsupported: compute capability {lowest} is below "
                                            f"{ctx.settings.min_compute_capability} (GPU Operator requirement)")
                 want = {DEPLOY_PREFIX + o: "false" for o in DEPLOY_OPERANDS}
                 patch = {k: v for k, v in want.items() if labels.get(k) != v}
