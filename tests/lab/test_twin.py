@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client, watch
 
 from lab import cluster
+from provision.converge.cluster import plugin_not_rendered
 from provision.hosts.access import HostAccess
 from provision.hosts.guard import WRITE_GUARD
 from provision.hosts.spec import HostSpec
@@ -68,6 +69,11 @@ def _wait(core: client.CoreV1Api, what: str, done, timeout: float = 60, **kw) ->
             w.stop()
             return objs
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _camel(obj) -> dict:
+    """A client model as the API's JSON (camelCase), as the suite's pure functions read objects."""
+    return client.ApiClient().sanitize_for_serialization(obj)
 
 
 def _alloc(node: client.V1Node) -> int:
@@ -152,8 +158,10 @@ def _restart_plugin_on(lab: Lab, node: str) -> None:
 
 def test_time_slicing_applies_only_after_the_device_plugin_restarts(faulty_lab: Lab):
     """Setting devicePlugin.config on the ClusterPolicy makes the real operator render the device plugin
-    DaemonSet anew (config manager, the ConfigMap volume): its pods roll by themselves. A later change of the
-    ConfigMap's content reaches a node only when its plugin restarts."""
+    DaemonSet anew (config manager, the ConfigMap volume). Its rolling update stalls behind the faulty nodes'
+    pods that never become ready (maxUnavailable), so a node gets the config when its plugin pod is replaced
+    from the new template. A later change of the ConfigMap's content reaches a node only when its plugin
+    restarts."""
     core = faulty_lab.core
     before = _wait(core, "ok-1 advertising its GPU, labelled by GFD", lambda ns: _alloc(ns["ok-1"]) == 1
                    and "nvidia.com/gpu.product" in (ns["ok-1"].metadata.labels or {}))
@@ -167,8 +175,14 @@ def test_time_slicing_applies_only_after_the_device_plugin_restarts(faulty_lab: 
     client.CustomObjectsApi(faulty_lab.api()).patch_cluster_custom_object(
         "nvidia.com", "v1", "clusterpolicies", "cluster-policy",
         {"spec": {"devicePlugin": {"config": {"name": "time-slicing-config", "default": "any"}}}})
-    _wait(core, "ok-1 at 4 once the operator re-rendered the plugin", lambda ns: _alloc(ns["ok-1"]) == 4,
-          timeout=180)
+    apps = client.AppsV1Api(faulty_lab.api())
+    deadline = time.monotonic() + 120
+    while plugin_not_rendered(_camel(apps.read_namespaced_daemon_set("nvidia-device-plugin-daemonset", NS)),
+                              "time-slicing-config", "any"):
+        assert time.monotonic() < deadline, "the operator did not render the plugin DaemonSet for the config"
+        time.sleep(0.5)
+    _restart_plugin_on(faulty_lab, "ok-1")
+    _wait(core, "ok-1 at 4 after its plugin restarted from the new template", lambda ns: _alloc(ns["ok-1"]) == 4)
     core.patch_namespaced_config_map("time-slicing-config", NS, {"data": config(2)})
     time.sleep(1.5)  # longer than the plugin's start time: nothing may change without a restart
     assert _alloc(core.read_node("ok-1")) == 4
@@ -199,7 +213,7 @@ def test_replicas_below_two_is_a_plugin_error_and_no_sharing(faulty_lab: Lab):
     nodes = _wait(core, "f-slow advertising its one GPU unshared", lambda ns: _alloc(ns["f-slow"]) == 1
                   and ns["f-slow"].metadata.labels.get("nvidia.com/gpu.sharing-strategy") == "none")
     assert nodes["f-slow"].metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H200"
-    log = core.read_namespaced_pod_log(plugin[0].metadata.name, NS)
+    log = core.read_namespaced_pod_log(plugin[0].metadata.name, NS, container="nvidia-device-plugin")
     assert "number of replicas must be >= 2" in log
     missing = core.list_namespaced_pod(NS, label_selector="app=nvidia-device-plugin-daemonset",
                                        field_selector="spec.nodeName=f-missing").items
