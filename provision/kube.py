@@ -212,9 +212,12 @@ class Kube:
                 return None
             raise
 
-    def pod_log(self, name: str, namespace: str, tail: int | None = None) -> str:
+    def pod_log(self, name: str, namespace: str, tail: int | None = None, container: str | None = None) -> str:
+        """A container's log; `container` names it in a pod of several (the operator's device plugin pod has
+        four: without the name the apiserver answers 400 "a container name must be specified")."""
         try:
-            return self.core.read_namespaced_pod_log(name, namespace, tail_lines=tail, _request_timeout=self.timeout)
+            return self.core.read_namespaced_pod_log(name, namespace, tail_lines=tail, container=container,
+                                                     _request_timeout=self.timeout)
         except ApiException as exc:
             return f"(log unavailable: {exc.status} {exc.reason})"
 

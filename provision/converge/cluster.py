@@ -215,7 +215,8 @@ class TimeSlicing:
                 waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
                 state = ", ".join(str(x) for x in (st.get("phase"), waiting,
                                                    cs.get("restartCount") and f"{cs['restartCount']} restarts") if x)
-                log = ctx.kube.pod_log(p["metadata"]["name"], ns, tail=3).strip().replace("\n", " | ")
+                log = ctx.kube.pod_log(p["metadata"]["name"], ns, tail=3, container=DEVICE_PLUGIN_CONTAINER
+                                       ).strip().replace("\n", " | ")
                 lines.append(f"{n}: device-plugin pod {p['metadata']['name']} {state}; log: {log}")
             return "\n".join(lines)
 
@@ -235,6 +236,9 @@ class TimeSlicing:
                     f"timed out after {ctx.settings.timeout('advertise'):.0f}s waiting for {node} to advertise its "
                     f"GPUs: {'; '.join(whats)}" + (f". {detail.rstrip().rstrip('.')}" if detail else "") +
                     ". Fix: check the device-plugin pod's log on the node")
+
+
+DEVICE_PLUGIN_CONTAINER = "nvidia-device-plugin"  # the plugin's own container (beside the config manager)
 
 
 def plugin_not_rendered(ds: dict | None, cm_name: str, default: str) -> str | None:

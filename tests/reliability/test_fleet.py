@@ -37,7 +37,7 @@ FLEET = {"nodes": [
      "files": {"/etc/docker/daemon.json": str(REPO / "lab" / "specs" / "spark-daemon.json")}},
 ]}
 DCGM = "The DCGM exporter reports every GPU of the node"
-NOT_APPLICABLE = "Docker is not installed"
+NOT_APPLICABLE = "not applicable"  # the suite's skip reason for a check that does not apply (no Docker, not asked for)
 
 
 @dataclass
