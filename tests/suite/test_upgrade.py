@@ -6,6 +6,8 @@ by the operator once the suite has set its gpu.deploy.*=false labels, and is rep
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes import client
 
@@ -56,9 +58,10 @@ def test_upgrade_with_the_real_operators_then_audit_then_refused_downgrade(upgra
     assert cluster.status(lab.paths)["operator"]["version"] == "v26.7.0", "the v26.7.0 binary replaced v26.3.0"
     assert any(i.endswith(":v1.20.0") for i in _toolkit_images(lab)), "operands rolled to the new toolkit"
     ext = client.ApiextensionsV1Api(lab.api())
-    crd = ext.read_custom_resource_definition("clusterpolicies.nvidia.com")
-    host_paths = crd.spec.versions[0].schema.open_api_v3_schema.properties["spec"].properties["hostPaths"]
-    assert "kubeletRootDir" in host_paths.properties, "CRD upgraded by the chart's hook (manage-crds v26.7.0)"
+    crd = json.loads(ext.read_custom_resource_definition("clusterpolicies.nvidia.com", _preload_content=False).data)
+    host_paths = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "hostPaths"]
+    assert "kubeletRootDir" in host_paths["properties"], "CRD upgraded by the chart's hook (manage-crds v26.7.0)"
     assert ext.read_custom_resource_definition("gpuclusters.nvidia.com"), "v26.7.0's new CRD applied by the hook"
     hook = [e for e in lab.audit_events() if (e.get("objectRef") or {}).get("resource") == "customresourcedefinitions"
             and e.get("verb") in ("patch", "update", "create") and "upgrade-crd-hook-sa" in e["user"]["username"]]
