@@ -80,10 +80,18 @@ class TimeSlicing:
         elif diff_keys:
             changes.append(Change(self.name, None, f"ConfigMap {s.namespace}/{TIME_SLICING_CM}", "update",
                                   f"keys {diff_keys} -> replicas per config"))
-        for node, key in sorted(labels.items()):
+        foreign = sorted(k for k in have if k not in data)
+        if foreign:
+            result.kept.append(f"ConfigMap {s.namespace}/{TIME_SLICING_CM} keys {foreign} (another installer's "
+                               "configs, e.g. the playbooks' profiles: left as they are)")
+        for node in sorted(nodes):
+            key = labels.get(node)
             cur = (snap.nodes.get(node, {}).get("metadata", {}).get("labels") or {}).get(CONFIG_LABEL)
-            if cur != key:
-                changes.append(Change(self.name, node, f"node {node} label {CONFIG_LABEL}", "label", f"{cur} -> {key}"))
+            if cur != key and not (key is None and cur in data):
+                why = "" if key else (f" (a config this run does not set, e.g. the playbooks' profile label: the "
+                                      f"node takes the default {default}; recorded, --rollback restores it)")
+                changes.append(Change(self.name, node, f"node {node} label {CONFIG_LABEL}", "label",
+                                      f"{cur} -> {key or 'unset'}{why}"))
         cp = snap.cluster_policy
         if cp is None:
             result.notes.append("ClusterPolicy cluster-policy does not exist yet (operator not installed)")
@@ -113,9 +121,10 @@ class TimeSlicing:
         nodes = self._supported(ctx)
         data, default, labels = desired_timeslicing(ctx, nodes)
         self._configmap(ctx, data)
-        for node, key in labels.items():
+        for node in nodes:
+            key = labels.get(node)
             cur = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata", {}).get("labels") or {}).get(CONFIG_LABEL)
-            if cur != key:
+            if cur != key and not (key is None and cur in data):
                 ctx.record.add("node-label", f"{node}:{CONFIG_LABEL}", cur)
                 ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node,
                                  {"metadata": {"labels": {CONFIG_LABEL: key}}})
