@@ -208,9 +208,11 @@ class Kube:
                 return None
             raise
 
-    def pod_log(self, name: str, namespace: str, tail: int | None = None) -> str:
+    def pod_log(self, name: str, namespace: str, tail: int | None = None, container: str | None = None) -> str:
+        """A pod's log (`container`: needed for a pod of several containers, else the apiserver answers 400)."""
         try:
-            return self.core.read_namespaced_pod_log(name, namespace, tail_lines=tail, _request_timeout=self.timeout)
+            return self.core.read_namespaced_pod_log(name, namespace, tail_lines=tail, _request_timeout=self.timeout,
+                                                     **({"container": container} if container else {}))
         except ApiException as exc:
             return f"(log unavailable: {exc.status} {exc.reason})"
 

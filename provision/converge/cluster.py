@@ -19,6 +19,8 @@ from provision.observe.timeslicing import render_config
 TIME_SLICING_CM = "time-slicing-config"
 SINGLE_KEY = "any"
 DEVICE_PLUGIN_DS = "nvidia-device-plugin-daemonset"
+GFD_DS = "gpu-feature-discovery"
+GFD_REPLICAS = "nvidia.com/gpu.replicas"
 CONFIG_LABEL = "nvidia.com/device-plugin.config"
 DISCOVERY_CM = "thinkube-service-config"
 GPU = "nvidia.com/gpu"
@@ -178,6 +180,14 @@ class TimeSlicing:
                     ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} (device plugin restart)",
                                      ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
 
+    def _restart_gfd(self, ctx: RunContext, nodes: list[str], ns: str) -> None:
+        wanted = set(nodes)
+        for pod in ctx.kube.snapshot(refresh=True).pods_of(GFD_DS):
+            if pod["spec"].get("nodeName") in wanted and not pod["metadata"].get("deletionTimestamp"):
+                with contextlib.suppress(ApiException):
+                    ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} (GFD relabels when it restarts)",
+                                     ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
+
     def _wait_advertised(self, ctx: RunContext, nodes: list[str], result: Result) -> None:
         """Wait (watch) until every node advertises physical x replicas; nodes still wrong at the timeout
         fail with diagnostics, the others are converged."""
@@ -186,14 +196,16 @@ class TimeSlicing:
 
         replicas = {n: expect.replicas(ctx, n) for n in expected}
 
-        def missing(objs: dict[str, dict]) -> list[str]:
+        def stale_gfd(objs: dict[str, dict]) -> list[str]:
+            return [f"{n} (GFD label gpu.replicas="
+                    f"{((objs.get(n, {}).get('metadata') or {}).get('labels') or {}).get(GFD_REPLICAS)}, want {r})"
+                    for n, r in sorted(replicas.items())
+                    if ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get(GFD_REPLICAS) != str(r)]
+
+        def missing(objs: dict[str, dict], labels: bool = True) -> list[str]:
             out = [f"{n} (advertises {_allocatable(objs.get(n, {}))}, want {w})"
                    for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {})) != w]
-            for n, r in sorted(replicas.items()):
-                label = ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get("nvidia.com/gpu.replicas")
-                if label != str(r):
-                    out.append(f"{n} (GFD label gpu.replicas={label}, want {r})")
-            return out
+            return out + (stale_gfd(objs) if labels else [])
 
         def diagnostics(objs: dict[str, dict]) -> str:
             lines = []
@@ -208,12 +220,20 @@ class TimeSlicing:
                 waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
                 state = ", ".join(str(x) for x in (st.get("phase"), waiting,
                                                    cs.get("restartCount") and f"{cs['restartCount']} restarts") if x)
-                log = ctx.kube.pod_log(p["metadata"]["name"], ns, tail=3).strip().replace("\n", " | ")
+                # The operator renders the plugin with a config-manager sidecar: the log is the plugin container's.
+                log = ctx.kube.pod_log(p["metadata"]["name"], ns, tail=3,
+                                       container="nvidia-device-plugin").strip().replace("\n", " | ")
                 lines.append(f"{n}: device-plugin pod {p['metadata']['name']} {state}; log: {log}")
             return "\n".join(lines)
 
         try:
-            ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
+            objs = ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
+                                     lambda objs: not missing(objs, labels=False), lambda o: missing(o, labels=False),
+                                     ctx.settings.timeout("advertise"), diagnostics)
+            # GPU feature discovery labels from the config it started with: a GFD pod that started before the
+            # plugin loaded the new config keeps the old replicas label until it restarts.
+            self._restart_gfd(ctx, [e.partition(" ")[0] for e in stale_gfd(objs)], ns)
+            ctx.kube.wait_for("GPU feature discovery to label the replicas", ctx.kube.core.list_node,
                               lambda objs: not missing(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
         except WaitTimeout as exc:
             objs = ctx.kube.snapshot(refresh=True).nodes

@@ -314,10 +314,21 @@ class ContainerdRestart:
                                           f"left give no runc default runtime ({found}); nothing restarted. Fix: "
                                           "read `snap logs k8s.containerd` on the node")
             return False
-        error = self._restart_and_wait(ctx, host, node)
-        if error is not None:
-            result.node_failures[node] = (f"containerd on {node} did not come back after the repair restart: {error}. "
-                                          "Fix: read `snap logs k8s.containerd` on the node")
+        # Judged by a Ready condition only: the node's NotReady message from before the restart would read as
+        # the restart's own failure (_restart_and_wait stops at the first permanent error it sees).
+        res = host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+        kube = ctx.kube
+        try:
+            if not res.ok:
+                raise WaitTimeout(res.stderr.strip() or res.stdout.strip())
+            kube.wait_for(f"{node} to be Ready after the repair restart of containerd", kube.core.list_node,
+                          lambda objs: node in objs and ready(objs[node]), lambda _: [node],
+                          ctx.settings.timeout("node_ready"), field_selector=f"metadata.name={node}")
+        except WaitTimeout as exc:
+            obj = kube.snapshot(refresh=True).nodes.get(node) or {}
+            result.node_failures[node] = (f"containerd on {node} did not come back after the repair restart: "
+                                          f"{ready_message(obj) if obj else exc}. Fix: read `snap logs k8s.containerd` "
+                                          "on the node")
             return False
         return True
 

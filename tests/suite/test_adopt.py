@@ -146,3 +146,52 @@ def test_playbooks_install_audit_plan_provision_audit_rollback(playbook_lab, tmp
     assert now["release"]["chart"] == before["release"]["chart"]
     assert now["cluster"] == before["cluster"]
     assert now["hosts"] == before["hosts"]
+
+
+@pytest.fixture(scope="module")
+def defaults_lab(tmp_path_factory):
+    from lab import cluster
+
+    lab, _ = _lab(tmp_path_factory, "defaults")
+    try:
+        lab.install_operator()   # helm install with only driver.enabled=false
+        yield lab
+    finally:
+        cluster.down(lab.paths)
+
+
+def test_chart_defaults_install_is_adopted_in_one_run_and_rolled_back_to(defaults_lab, tmp_path):
+    lab = defaults_lab
+    before = {"release": _release(lab), "labels": _cluster_state(lab)["labels"]}
+
+    audit = run_suite(lab, tmp_path / "audit")
+    assert audit.rc == 10, audit.output[-3000:]
+    ready = _by(audit, "The node is Ready", "spark-1")
+    assert ready["observation"] == "ok" and ready["drift"], ready           # nothing broken: drift only
+    runtimes = _by(audit, "containerd's effective configuration has runc as default and nvidia", "gpu-a")
+    assert runtimes["observation"] == "failed", runtimes                    # the chart's defaults miss k8s-snap's paths
+    assert "containerd's effective runtimes on gpu-a: runc (default runc)" in runtimes["message"], runtimes["message"]
+    assert runtimes["message"].index("Observed") < runtimes["message"].index("Drift from the desired state")
+
+    plan = run_suite(lab, tmp_path / "plan", "--plan")
+    assert plan.rc == 0, plan.output[-3000:]
+    text = (plan.run_dir / "plan.txt").read_text()
+    for expected in ("upgrade helm release gpu-operator/gpu-operator: adopt: toolkit.env CONTAINERD_CONFIG: unset -> ",
+                     "keep helm release gpu-operator/gpu-operator revision 1",
+                     f"restart containerd on spark-1: after the toolkit writes {SNAP_DROPIN}"):
+        assert expected in text, f"{expected!r} not in the plan:\n{text}"
+    assert "keep value" not in text, text   # the release has no values of its own beyond the suite's
+
+    prov = run_suite(lab, tmp_path / "provision", "--provision")
+    assert prov.rc == 0, prov.output[-5000:]
+    audit2 = run_suite(lab, tmp_path / "audit2")
+    assert audit2.rc == 0, "\n".join(f"{r['node']} {r['scenario']}: {r['message']}" for r in audit2.results()
+                                      if r["outcome"] not in ("passed", "skipped"))
+
+    back = run_suite(lab, tmp_path / "rollback", "--rollback")
+    assert back.rc == 0, back.output[-3000:]
+    now = _release(lab)
+    assert now["values"] == before["release"]["values"] == {"driver": {"enabled": False}}, now
+    assert _cluster_state(lab)["labels"] == before["labels"]
+    cms = {c.metadata.name for c in lab.core.list_namespaced_config_map("gpu-operator").items}
+    assert "time-slicing-config" not in cms and "thinkube-service-config" not in cms, cms
