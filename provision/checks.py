@@ -203,7 +203,7 @@ def node_ready(ctx: RunContext, node: str) -> Finding:
     return Finding(ready(obj), _fix("Ready=True", ready_message(obj),
                                     f"kubectl describe node {node}; on the host: snap services k8s.containerd, "
                                     "journalctl -u snap.k8s.containerd"),
-                   observed=f"node {node} is {'Ready' if ready(obj) else 'NotReady'} ({ready_message(obj)})")
+                   observed=f"node {node} is Ready ({ready_message(obj)})" if ready(obj) else f"node {node} is NotReady")
 
 
 def driver(ctx: RunContext, node: str, minimum: int) -> Finding:
@@ -312,7 +312,7 @@ def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
     if down:
         problems.insert(0, down)
     observed = (f"containerd's effective runtimes on {node}: {', '.join(sorted(eff.runtimes)) or 'none'} (default "
-                f"{eff.default_runtime_name or 'unset'})" + (f"; {down}" if down else ""))
+                f"{eff.default_runtime_name or 'unset'})")
     return Finding(not problems, _fix("runtimes runc (default) and nvidia in containerd's effective configuration",
                                       "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}", " ".join(fixes)), att,
                    observed=observed)

@@ -191,7 +191,8 @@ def observed_verdict(finding: checks.Finding, drift: list[str]) -> tuple[str, st
         return observation, finding.message
     said = f"{finding.observed.rstrip('.')}. " if finding.observed else ""
     head = (f"Observed (as desired): {finding.observed_text().rstrip('.')}." if finding.ok
-            else f"Observed: {said}{finding.message.rstrip().rstrip('.')}.")
+            else f"Observed: {said}{(finding.message[:1].upper() if said else finding.message[:1])}"
+                 f"{finding.message[1:].rstrip().rstrip('.')}.")
     tail = (f" Drift{' only' if finding.ok else ''} from the desired state ({len(drift)} change(s) pending): "
             f"{checks.listed(drift, limit=8)}. Fix: run `pytest features/ --provision` (see --plan for the exact "
             "changes)")

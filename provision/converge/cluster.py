@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import time
 
 import yaml
 from kubernetes.client.rest import ApiException
 
 from provision import expect
 from provision.context import RunContext
+from provision.converge.settle import not_rendered, pending_pods, template_generations
 from provision.engine import Change, Result
 from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE, WaitTimeout
 from provision.observe.timeslicing import render_config
@@ -21,6 +23,14 @@ SINGLE_KEY = "any"
 DEVICE_PLUGIN_DS = "nvidia-device-plugin-daemonset"
 GFD_DS = "gpu-feature-discovery"
 GFD_REPLICAS = "nvidia.com/gpu.replicas"
+DEFAULT_CONFIG_ENV = "DEFAULT_CONFIG"
+
+
+def template_env(ds: dict, value: str) -> set[str]:
+    """Names of the env variables of a DaemonSet's pod template (any container) that are set to `value`. Pure."""
+    tmpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {e.get("name", "") for c in (tmpl.get("containers") or []) + (tmpl.get("initContainers") or [])
+            for e in c.get("env") or [] if e.get("value") == value}
 CONFIG_LABEL = "nvidia.com/device-plugin.config"
 DISCOVERY_CM = "thinkube-service-config"
 GPU = "nvidia.com/gpu"
@@ -145,8 +155,42 @@ class TimeSlicing:
         expected = self._expected(ctx, nodes)
         restart = [n for n in nodes if config_changed or (
             expected.get(n) is not None and _allocatable(snap.nodes.get(n, {})) != expected[n])]
+        self._wait_config_rendered(ctx, default)
         self._restart_plugin(ctx, restart, s.namespace)
+        self._wait_rollout(ctx, nodes)
         self._wait_advertised(ctx, nodes, result)
+
+    def _wait_config_rendered(self, ctx: RunContext, default: str) -> None:
+        """After the ClusterPolicy patch the operator re-renders the device plugin (its config manager's
+        DEFAULT_CONFIG); a restart before that would start the plugin on the previous template."""
+        kube, ns = ctx.kube, ctx.settings.namespace
+        cp = kube.get_cluster_policy()
+
+        def missing(objs: dict[str, dict]) -> list[str]:
+            out = not_rendered(cp, objs, [DEVICE_PLUGIN_DS])
+            ds = objs.get(DEVICE_PLUGIN_DS)
+            if ds is not None and not out and DEFAULT_CONFIG_ENV not in template_env(ds, default):
+                out.append(f"{DEVICE_PLUGIN_DS}: config manager's DEFAULT_CONFIG is not {default!r} yet")
+            return out
+
+        kube.wait_for(f"the operator to render {DEVICE_PLUGIN_DS} with config {default}",
+                      kube.apps.list_namespaced_daemon_set, lambda o: not missing(o), missing,
+                      ctx.settings.timeout("advertise"), lambda _: "", ns, field_selector=f"metadata.name={DEVICE_PLUGIN_DS}")
+
+    def _wait_rollout(self, ctx: RunContext, nodes: list[str]) -> None:
+        """The device plugin and GFD pods of their DaemonSets' current templates run and are ready on the nodes:
+        a pod of a previous template advertises and labels the previous config (provision/converge/settle.py)."""
+        kube, ns, apps = ctx.kube, ctx.settings.namespace, (DEVICE_PLUGIN_DS, GFD_DS)
+        daemonsets = {d["metadata"]["name"]: d for d in json.loads(kube.apps.list_namespaced_daemon_set(
+            ns, _preload_content=False, _request_timeout=kube.timeout).data).get("items", [])}
+        generations = template_generations({a: d for a, d in daemonsets.items() if a in apps})
+
+        def missing(objs: dict[str, dict]) -> list[str]:
+            return pending_pods(objs.values(), apps, nodes, time.time(), float("inf"), generations)
+
+        with contextlib.suppress(WaitTimeout):  # what did not roll out is reported by the advertise wait
+            kube.wait_for("the device plugin and GFD to roll out", kube.core.list_namespaced_pod,
+                          lambda o: not missing(o), missing, ctx.settings.timeout("advertise"), lambda _: "", ns)
 
     def _configmap(self, ctx: RunContext, data: dict[str, str]) -> None:
         s = ctx.settings

@@ -72,3 +72,20 @@ def test_verdict_leads_with_the_observation_then_the_drift():
     assert observation == "failed"
     assert message.startswith("Observed: expected Ready=True; found Ready=False: containerd down. Fix: look. Drift from")
     assert observed_verdict(bad, []) == ("failed", bad.message)
+
+
+def test_a_failed_observation_with_its_own_words_leads_with_them():
+    bad = Finding(False, "expected runc and nvidia; found no nvidia runtime. Fix: x",
+                  observed="containerd's effective runtimes on a: runc (default runc)")
+    _, message = observed_verdict(bad, ["[a] restart containerd on a"])
+    assert message.startswith("Observed: containerd's effective runtimes on a: runc (default runc). Expected runc")
+
+
+def test_toolkit_dropin_is_read_from_the_rendered_daemonset():
+    from provision.converge.operator import toolkit_dropin
+
+    ds = {"spec": {"template": {"spec": {"containers": [{"name": "nvidia-container-toolkit-ctr", "env": [
+        {"name": "RUNTIME_DROP_IN_CONFIG", "value": "/runtime/config-dir.d/99-nvidia.toml"},
+        {"name": "RUNTIME_DROP_IN_CONFIG_HOST_PATH", "value": f"{SNAP}/etc/containerd/conf.d/99-nvidia.toml"}]}]}}}}
+    assert toolkit_dropin(ds) == f"{SNAP}/etc/containerd/conf.d/99-nvidia.toml"
+    assert toolkit_dropin({"spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}}) is None
