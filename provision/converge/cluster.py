@@ -161,21 +161,21 @@ class TimeSlicing:
         self._wait_advertised(ctx, nodes, result)
 
     def _wait_config_rendered(self, ctx: RunContext, default: str) -> None:
-        """After the ClusterPolicy patch the operator re-renders the device plugin (its config manager's
-        DEFAULT_CONFIG); a restart before that would start the plugin on the previous template."""
-        kube, ns = ctx.kube, ctx.settings.namespace
+        """After the ClusterPolicy patch the operator re-renders the device plugin and GFD (their config managers'
+        DEFAULT_CONFIG), asynchronously: a restart before that starts the plugin on the previous template, and
+        the generations read before it would wait for pods of a template that is being replaced."""
+        kube, ns, apps = ctx.kube, ctx.settings.namespace, (DEVICE_PLUGIN_DS, GFD_DS)
         cp = kube.get_cluster_policy()
 
         def missing(objs: dict[str, dict]) -> list[str]:
-            out = not_rendered(cp, objs, [DEVICE_PLUGIN_DS])
-            ds = objs.get(DEVICE_PLUGIN_DS)
-            if ds is not None and not out and DEFAULT_CONFIG_ENV not in template_env(ds, default):
-                out.append(f"{DEVICE_PLUGIN_DS}: config manager's DEFAULT_CONFIG is not {default!r} yet")
+            out = not_rendered(cp, objs, [a for a in apps if a in objs or a == DEVICE_PLUGIN_DS])  # GFD may be off
+            out += [f"{app}: config manager's DEFAULT_CONFIG is not {default!r} yet" for app in apps
+                    if app in objs and DEFAULT_CONFIG_ENV not in template_env(objs[app], default)]
             return out
 
-        kube.wait_for(f"the operator to render {DEVICE_PLUGIN_DS} with config {default}",
+        kube.wait_for(f"the operator to render the device plugin and GFD with config {default}",
                       kube.apps.list_namespaced_daemon_set, lambda o: not missing(o), missing,
-                      ctx.settings.timeout("advertise"), lambda _: "", ns, field_selector=f"metadata.name={DEVICE_PLUGIN_DS}")
+                      ctx.settings.timeout("advertise"), lambda _: "", ns)
 
     def _wait_rollout(self, ctx: RunContext, nodes: list[str]) -> None:
         """The device plugin and GFD pods of their DaemonSets' current templates run and are ready on the nodes:
@@ -183,6 +183,7 @@ class TimeSlicing:
         kube, ns, apps = ctx.kube, ctx.settings.namespace, (DEVICE_PLUGIN_DS, GFD_DS)
         daemonsets = {d["metadata"]["name"]: d for d in json.loads(kube.apps.list_namespaced_daemon_set(
             ns, _preload_content=False, _request_timeout=kube.timeout).data).get("items", [])}
+        apps = tuple(a for a in apps if a in daemonsets)   # GFD may be off (gfd.enabled=false)
         generations = template_generations({a: d for a, d in daemonsets.items() if a in apps})
 
         def missing(objs: dict[str, dict]) -> list[str]:

@@ -50,6 +50,29 @@ def playbook_lab(tmp_path_factory):
         cluster.down(lab.paths)
 
 
+# What the audit of the playbooks' install observes, per scenario and node: "ok" = the real state is right and only
+# drift fails it; "failed" = the observation fails; None = nothing observed (broken, skipped). spark-1 (Docker) is
+# NotReady: the playbooks' toolkit copied Docker's containerd config, whose CRI section has no runc.
+PLAYBOOKS_AUDIT = {
+    (None, "The discovery ConfigMap describes the GPU Operator"): {"failed"},
+    (None, "ClusterPolicy is ready"): {"ok"},   # the real operator: ready, with no operand on NotReady spark-1
+    (None, "Every operand runs on every GPU node"): {"failed"},
+    (None, "The gpu-operator release is deployed at the expected chart version"): {"ok"},
+    (None, "The nvidia RuntimeClass exists"): {"ok"},
+    (None, "The operator Deployment is available"): {"ok"},
+    (None, "The time-slicing config is valid and wired into ClusterPolicy"): {"failed"},
+    ("gpu-a", "The node is Ready"): {"ok"},
+    ("gpu-a", "The NVIDIA driver works and is at least the minimum version"): {"ok"},
+    ("gpu-a", "The node advertises physical GPUs times replicas"): {"failed"},   # the playbooks' 2 replicas
+    ("gpu-a", "containerd's effective configuration has runc as default and nvidia"): {"ok"},
+    ("gpu-a", "The runc and nvidia drop-ins are where containerd imports them"): {"ok"},
+    ("spark-1", "The node is Ready"): {"failed"},
+    ("spark-1", "containerd's effective configuration has runc as default and nvidia"): {"failed"},
+    ("spark-1", "Docker knows the nvidia runtime"): {"ok"},
+    ("spark-1", "The DCGM exporter reports every GPU of the node"): {None, "failed"},  # its pod never started
+}
+
+
 def _by(run, scenario: str, node: str | None) -> dict:
     found = [r for r in run.results() if r["scenario"] == scenario and r["node"] == node]
     assert found, f"no result for {scenario!r} on {node}: {[r['scenario'] for r in run.results()]}"
@@ -103,6 +126,14 @@ def test_playbooks_install_audit_plan_provision_audit_rollback(playbook_lab, tmp
     assert advertised["observation"] == "failed", advertised     # 1 GPU x the playbooks' 2 replicas, not 4
     assert "found" in advertised["message"] and advertised["drift"], advertised
     assert all("drift" in r and "observation" in r for r in audit.results())
+    seen = {(node, scenario): _by(audit, scenario, node)["observation"] for node, scenario in PLAYBOOKS_AUDIT}
+    assert all(seen[k] in want for k, want in PLAYBOOKS_AUDIT.items()), {
+        k: (seen[k], want) for k, want in PLAYBOOKS_AUDIT.items() if seen[k] not in want}
+    for r in audit.results():
+        if r["observation"] == "ok" and r["outcome"] != "passed":
+            assert r["outcome"] == "failed" and r["drift"] and "Drift only from the desired state" in r["message"], r
+        if r["observation"] == "failed" and r["drift"]:
+            assert r["message"].startswith("Observed: ") and "Drift from the desired state" in r["message"], r
     assert [e for e in suite_writes(lab, audit) if e["objectRef"].get("resource") != "pods"] == []
 
     # 2. --plan lists the adoption: merged values, and each leftover kept or removed.

@@ -89,3 +89,13 @@ def test_toolkit_dropin_is_read_from_the_rendered_daemonset():
         {"name": "RUNTIME_DROP_IN_CONFIG_HOST_PATH", "value": f"{SNAP}/etc/containerd/conf.d/99-nvidia.toml"}]}]}}}}
     assert toolkit_dropin(ds) == f"{SNAP}/etc/containerd/conf.d/99-nvidia.toml"
     assert toolkit_dropin({"spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}}) is None
+
+
+def test_template_env_names_the_variables_set_to_a_value():
+    from provision.converge.cluster import template_env
+
+    ds = {"spec": {"template": {"spec": {
+        "initContainers": [{"name": "config-manager-init", "env": [{"name": "DEFAULT_CONFIG", "value": "any"}]}],
+        "containers": [{"name": "nvidia-device-plugin", "env": [{"name": "CONFIG_FILE", "value": "/config/config.yaml"}]}]}}}}
+    assert template_env(ds, "any") == {"DEFAULT_CONFIG"}
+    assert template_env(ds, "default") == set()
