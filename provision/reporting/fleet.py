@@ -220,7 +220,7 @@ def render_fleet(
             cls = _CLASS[_outcome(worst)]
             if cls == "f" and _drift_only(rs):
                 cls = "d"
-            if cls in ("f", "b"):
+            if cls in ("f", "b", "d"):
                 bad += 1
             href = cell_links.get((key, str(worst.get("nodeid") or ""))) or row_href
             title = _e(_cell_title(rs))
