@@ -156,8 +156,10 @@ class TimeSlicing:
         restart = [n for n in nodes if config_changed or (
             expected.get(n) is not None and _allocatable(snap.nodes.get(n, {})) != expected[n])]
         self._wait_config_rendered(ctx, default)
+        # GFD of the new template first, then the plugin restart: GFD labels what the plugin loaded.
+        self._wait_rollout(ctx, nodes, (GFD_DS,))
         self._restart_plugin(ctx, restart, s.namespace)
-        self._wait_rollout(ctx, nodes)
+        self._wait_rollout(ctx, nodes, (DEVICE_PLUGIN_DS,))
         self._wait_advertised(ctx, nodes, result)
 
     def _wait_config_rendered(self, ctx: RunContext, default: str) -> None:
@@ -177,10 +179,10 @@ class TimeSlicing:
                       kube.apps.list_namespaced_daemon_set, lambda o: not missing(o), missing,
                       ctx.settings.timeout("advertise"), lambda _: "", ns)
 
-    def _wait_rollout(self, ctx: RunContext, nodes: list[str]) -> None:
-        """The device plugin and GFD pods of their DaemonSets' current templates run and are ready on the nodes:
-        a pod of a previous template advertises and labels the previous config (provision/converge/settle.py)."""
-        kube, ns, apps = ctx.kube, ctx.settings.namespace, (DEVICE_PLUGIN_DS, GFD_DS)
+    def _wait_rollout(self, ctx: RunContext, nodes: list[str], apps: tuple[str, ...]) -> None:
+        """The pods of the DaemonSets' (device plugin, GFD) current templates run and are ready on the nodes: a
+        pod of a previous template advertises and labels the previous config (provision/converge/settle.py)."""
+        kube, ns = ctx.kube, ctx.settings.namespace
         daemonsets = {d["metadata"]["name"]: d for d in json.loads(kube.apps.list_namespaced_daemon_set(
             ns, _preload_content=False, _request_timeout=kube.timeout).data).get("items", [])}
         apps = tuple(a for a in apps if a in daemonsets)   # GFD may be off (gfd.enabled=false)
@@ -190,7 +192,7 @@ class TimeSlicing:
             return pending_pods(objs.values(), apps, nodes, time.time(), float("inf"), generations)
 
         with contextlib.suppress(WaitTimeout):  # what did not roll out is reported by the advertise wait
-            kube.wait_for("the device plugin and GFD to roll out", kube.core.list_namespaced_pod,
+            kube.wait_for(f"{', '.join(apps)} to roll out", kube.core.list_namespaced_pod,
                           lambda o: not missing(o), missing, ctx.settings.timeout("advertise"), lambda _: "", ns)
 
     def _configmap(self, ctx: RunContext, data: dict[str, str]) -> None:
@@ -225,12 +227,12 @@ class TimeSlicing:
                     ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} (device plugin restart)",
                                      ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
 
-    def _restart_gfd(self, ctx: RunContext, nodes: list[str], ns: str) -> None:
+    def _delete_pods(self, ctx: RunContext, app: str, nodes: list[str], ns: str, why: str) -> None:
         wanted = set(nodes)
-        for pod in ctx.kube.snapshot(refresh=True).pods_of(GFD_DS):
+        for pod in ctx.kube.snapshot(refresh=True).pods_of(app):
             if pod["spec"].get("nodeName") in wanted and not pod["metadata"].get("deletionTimestamp"):
                 with contextlib.suppress(ApiException):
-                    ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} (GFD relabels when it restarts)",
+                    ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} ({why})",
                                      ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
 
     def _wait_advertised(self, ctx: RunContext, nodes: list[str], result: Result) -> None:
@@ -277,7 +279,11 @@ class TimeSlicing:
                                      ctx.settings.timeout("advertise"), diagnostics)
             # GPU feature discovery labels from the config it started with: a GFD pod that started before the
             # plugin loaded the new config keeps the old replicas label until it restarts.
-            self._restart_gfd(ctx, [e.partition(" ")[0] for e in stale_gfd(objs)], ns)
+            stale = [e.partition(" ")[0] for e in stale_gfd(objs)]
+            if stale:
+                self._delete_pods(ctx, GFD_DS, stale, ns, "GFD relabels when it restarts")
+                self._wait_rollout(ctx, stale, (GFD_DS,))
+                self._delete_pods(ctx, DEVICE_PLUGIN_DS, stale, ns, "device plugin restart after GFD's")
             ctx.kube.wait_for("GPU feature discovery to label the replicas", ctx.kube.core.list_node,
                               lambda objs: not missing(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
         except WaitTimeout as exc:
