@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := chromium openssh-server openssh-client
+APT_PACKAGES := chromium openssh-server openssh-client prometheus-pushgateway shellcheck mmdebstrap umoci runc
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup venv system-packages npm-packages lab-binaries demo test lint unit lab-up lab-down bench gpu-host-check
+.PHONY: setup venv system-packages npm-packages lab-binaries linters venv-helm demo test lint unit lab-up lab-down bench gpu-host-check
 
-setup: venv system-packages npm-packages lab-binaries
+setup: venv system-packages npm-packages lab-binaries linters venv-helm
 
 venv: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -29,6 +29,17 @@ node_modules/.installed: package.json
 
 lab-binaries: venv
 	$(PY) -m lab build
+
+# actionlint for the CI templates (docs/nightly.md), cached next to the lab binaries
+linters: venv
+	$(PY) -m lab.linters
+
+# The suite needs helm 3.19+ on PATH (also for a read-only audit): the lab's helm, linked into the virtualenv,
+# so `pytest features/` works in an activated .venv right after `make demo`. A helm of your own is not replaced.
+venv-helm: lab-binaries
+	@helm="$$($(PY) -c 'from lab.versions import bin_dir; print(bin_dir() / "helm")')"; \
+	if [ -e .venv/bin/helm ] && [ ! -L .venv/bin/helm ]; then echo ".venv/bin/helm exists, left as it is"; \
+	else ln -sfn "$$helm" .venv/bin/helm && echo ".venv/bin/helm -> $$helm"; fi
 
 lab-up: setup
 	$(PY) -m lab up

@@ -7,7 +7,7 @@ from steps.given import *  # noqa: F403 - step definitions are fixtures found by
 from steps.then import *  # noqa: F403
 
 # Each scenario runs once per GPU node (@per_node) or once for the cluster (@cluster); the parametrization
-# is done in conftest.py on this fixture, which steps use only indirectly (pytest-bdd #620).
+# is done by the plugin (gpu_conformance/plugin.py) on this fixture, which steps use only indirectly (pytest-bdd #620).
 pytestmark = pytest.mark.usefixtures("gpu_node")
 
 scenarios(".")

@@ -155,6 +155,9 @@ def missing(k8s_version: str = versions.K8S_VERSION) -> list[str]:
 
 def ensure_binaries(k8s_version: str = versions.K8S_VERSION) -> Path:
     """Build whatever is missing for this version; quick no-op when everything is cached."""
+    from lab import build_node  # late: it builds on this module's helpers
+
+    build_node.ensure_node_binaries()   # the GPU nodes' real containerd and toolkit (lab/build_node.py)
     out = versions.bin_dir(k8s_version)
     todo = missing(k8s_version)
     if not todo:

@@ -20,6 +20,13 @@ FAULTS = (
     "slow-advertise",         # the device plugin waits timing.slow_advertise_s before re-advertising
     "containerd-breaks",      # the toolkit writes a drop-in without runc (canonical/k8s-snap#1991)
     "dropin-version-too-high",  # the toolkit writes a drop-in with version 4 (NVIDIA/aicr#1688)
+    # GPU health (features/gpu_health.feature); each fails exactly that node's scenario of the check
+    "xid-79",                 # GPU 0 logged Xid 79: a kernel-log line (journalctl/dmesg) and DCGM_FI_DEV_XID_ERRORS 79
+    "row-remap-pending",      # GPU 0: nvidia-smi -q -x remapped_row_pending Yes, 1 row remapped (uncorrectable)
+    "ecc-dbe",                # GPU 0: 2 volatile (and aggregate) DRAM uncorrectable ECC errors in -q -x
+    "pcie-x8",                # GPU 0: current_link_width 8x of 16x in -q -x
+    "hw-slowdown",            # GPU 0: clocks_event_reason_hw_slowdown Active in -q -x
+    "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
 )
 NFD_MODES = ("preinstalled", "chart")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -55,7 +62,7 @@ class NodeSpec:
     docker: bool = False
     control_plane: bool = False
     containerd_base_dir: str = "/var/lib/k8s-containerd"
-    containerd_version: str = "1.7.28"
+    containerd_version: str = ""     # "" = the k8s_snap_track's (lab/build_node.py CONTAINERD_FOR_TRACK)
     arch: str = "amd64"
     files: dict[str, Path] = field(default_factory=dict)
     faults: tuple[str, ...] = ()
@@ -69,6 +76,17 @@ class NodeSpec:
     # NFD ran before: a standalone NFD, or an earlier install), or "chart" (only the chart's NFD worker
     # DaemonSet labels it, as on a fresh cluster; the suite then needs --gpu-nodes to find GPU nodes).
     nfd: str = "preinstalled"
+    k8s_snap_track: str = "1.34"     # picks containerd and the root config k8sd writes (docs/containerd.md)
+
+    def __post_init__(self) -> None:
+        if not self.containerd_version:
+            from lab.build_node import CONTAINERD_FOR_TRACK
+
+            track = CONTAINERD_FOR_TRACK.get(self.k8s_snap_track)
+            if track is None:
+                raise SpecError(f"node {self.name}: k8s_snap_track {self.k8s_snap_track!r} is not one the lab "
+                                f"builds containerd for; known: {sorted(CONTAINERD_FOR_TRACK)}")
+            object.__setattr__(self, "containerd_version", track.lstrip("v"))
 
     @property
     def is_gpu(self) -> bool:
@@ -122,6 +140,8 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
     kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi")}
     if "driver" in kwargs:
         kwargs["driver"] = str(kwargs["driver"])
+    if "k8s_snap_track" in kwargs:
+        kwargs["k8s_snap_track"] = str(kwargs["k8s_snap_track"])
     if "compute_cap" in kwargs:
         kwargs["compute_cap"] = str(kwargs["compute_cap"])
     return NodeSpec(**kwargs, files=files, faults=faults, nvidia_smi=smi_path)

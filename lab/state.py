@@ -18,7 +18,24 @@ def state_dir() -> Path:
     return Path(os.environ.get("LAB_STATE_DIR") or REPO_ROOT / ".lab").resolve()
 
 
+# Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default): a port the kernel hands out
+# for bind(0) is free now but can be taken by any outgoing connection (a watch, a helm call) before the lab's
+# process binds it, and a second lab started at the same moment may be handed the same one. Seen: an etcd that
+# could not bind, and a kube-apiserver of one lab talking to another lab's etcd.
+PORT_RANGE = (20000, 32700)
+
+
 def free_port() -> int:
+    import random
+
+    for _ in range(200):
+        port = random.randrange(*PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -18,9 +18,10 @@ from provision.context import RunContext
 from provision.converge.cluster import DISCOVERY_CM, DISCOVERY_LABELS, TIME_SLICING_CM, discovery_service
 from provision.converge.hosts import RUNC_DROPIN
 from provision.converge.operator import DROPIN_NAME
-from provision.hostfacts import containerd_facts, docker_config, has_docker
+from provision.hostfacts import containerd_dump, containerd_facts, docker_config, has_docker
 from provision.hosts.access import HostAccess
 from provision.kube import MANAGED_BY, SUITE, WaitTimeout, ready, ready_message
+from provision.observe import containerd_dump as containerd_dump_mod
 from provision.observe import cuda, dcgm, docker_daemon, gfd, nvidia_smi
 from provision.observe.timeslicing import TimeSlicingError, parse_config
 from provision.outcomes import Broken
@@ -36,6 +37,7 @@ class Finding:
     ok: bool
     message: str
     attachments: dict[str, str] = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)  # values a nightly job graphs (summary.json `health`)
     observed: str = ""   # what was observed, in words (the message without expectation and fix) when given
 
     def __bool__(self) -> bool:
@@ -250,10 +252,14 @@ def physical_count(ctx: RunContext, node: str) -> Finding:
                             "a GPU that fell off the bus needs a reboot or a reseat"), att)
 
 
-def _dropin_name(ctx: RunContext) -> str:
+def _toolkit_env(ctx: RunContext) -> dict[str, str]:
     cp = ctx.kube.snapshot().cluster_policy or {}
-    env = {e["name"]: e.get("value") for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
-    return posixpath.basename(env.get("RUNTIME_DROP_IN_CONFIG") or DROPIN_NAME)
+    return {e["name"]: str(e.get("value") or "")
+            for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
+
+
+def _dropin_name(ctx: RunContext) -> str:
+    return posixpath.basename(_toolkit_env(ctx).get("RUNTIME_DROP_IN_CONFIG") or DROPIN_NAME)
 
 
 def containerd_dropins(ctx: RunContext, node: str) -> Finding:
@@ -265,18 +271,18 @@ def containerd_dropins(ctx: RunContext, node: str) -> Finding:
     imported = ", ".join((facts.effective.merged.get("imports") if facts.effective else None)
                          or [posixpath.join(d, "*.toml") for d in facts.import_dirs]) or "nothing"
     problems = []
-    for want in (RUNC_DROPIN, _dropin_name(ctx)):
+    for want in (_dropin_name(ctx),):     # 00-k8s-runc.toml: not needed (provision/converge/hosts.py)
         if want not in names:
             found = _dropin_elsewhere(host, facts.root_path, want, set(facts.files))
             problems.append(f"{want} is at {', '.join(found)}, not in an imported directory (containerd imports "
                             f"{imported})" if found else f"{want} is in no imported directory (containerd imports "
                             f"{imported})")
     att = {f"containerd: {facts.root_path}": facts.files.get(facts.root_path, "")}
-    return Finding(not problems, _fix(f"{RUNC_DROPIN} and {_dropin_name(ctx)} in a directory containerd imports "
+    return Finding(not problems, _fix(f"{_dropin_name(ctx)} in a directory containerd imports "
                                       f"({', '.join(facts.import_dirs) or 'none'})", "; ".join(problems) or "both there",
                                       f"move the file(s) named into {facts.conf_d}/ and restart containerd; set toolkit "
                                       f"env RUNTIME_DROP_IN_CONFIG={facts.conf_d}/{DROPIN_NAME} (--provision does) so "
-                                      "that the toolkit writes it there, and keep the runc drop-in there"), att)
+                                      f"that the toolkit writes it there; {RUNC_DROPIN} is not needed"), att)
 
 
 def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set[str]) -> list[str]:
@@ -290,32 +296,46 @@ def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set
 
 
 def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
-    facts = containerd_facts(ctx.host(node))
-    if facts.error or facts.effective is None:
-        return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
-    eff = facts.effective
-    problems = [f.message for f in eff.errors if f.kind != "drop-in-version-higher"]
-    if "runc" not in eff.runtimes:
-        problems.append("no runc runtime")
-    if eff.default_runtime_name not in (None, "runc"):
-        problems.append(f"default runtime is {eff.default_runtime_name!r}")
-    if "nvidia" not in eff.runtimes:
-        problems.append("no nvidia runtime")
+    """runc (default) and nvidia: the node's own containerd decides (config dump); the resolver explains."""
+    host = ctx.host(node)
+    facts = containerd_facts(host)
+    verdict = containerd_dump_mod.runtimes_verdict(containerd_dump(host, facts), facts.effective, facts.error)
+    problems = list(verdict.problems)
+    ok = verdict.ok
     att = {f"containerd {p}": t for p, t in facts.files.items()}
-    fixes = [f.remediation for f in eff.errors if f.kind not in ("drop-in-version-higher", "default-runtime-missing")]
+    fixes: list[str] = []
+    eff = facts.effective
+    if eff is not None:
+        if verdict.source == "node":
+            why = [f.message for f in eff.errors if f.kind != "drop-in-version-higher"]
+            if why and not verdict.ok:
+                problems.append("the suite's resolver explains: " + "; ".join(why))
+            # containerd loads a runtime without runtime_type (config dump shows it) and fails every pod that uses
+            # it: the loader cannot say so, the resolver can.
+            pod_start = [f.message for f in eff.errors if f.kind == "runtime-type-missing"]
+            if verdict.ok and pod_start:
+                ok = False
+                problems.extend(pod_start)
+        fixes = [f.remediation for f in eff.errors if f.kind not in ("drop-in-version-higher", "default-runtime-missing")]
+    no_runc = containerd_dump_mod.dropins_without_runc(facts.files, facts.root_path)
+    if not verdict.ok and no_runc:
+        problems.append(f"drop-in without runc: {', '.join(no_runc)} ("
+                        + containerd_dump_mod.dumped_source(_toolkit_env(ctx), has_docker(host)) + ")")
+    asked = "the node's containerd" if verdict.source == "node" else "the suite's resolver"
+    seen = "; ".join(problems) or f"runtimes {list(verdict.runtimes)}"
+    if verdict.notes:
+        seen += " [" + "; ".join(verdict.notes) + "]"
     generic = ("a drop-in whose CRI section lacks runc replaces the root's (no deep merge; canonical/k8s-snap#1991): "
                "set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG to the snap's config.toml, then restart "
                "k8s.containerd")
     if not fixes or len(fixes) < len(problems):
         fixes.append(generic)
     down = _runtime_down(ctx, node)
-    if down:
-        problems.insert(0, down)
-    observed = (f"containerd's effective runtimes on {node}: {', '.join(sorted(eff.runtimes)) or 'none'} (default "
-                f"{eff.default_runtime_name or 'unset'})")
-    return Finding(not problems, _fix("runtimes runc (default) and nvidia in containerd's effective configuration",
-                                      "; ".join(problems) or f"runtimes {sorted(eff.runtimes)}", " ".join(fixes)), att,
-                   observed=observed)
+    if down and not ok:
+        seen = f"{down}; {seen}"   # containerd's own error, as the node reports it, first
+    observed = f"containerd's effective runtimes on {node}: {', '.join(verdict.runtimes) or 'none'} (asked: {asked})"
+    return Finding(ok, _fix("runtimes runc (default) and nvidia in containerd's effective configuration "
+                            f"(asked: {asked})", seen, " ".join(fixes)), att, observed=observed)
 
 
 def _runtime_down(ctx: RunContext, node: str) -> str | None:
@@ -328,18 +348,27 @@ def _runtime_down(ctx: RunContext, node: str) -> str | None:
 
 
 def containerd_versions(ctx: RunContext, node: str) -> Finding:
-    facts = containerd_facts(ctx.host(node))
+    host = ctx.host(node)
+    facts = containerd_facts(host)
     if facts.error or facts.effective is None:
         return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
     eff = facts.effective
-    # containerd's own comparison (a root without a version takes the first drop-in's; see observe/containerd)
-    high = [f.message.replace("drop-in config version", f"{f.path} has version")
-            for f in eff.errors if f.kind in ("drop-in-version-higher", "unsupported-version")]
-    return Finding(not high, _fix(f"no drop-in above the root config's version {eff.version}",
-                                  "; ".join(high) or "none higher",
-                                  "containerd refuses to start with such a drop-in (NVIDIA/aicr#1688): the toolkit "
-                                  "copies the version of its config source; point RUNTIME_CONFIG_SOURCE=file at the "
-                                  "snap's config.toml"))
+    high = {p: v for p, v in eff.drop_in_versions.items() if v > eff.version}
+    seen = ", ".join(f"{p} has version {v}" for p, v in high.items()) or "none higher"
+    fix = ("containerd refuses to start with such a drop-in (NVIDIA/aicr#1688): the toolkit copies the version of "
+           "its config source; point RUNTIME_CONFIG_SOURCE=file at the snap's config.toml")
+    dump = containerd_dump(host, facts)
+    if not dump.ran:
+        # containerd's own comparison as the resolver knows it (a root without a version takes the first
+        # drop-in's; containerd 1.x reads versions up to 2, 2.x up to its own: see observe/containerd)
+        refused = [f.message.replace("drop-in config version", f"{f.path} has version")
+                   for f in eff.errors if f.kind in ("drop-in-version-higher", "unsupported-version")]
+        return Finding(not refused, _fix(f"no drop-in above the root config's version {eff.version}",
+                                         ("; ".join(refused) or seen) + " (containerd config dump could not run on "
+                                         f"the node: {dump.why}; the suite's resolver decided)", fix))
+    verdict = containerd_dump_mod.versions_verdict(dump, high)
+    return Finding(verdict.ok, _fix(f"drop-in versions the node's containerd accepts (root version {eff.version})",
+                                    "; ".join([*verdict.problems, *verdict.notes]) or seen, fix))
 
 
 def _mig_enabled_gpus(ctx: RunContext, node: str) -> int | None:
@@ -582,11 +611,9 @@ def unsupported_reason(ctx: RunContext, node: str) -> str | None:
         facts = expect.smi(ctx, node)
     except Exception:  # noqa: BLE001 - no host access: judged by the checks themselves
         return None
-    caps = [g.compute_cap for g in facts.gpus if g.compute_cap]
-    from packaging.version import Version
-
-    if caps and min(Version(c) for c in caps) < Version(ctx.settings.min_compute_capability):
-        return (f"unsupported: compute capability {min(caps, key=Version)} below "
+    lowest = expect.unsupported_capability(ctx, facts)
+    if lowest:
+        return (f"unsupported: compute capability {lowest} below "
                 f"{ctx.settings.min_compute_capability}; the operator's operands are disabled on this node")
     return None
 

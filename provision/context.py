@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from provision.helm import Helm
 from provision.hosts.access import HostAccess
@@ -16,7 +18,14 @@ from provision.kube import Kube, ready
 from provision.record import ClusterRecord, HostRecord
 from provision.settings import Settings
 
+if TYPE_CHECKING:
+    from provision.engine import Engine
+
 GPU_PRESENT = "nvidia.com/gpu.present"
+T = TypeVar("T")
+
+
+_MISSING = object()
 
 
 class NoHostAccess(RuntimeError):
@@ -59,8 +68,12 @@ class RunContext:
         self.kube = kube
         self.run_dir = run_dir
         self.gpu_nodes = gpu_nodes
+        # The run's engine, set by the one place that builds both (gpu_conformance.run.open_run): a converger
+        # that depends on another's per-node outcome reads it from here.
+        self.engine: Engine | None = None
         self._hosts: dict[str, HostAccess] = {}
         self._host_errors: dict[str, str] = {}
+        self._facts: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
 
     @cached_property
@@ -108,6 +121,25 @@ class RunContext:
                     raise
                 self._hosts[node] = h
             return self._hosts[node]
+
+    def host_fact(self, node: str, name: str, read: Callable[[], T],
+                  remember: tuple[type[Exception], ...] = (NoHostAccess, HostUnreachable)) -> T:
+        """A fact about the node's host (e.g. its nvidia-smi query), read once per node and run. An error of a
+        `remember` type is remembered too, and raised as a new exception each time: re-raising the cached object
+        would keep the frames of every raise alive through its traceback (at 1000 nodes, megabytes per scenario)."""
+        key = (node, name)
+        with self._lock:
+            hit = self._facts.get(key, _MISSING)
+        if hit is _MISSING:
+            try:
+                hit = read()
+            except remember as exc:
+                hit = exc.with_traceback(None)
+            with self._lock:
+                hit = self._facts.setdefault(key, hit)
+        if isinstance(hit, Exception):
+            raise type(hit)(*hit.args) from None
+        return hit  # type: ignore[return-value]
 
     def host_record(self, node: str) -> HostRecord:
         return HostRecord(self.host(node))

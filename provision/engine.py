@@ -74,6 +74,8 @@ class Result:
         """The planned changes: all of them, or (node given) the node's own and the cluster-wide ones."""
         planned = self.planned_for(node)
         lines = [c.line() for c in planned] or ["(no changes)"]
+        if node is None:
+            lines += [f"note: {n}" for n in self.notes if "\n" not in n]
         where = "" if node is None else f" for {node}"
         kept = [k for k in self.kept if node is None or not k.startswith("[") or k.startswith(f"[{node}]")]
         return (f"{self.name}: {len(planned)} change(s){where}\n" + "\n".join("  " + ln for ln in lines)

@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from provision.context import NoHostAccess, RunContext
 from provision.hostfacts import SmiFacts, nvidia_smi_facts
 from provision.hosts.results import HostUnreachable
 from provision.observe import gfd
+from provision.observe.nvidia_smi import compute_capability_below, lowest_compute_capability
 from provision.observe.timeslicing import GPU_RESOURCE, TimeSlicingConfig, TimeSlicingError, parse_config
-
-_lock = threading.Lock()
-_smi_cache: dict[tuple[int, str], SmiFacts | Exception] = {}
 
 
 def smi(ctx: RunContext, node: str) -> SmiFacts:
-    """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable).
+    """The node's nvidia-smi query, run once per node per run (raises NoHostAccess / HostUnreachable)."""
+    return ctx.host_fact(node, "nvidia-smi", lambda: nvidia_smi_facts(ctx.host(node)))
 
-    A remembered error is raised as a new exception each time: re-raising the cached object would keep the
-    frames of every raise alive through its traceback (at 1000 nodes, megabytes per scenario)."""
-    key = (id(ctx), node)
-    with _lock:
-        hit = _smi_cache.get(key)
-    if hit is None:
-        try:
-            hit = nvidia_smi_facts(ctx.host(node))
-        except (NoHostAccess, HostUnreachable) as exc:
-            hit = exc.with_traceback(None)
-        with _lock:
-            _smi_cache[key] = hit
-    if isinstance(hit, Exception):
-        raise type(hit)(*hit.args) from None
-    return hit
+
+def unsupported_capability(ctx: RunContext, facts: SmiFacts) -> str | None:
+    """The node's lowest compute capability when it is below min_compute_capability (the GPU Operator's floor:
+    its operands are disabled there), else None."""
+    if compute_capability_below(facts.gpus, ctx.settings.min_compute_capability):
+        return lowest_compute_capability(facts.gpus)
+    return None
 
 
 def physical_gpus(ctx: RunContext, node: str) -> tuple[int | None, str]:
@@ -121,3 +111,20 @@ def node_sharing(ctx: RunContext, node: str) -> NodeSharing:
     strategy = ((config.mig_strategy if config else None) or (spec.get("mig") or {}).get("strategy")
                 or labels.get("nvidia.com/mig.strategy") or "none")
     return NodeSharing(config, source, strategy)
+
+
+def health(ctx: RunContext, node: str):
+    """The node's health inputs (provision/health.py): one host read (hostfacts.health_read) and, with a cluster,
+    one DCGM scrape, once per node per run (raises NoHostAccess / HostUnreachable like smi())."""
+    from provision import health as h
+    from provision.hostfacts import health_read
+
+    def read():
+        try:
+            inputs = h.inputs_from(health_read(ctx.host(node), float(ctx.settings.health["xid_window_h"]) * 3600))
+            return h.with_dcgm(inputs, *h.scrape_dcgm(ctx, node))
+        except NoHostAccess as exc:
+            # host checks off (an API-only audit): the Xid check still reads the DCGM exporter; the others skip
+            return h.with_dcgm(h.HealthInputs(host_off=str(exc)), *h.scrape_dcgm(ctx, node))
+
+    return ctx.host_fact(node, "health", read, remember=(HostUnreachable,))

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,6 +24,16 @@ from provision.settings import Settings
 
 class HelmError(RuntimeError):
     pass
+
+
+def helm_command(setting: str) -> str:
+    """The helm to run: the setting (a path, or a name looked up on PATH); a bare `helm` not on PATH is also
+    looked for next to the running Python (`make setup` links the lab's helm into .venv/bin, so a
+    `.venv/bin/pytest` that was not activated finds it too)."""
+    if os.sep in setting or shutil.which(setting):
+        return setting
+    beside = Path(sys.executable).parent / setting
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else setting
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,7 @@ class Helm:
         self.env = dict(os.environ)
         if kubeconfig:
             self.env["KUBECONFIG"] = kubeconfig
-        self.base = [settings.helm]
+        self.base = [helm_command(settings.helm)]
         if settings.context:
             self.base += ["--kube-context", settings.context]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from provision.hosts.access import HostAccess
 from provision.observe import containerd as ctd
+from provision.observe import containerd_dump as containerd_dump_mod
 from provision.observe import docker_daemon, nvidia_smi
 
 BASE_DIR_FILE = "/var/snap/k8s/common/lock/.containerd-base-dir"
@@ -104,3 +105,111 @@ def docker_config(host: HostAccess) -> tuple[str | None, dict | None]:
     if text is None:
         return None, None
     return text, docker_daemon.parse(text, DOCKER_DAEMON_JSON)
+
+
+# ------------------------------------------------------------------------------------------------ GPU health
+# One host round trip per node for every health check: nvidia-smi -q -x, the NVIDIA devices on the PCI bus, the
+# host's clock, the kernel log's NVRM lines of the window, and whether nvidia-persistenced runs. Each part ends
+# with a marker line carrying its exit status, so one part failing (no lspci, dmesg refused) never hides the others.
+MARK = "@@gpu-conformance:"
+_HEALTH_SCRIPT = r"""
+m() { printf '\n@@gpu-conformance:%s rc=%s\n' "$1" "$2"; }
+nvidia-smi -q -x 2>&1; m smi $?
+if command -v lspci >/dev/null 2>&1; then lspci -n -D -d 10de: 2>&1; m lspci $?
+else for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] &&
+    printf '%s %s: 10de:%s\n' "${d##*/}" "$(cut -c3-6 "$d/class")" "$(cut -c3- "$d/device")"
+done; m sysfs 0; fi
+now=$(date -u +%s); echo "$now"; m now $?
+kl() { grep -E 'NVRM: (Xid|The NVIDIA GPU|.*fallen off the bus)'; }
+if [ -n "$(journalctl -k -b -n 1 -q --no-pager 2>/dev/null)" ]; then
+  journalctl -k -q --no-pager -o short-iso --since "@$((now - $1))" 2>/dev/null | kl; m journalctl 0
+elif dmesg --time-format iso >/dev/null 2>&1; then dmesg --time-format iso | kl; m dmesg-iso 0
+elif dmesg >/dev/null 2>&1; then dmesg | kl; m dmesg 0
+else dmesg 2>&1 | head -n 3; m kernel-log 1; fi
+# the kernel keeps 15 characters of a process name: pgrep -x nvidia-persistenced never matches (seen on an H200)
+if pgrep -x nvidia-persiste >/dev/null 2>&1 || [ -S /var/run/nvidia-persistenced/socket ]; then echo running
+else echo "not running"; fi; m persistenced 0
+"""
+
+
+@dataclass(frozen=True)
+class HealthRead:
+    """The parts of the health script's output: name -> (exit status, text)."""
+
+    parts: dict[str, tuple[int, str]]
+    raw: str
+
+    def part(self, *names: str) -> tuple[str, int, str] | None:
+        for name in names:
+            if name in self.parts:
+                rc, text = self.parts[name]
+                return name, rc, text
+        return None
+
+
+def split_health_output(text: str) -> HealthRead:
+    parts: dict[str, tuple[int, str]] = {}
+    buf: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            name, _, rc = line[len(MARK):].partition(" rc=")
+            parts[name.strip()] = (int(rc) if rc.strip().lstrip("-").isdigit() else 1, "\n".join(buf).strip("\n"))
+            buf = []
+        else:
+            buf.append(line)
+    return HealthRead(parts, text)
+
+
+def health_read(host: HostAccess, window_s: float) -> HealthRead:
+    res = host.run(["sh", "-c", _HEALTH_SCRIPT, "sh", str(int(window_s))], timeout=120)
+    read = split_health_output(res.stdout)
+    if "smi" not in read.parts:  # the script did not get as far as its first marker
+        read.parts["smi"] = (res.rc or 1, (res.stdout + res.stderr).strip())
+    return read
+
+SNAP_CONTAINERD = "/snap/k8s/current/bin/containerd"
+VANILLA_CONTAINERD = "/usr/bin/containerd"
+DUMP_TIMEOUT_S = 30
+
+
+def containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dump_mod.Dump:
+    """Ask the node's own containerd for its effective config: ``<bin> --config <root config> config dump``.
+
+    The k8s snap's binary when the host has it (the root config from the lock file, as containerd_facts found
+    it), else a vanilla ``/usr/bin/containerd`` with its ``/etc/containerd/config.toml`` - but never Docker's
+    containerd for the snap's config. A host folder (exec mode ``path``, the lab) runs the binary inside a
+    chroot of the folder, as the host itself would (needs root). Read-only: ``config dump`` changes nothing.
+    """
+    key = (host.name, str(host.spec.root), tuple(sorted(facts.files.items())))
+    cached = _DUMPS.get(key)
+    if cached is not None:
+        return cached
+    dump = _containerd_dump(host, facts)
+    if len(_DUMPS) > 4096:
+        _DUMPS.clear()
+    _DUMPS[key] = dump
+    return dump
+
+
+# containerd's dump depends only on its files (and binary): one run per host and set of files per process
+_DUMPS: dict[tuple, containerd_dump_mod.Dump] = {}
+
+
+def _containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dump_mod.Dump:
+    if host.exists(SNAP_CONTAINERD):
+        binary, config = SNAP_CONTAINERD, facts.root_path
+    elif not host.exists(BASE_DIR_FILE) and host.exists(VANILLA_CONTAINERD):
+        binary, config = VANILLA_CONTAINERD, "/etc/containerd/config.toml"
+    else:
+        return containerd_dump_mod.Dump(ran=False, why=f"no containerd binary at {SNAP_CONTAINERD}")
+    argv = [binary, "--config", config, "config", "dump"]
+    if host.spec.exec_mode == "path" and host.spec.root not in (None, "/"):
+        argv = ["chroot", str(host.spec.root), *argv]
+    res = host.run(argv, timeout=DUMP_TIMEOUT_S)
+    if res.timed_out:
+        return containerd_dump_mod.Dump(ran=False, argv=tuple(argv), why=f"timed out after {DUMP_TIMEOUT_S}s")
+    if res.rc in (125, 126, 127) or (res.rc != 0 and "chroot:" in res.stderr):
+        why = (res.stderr.strip().splitlines() or [f"exit {res.rc}"])[-1]
+        return containerd_dump_mod.Dump(ran=False, argv=tuple(argv), rc=res.rc, stderr=res.stderr, why=why)
+    return containerd_dump_mod.Dump(ran=True, argv=tuple(argv), rc=res.rc, stdout=res.stdout, stderr=res.stderr)

@@ -21,10 +21,10 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from provision.hosts.guard import WRITE_GUARD
+from provision.labels import MANAGED_BY as MANAGED_BY  # re-exported; their home is provision/labels.py
+from provision.labels import SUITE as SUITE
 from provision.settings import Settings, SettingsError
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-SUITE = "gpu-node-conformance"
 CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME = "nvidia.com", "v1", "clusterpolicies", "cluster-policy"
 WAIT_LOG_ENV = "GPU_CONFORMANCE_WAIT_LOG"  # JSON-lines file: when each wait noticed its state (benchmarks)
 
@@ -198,6 +198,10 @@ class Kube:
                 s.cluster_policy = self.get_cluster_policy()
                 self._snapshot = s
             return self._snapshot
+
+    def list_nodes(self) -> dict[str, dict]:
+        """Every Node by name, listed now (slimmed): the snapshot's copy may predate what a --provision did."""
+        return {n["metadata"]["name"]: n for n in self._list(self.core.list_node, slim=slim_node_dict)}
 
     def get_cluster_policy(self) -> dict | None:
         try:

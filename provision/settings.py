@@ -24,6 +24,7 @@ MODES = ("audit", "provision", "plan", "rollback")
 HOST_BACKENDS = ("none", "lab", "local", "ssh", "paramiko", "ansible", "pod")
 DCGM_ACCESS = ("proxy", "direct")
 NODE_MAPPINGS = ("name", "internal-ip", "map")
+FAIL_ON = ("new", "any")
 DEFAULT_CHART_REPO = "https://helm.ngc.nvidia.com/nvidia"
 
 
@@ -67,6 +68,12 @@ class Settings:
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     lab_state: str | None = None
     host_only: bool = False
+    health: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HEALTH))  # GPU health thresholds
+    previous_run: str | None = None  # run folder to compare with (default: the latest matching one in report_dir)
+    fail_on: str = "any"  # any: every problem fails the run; new: only regressions since the previous run
+    metrics_file: str | None = None  # node-exporter textfile (*.prom) for the run's metrics
+    pushgateway: str | None = None  # Pushgateway URL the run's metrics are pushed to
+    pushgateway_job: str = "gpu-conformance"
 
     @property
     def provisioning(self) -> bool:
@@ -101,6 +108,46 @@ DEFAULT_TIMEOUTS = {
     "operands_settle": 45.0,  # --provision: how long a started operand pod may take to become Ready
     "api": 10.0,              # one API request (connect + read)
 }
+
+
+# GPU health (features/gpu_health.feature; pin them under [tool.gpu-conformance.health] in pyproject.toml)
+DEFAULT_HEALTH: dict[str, Any] = {
+    "xid_window_h": 24.0,          # kernel-log Xids older than this are not counted
+    # Xids that fail the node (others are warnings): NVIDIA's Xid catalogue, memory / bus / NVLink / GSP errors
+    "critical_xids": (48, 63, 64, 74, 79, 92, 94, 95, 119, 120),
+    "max_temperature_c": 90.0,     # a GPU hotter than this fails the throttling scenario
+    "pcie_replays_warn": 100,      # PCIe replays since the driver loaded above this are a warning
+    "retired_pages_limit": 60,     # GPUs that retire pages (before Ampere): this many retired pages fail
+    "persistence_mode": None,      # "Enabled" / "Disabled": asked for; None: not checked
+    "persistenced": None,          # True: nvidia-persistenced must run; False: must not; None: not checked
+}
+
+
+def _health(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _err("health", raw, f"a table of GPU health settings: {sorted(DEFAULT_HEALTH)}")
+    out = dict(DEFAULT_HEALTH)
+    for k, v in raw.items():
+        if k not in DEFAULT_HEALTH:
+            raise _err(f"health.{k}", v, f"known health settings: {sorted(DEFAULT_HEALTH)}")
+        if k in ("xid_window_h", "max_temperature_c", "pcie_replays_warn", "retired_pages_limit"):
+            if not isinstance(v, int | float) or isinstance(v, bool) or (k != "max_temperature_c" and v < 0):
+                raise _err(f"health.{k}", v, "a number (hours, degrees C or a count)")
+            out[k] = int(v) if k in ("pcie_replays_warn", "retired_pages_limit") else float(v)
+        elif k == "critical_xids":
+            if not isinstance(v, list | tuple) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                        for x in v):
+                raise _err("health.critical_xids", v, "a list of Xid numbers such as [48, 79, 94, 95]")
+            out[k] = tuple(sorted(set(v)))
+        elif k == "persistence_mode":
+            if v is not None and str(v).lower() not in ("enabled", "disabled"):
+                raise _err("health.persistence_mode", v, '"Enabled" or "Disabled" (or leave it out: not checked)')
+            out[k] = None if v is None else str(v).capitalize()
+        else:  # persistenced
+            if v is not None and not isinstance(v, bool):
+                raise _err("health.persistenced", v, "true (nvidia-persistenced must run) or false")
+            out[k] = v
+    return out
 
 
 def _err(name: str, value: object, fix: str) -> SettingsError:
@@ -192,6 +239,7 @@ def validate(raw: dict[str, Any]) -> Settings:
         raise _err("host_backend", s.host_backend, "--host-only needs a host backend: local, ssh, paramiko or ansible")
     if s.host_backend == "lab" and not s.host_roots:
         raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
+    _validate_reporting(s)
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:
@@ -200,4 +248,30 @@ def validate(raw: dict[str, Any]) -> Settings:
             raise _err(f"timeouts.{k}", v, "a positive number of seconds")
         timeouts[k] = float(v)
     return replace(s, replicas=replicas, replica_profiles=profiles, gpu_nodes=nodes, min_driver=min_driver,
-                   timeouts=timeouts)
+                   timeouts=timeouts, health=_health(s.health))
+
+
+def _validate_reporting(s: Settings) -> None:
+    """The nightly-audit settings: --previous, --fail-on, --metrics-file, --pushgateway."""
+    from urllib.parse import urlsplit
+
+    if s.fail_on not in FAIL_ON:
+        raise _err("fail_on", s.fail_on, "any (every problem fails the run) or new (only regressions since the "
+                   "previous run)")
+    if s.previous_run is not None and not (Path(s.previous_run) / "summary.json").is_file():
+        raise _err("previous_run", s.previous_run, "a run folder written by `pytest features/` "
+                   "(reports/<run-id>, holding summary.json)")
+    if s.metrics_file is not None:
+        path = Path(s.metrics_file)
+        if path.suffix != ".prom":
+            raise _err("metrics_file", s.metrics_file, "node-exporter's textfile collector reads only *.prom "
+                       "files: name it e.g. gpu-conformance.prom")
+        if not path.parent.is_dir():
+            raise _err("metrics_file", s.metrics_file, f"the folder {path.parent} does not exist (node-exporter's "
+                       "--collector.textfile.directory)")
+    if s.pushgateway is not None:
+        url = urlsplit(str(s.pushgateway))
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise _err("pushgateway", s.pushgateway, "the Pushgateway's URL, e.g. http://pushgateway:9091")
+    if not isinstance(s.pushgateway_job, str) or not s.pushgateway_job or "/" in s.pushgateway_job:
+        raise _err("pushgateway_job", s.pushgateway_job, "a job name without '/'")

@@ -119,3 +119,50 @@ def cuda_native(run, node, text):
 @then("the host's containerd has runc as default and the nvidia runtime")
 def host_containerd(run, node):
     expect_check(checks.host_containerd, run.ctx, node)
+
+
+# ------------------------------------------------------------------------------------------------ GPU health
+def _health(run, node, name: str, request) -> None:
+    import json
+
+    import pytest
+
+    from provision import health
+
+    try:
+        finding = health.check(run.ctx, node, name)
+    except checks.NotApplicable as exc:
+        pytest.skip(str(exc))
+    request.node.user_properties.append(("gpu_conformance_health", json.dumps(
+        {"node": node, "check": name, "measured": finding.measured}, default=str)))
+    expect_finding(finding)
+
+
+@then("no GPU of the node reported a critical Xid error within the health window")
+def health_xid(run, node, request):
+    _health(run, node, "xid", request)
+
+
+@then("no GPU has uncorrectable ECC errors, a pending row remap or a remapping failure")
+def health_memory(run, node, request):
+    _health(run, node, "memory", request)
+
+
+@then("every GPU's PCIe link runs at its maximum generation and width")
+def health_pcie(run, node, request):
+    _health(run, node, "pcie", request)
+
+
+@then("no GPU's clocks are held back by a hardware, thermal or power-brake slowdown")
+def health_throttling(run, node, request):
+    _health(run, node, "throttling", request)
+
+
+@then("every NVIDIA GPU on the PCI bus is listed by nvidia-smi")
+def health_presence(run, node, request):
+    _health(run, node, "presence", request)
+
+
+@then("persistence mode and the persistence daemon are as the desired state asks")
+def health_persistence(run, node, request):
+    _health(run, node, "persistence", request)

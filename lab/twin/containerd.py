@@ -1,20 +1,26 @@
-"""containerd on a lab host view: how the snap's containerd reads its config, and what the NVIDIA container
-toolkit pod writes. Written from containerd's and the toolkit's own sources, independently of the suite's
-parser (provision/): the twin is the suite's test oracle. Rules and sources: lab/twin/README-host.md.
+"""containerd on a lab host view, decided by the real programs (lab/build_node.py builds them).
 
-* :func:`effective` - the config k8s-snap's containerd would load right now, and whether it would start.
+* :func:`effective` - does the node's containerd start with its files as they are now? Answered by the lab's
+  judge program (lab/containerd_judge/), built inside the node's containerd version's own module: containerd's
+  config loader (root config + imports, its merge, 2.x version migrations) and its CRI config validation, run
+  in a chroot of the host view. Its verdict and containerd's own error text are the result.
 * :func:`restart` - ``snap restart k8s.containerd``: evaluate and record the result in .twin/containerd.json.
 * :func:`state` - the recorded result (what is running now; files changed since are not read until a restart).
-* :func:`toolkit_install` / :func:`toolkit_uninstall` - the toolkit container's install and cleanup on the host.
+* :func:`toolkit_install` / :func:`toolkit_uninstall` - the toolkit container's runtime setup and cleanup: the
+  real nvidia-ctk-installer containerd code (lab/toolkit_runtime/) of the toolkit version the pod's image names,
+  with the pod's env, its container paths mapped onto host paths through the pod's hostPath mounts, run in a
+  chroot of the host view. What it cannot do here (copy toolkit artifacts, signal a containerd process) and
+  how the lab stands in for that: docs/containerd.md.
+
+Rules and sources: lab/twin/README-host.md, docs/containerd.md.
 """
 
 from __future__ import annotations
 
-import copy
-import glob
+import json
 import posixpath
+import subprocess
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,10 +28,12 @@ from typing import Any
 
 import tomlkit
 
+from lab import build_node
+from lab.build import BuildError
 from lab.twin.hostview import (
     LOCK_FILE,
-    containerd_major,
     containerd_root,
+    ensure_dev_null,
     host_path,
     load_node,
     read_json,
@@ -34,53 +42,39 @@ from lab.twin.hostview import (
 )
 
 __all__ = [
-    "CRI_ERROR",
+    "DEFAULT_CONTAINERD_VERSION",
     "TOOLKIT_DIR",
-    "VERSION_ERROR",
     "ContainerdEval",
+    "JudgeError",
     "ToolkitError",
     "effective",
-    "render",
+    "map_container_path",
     "restart",
+    "snap_config_path",
     "state",
     "state_record",
     "toolkit_install",
     "toolkit_uninstall",
 ]
 
-CRI_V2 = "io.containerd.grpc.v1.cri"
-CRI_V3 = "io.containerd.cri.v1.runtime"
-# canonical/k8s-snap#1991 (as reported there); containerd's own text has backticks around
-# `containerd.runtimes` and reads "for `containerd` `default_runtime_name = ..."`
-CRI_ERROR = ("failed to load plugin {plugin}: no corresponding runtime configured in containerd.runtimes for "
-             'default_runtime_name = "{name}"')
-# containerd >= 2.0 LoadConfigWithPlugins (NVIDIA/aicr#1688); containerd itself prints the part after the path
-VERSION_ERROR = "failed to load TOML: {path}: drop-in config version {version} higher than root config version {root}"
-LOAD_ERROR = "failed to load TOML: {path}: {detail}"
-
 TOOLKIT_DIR = "/usr/local/nvidia/toolkit"
-DEFAULT_CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-DEFAULT_DROP_IN = "/etc/containerd/conf.d/99-nvidia.toml"
-DEFAULT_CONFIG_SOURCE = "command,file"
-DEFAULT_CONTAINERD_VERSION = "1.7.28"
-# `containerd config dump` on a host with Docker dumps Docker's containerd (containerd.io, 1.7 series on the DGX
-# Spark hosts of canonical/k8s-snap#1991): version 2 and the CRI plugin disabled, so no CRI section at all.
-DOCKER_CONTAINERD_DUMP: dict[str, Any] = {
-    "version": 2,
-    "root": "/var/lib/containerd",
-    "state": "/run/containerd",
-    "disabled_plugins": ["cri"],
-    "imports": [],
-    "grpc": {"address": "/run/containerd/containerd.sock", "uid": 0, "gid": 0},
-    "plugins": {
-        "io.containerd.runtime.v2.task": {"platforms": ["linux/arm64/v8"]},
-        "io.containerd.snapshotter.v1.overlayfs": {"root_path": ""},
-    },
-}
+DEFAULT_CONTAINERD_VERSION = build_node.CONTAINERD_FOR_TRACK[build_node.DEFAULT_TRACK].lstrip("v")
+DOCKER_SOCKET = "/run/containerd/containerd.sock"      # Docker's containerd (containerd.io)
+PRIVATE = "/.twin/toolkit-container"                   # a container path no hostPath mount covers lands here
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# env of the toolkit container that hold container paths (runtime.Flags of nvidia-ctk-installer)
+PATH_ENV = ("RUNTIME_CONFIG", "CONTAINERD_CONFIG", "DOCKER_CONFIG", "RUNTIME_DROP_IN_CONFIG", "RUNTIME_SOCKET",
+            "CONTAINERD_SOCKET", "DOCKER_SOCKET")
+DEFAULT_MOUNTS = {"/host": "/"}                        # the toolkit DaemonSet's host-root volume
+JUDGE_TIMEOUT_S = 60
 
 
 class ToolkitError(RuntimeError):
-    """The toolkit container would fail (and crash-loop): no usable config source, a config it cannot read."""
+    """The toolkit container fails (and crash-loops): its own error text."""
+
+
+class JudgeError(RuntimeError):
+    """The lab could not run containerd's judge (not built, not root, ...): a lab problem, not a verdict."""
 
 
 @dataclass(frozen=True)
@@ -89,15 +83,17 @@ class ContainerdEval:
     error: str | None
     runtimes: list[str]
     default_runtime: str
-    imports: list[str]                       # files loaded after the root config, in load order (host paths)
+    imports: list[str]                       # files loaded after the root config (host paths, sorted)
     config: str = ""                         # the root config (host path)
-    cri_plugin: str = CRI_V2                 # plugin id whose containerd.runtimes were read
+    cri_plugin: str = ""                     # plugin id whose containerd.runtimes were read
     daemon_up: bool = True                   # CRI failures leave containerd running (no CRI); load errors do not
-    version: int = 0                         # root config version
+    version: int = 0                         # config version containerd ended with (after 2.x migration)
     containerd_version: str = DEFAULT_CONTAINERD_VERSION
+    judged_by: str = ""                      # the judge binary (containerd build) that decided
+    seconds: float = 0.0                     # how long the simulated start took
 
 
-# ------------------------------------------------------------------------------------------------ loading
+# ------------------------------------------------------------------------------------------------ the snap's config
 def _node_containerd_version(root: Path) -> str:
     try:
         return load_node(root).containerd_version
@@ -124,160 +120,34 @@ def snap_config_path(root: Path) -> str:
     return path
 
 
-def _to_host(root: Path, p: Path) -> str:
-    return "/" + p.relative_to(root).as_posix()
+def snap_socket_path(root: Path) -> str:
+    return posixpath.join(posixpath.dirname(posixpath.dirname(posixpath.dirname(snap_config_path(root)))),
+                          "run/containerd/containerd.sock")
 
 
-def _resolve_imports(root: Path, parent: str, imports: list[str]) -> list[str]:
-    """containerd's resolveImports: relative to the parent's directory; a path with '*' is a glob (sorted)."""
-    out: list[str] = []
-    for imp in imports:
-        path = posixpath.normpath(imp if imp.startswith("/") else posixpath.join(posixpath.dirname(parent), imp))
-        if "*" in path:
-            pattern = str(root) + path
-            out.extend(_to_host(root, Path(m)) for m in sorted(glob.glob(pattern, include_hidden=True)))
-        else:
-            out.append(path)
-    return out
-
-
-class _LoadError(Exception):
-    pass
-
-
-def _load_file(root: Path, path: str) -> dict[str, Any]:
-    try:
-        text = host_path(root, path).read_text()
-    except FileNotFoundError as exc:
-        raise _LoadError(LOAD_ERROR.format(path=path, detail=f"open {path}: no such file or directory")) from exc
-    except IsADirectoryError as exc:
-        raise _LoadError(LOAD_ERROR.format(path=path, detail=f"read {path}: is a directory")) from exc
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _LoadError(LOAD_ERROR.format(path=path, detail=str(exc))) from exc
-    version = doc.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise _LoadError(f"failed to unmarshal TOML: {path}: version must be an integer, got {version!r}")
-    if not isinstance(doc.get("imports", []), list) or not all(isinstance(i, str) for i in doc.get("imports", [])):
-        raise _LoadError(f"failed to unmarshal TOML: {path}: imports must be an array of strings")
-    plugins = doc.get("plugins", {})
-    if not isinstance(plugins, dict) or not all(isinstance(v, dict) for v in plugins.values()):
-        raise _LoadError(f"failed to unmarshal TOML: {path}: plugins must be a table of tables")
-    return doc
-
-
-def _migrate(doc: dict[str, Any], version: int) -> None:
-    """containerd 2.x migrates every file below version 3 before merging (v1 -> v2 -> v3)."""
-    plugins = doc.setdefault("plugins", {})
-    if version <= 1 and "cri" in plugins:
-        plugins[CRI_V2] = plugins.pop("cri")
-    if version <= 2 and CRI_V2 in plugins:
-        # the CRI runtime plugin's ConfigMigration: the whole v2 CRI table becomes the v3 runtime plugin's config
-        plugins[CRI_V3] = copy.deepcopy(plugins[CRI_V2])
-
-
-def _deep_merge(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _deep_merge(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)
-
-
-def _empty(v: Any) -> bool:
-    return v in (0, "", False, None) or v == [] or v == {}
-
-
-def _merge(out: dict[str, Any], doc: Mapping[str, Any], v2_semantics: bool) -> None:
-    """mergeConfig: mergo.Merge(WithOverride, append slices) plus containerd's own map rules.
-
-    1.x: each ``plugins.<id>`` table (and timeouts / stream_processors / proxy_plugins entries) replaces the
-    earlier one WHOLE. 2.x (containerd/containerd#9982): plugin tables merge deep, key by key.
-    """
-    for k, v in doc.items():
-        if k == "plugins":
-            plugins = out.setdefault("plugins", {})
-            for pid, table in v.items():
-                if v2_semantics and isinstance(plugins.get(pid), dict):
-                    _deep_merge(plugins[pid], table)
-                else:
-                    plugins[pid] = copy.deepcopy(table)
-        elif k in ("timeouts", "stream_processors", "proxy_plugins") and isinstance(v, dict):
-            out.setdefault(k, {}).update(copy.deepcopy(v))
-        elif isinstance(v, list):
-            cur = out.setdefault(k, [])
-            cur.extend(x for x in v if not (v2_semantics and x in cur))
-        elif isinstance(v, dict):
-            cur = out.setdefault(k, {})
-            for kk, vv in v.items():       # struct fields: a non-empty value overrides
-                if not _empty(vv) or kk not in cur:
-                    cur[kk] = copy.deepcopy(vv)
-        elif not _empty(v) or k not in out:
-            out[k] = copy.deepcopy(v)
-
-
+# ------------------------------------------------------------------------------------------------ containerd
 def effective(host_root: Path) -> ContainerdEval:
-    """What k8s-snap's containerd would load from the host view now, and whether it (and its CRI) starts."""
+    """What the node's containerd does with the host view's files now: the judge's verdict (see module doc)."""
     root = Path(host_root)
     ctr_version = _node_containerd_version(root)
-    v2x = containerd_major(ctr_version) >= 2
     config = snap_config_path(root)
-    out: dict[str, Any] = {}
-    loaded: list[str] = []
-    pending = [config]
-    root_version = 0
-    cri_id = CRI_V3 if v2x else CRI_V2
-
-    def fail(msg: str, first_version: int = 0) -> ContainerdEval:
-        return ContainerdEval(ok=False, error=msg, runtimes=[], default_runtime="", imports=loaded[1:],
-                              config=config, cri_plugin=cri_id, daemon_up=False, version=first_version,
-                              containerd_version=ctr_version)
-
-    while pending:
-        path, pending = pending[0], pending[1:]
-        if path in loaded:
-            continue
-        try:
-            doc = _load_file(root, path)
-        except _LoadError as exc:
-            return fail(str(exc), root_version)
-        version = doc.get("version", 0)
-        if v2x:
-            if root_version == 0:
-                root_version = version
-            if version > root_version:
-                return fail(VERSION_ERROR.format(path=path, version=version, root=root_version), root_version)
-            if version < 3:
-                _migrate(doc, version)
-        elif not loaded:
-            root_version = version
-        _merge(out, doc, v2x)
-        loaded.append(path)
-        pending.extend(_resolve_imports(root, path, doc.get("imports", [])))
-
-    if not v2x and out.get("version", 0) <= 1:
-        cri_id = "cri"    # containerd 1.x decodes a version 1 config by short plugin ids
-    disabled = out.get("disabled_plugins") or []
-    runtimes: list[str]
-    if cri_id in disabled or "cri" in disabled:
-        return ContainerdEval(ok=False, error=f"plugin {cri_id} is disabled (disabled_plugins)", runtimes=[],
-                              default_runtime="", imports=loaded[1:], config=config, cri_plugin=cri_id,
-                              daemon_up=True, version=root_version, containerd_version=ctr_version)
-    cri = (out.get("plugins") or {}).get(cri_id) or {}
-    ctrd = cri.get("containerd") if isinstance(cri.get("containerd"), dict) else {}
-    table = ctrd.get("runtimes")
-    # decoding a runtimes table replaces the built-in {"runc": ...} map; without one the built-in runc applies
-    runtimes = sorted(table) if isinstance(table, dict) else ["runc"]
-    default = ctrd.get("default_runtime_name", "runc")
-    if default not in runtimes:
-        plugin = CRI_V2 if cri_id == "cri" else cri_id
-        return ContainerdEval(ok=False, error=CRI_ERROR.format(plugin=plugin, name=default), runtimes=runtimes,
-                              default_runtime=default, imports=loaded[1:], config=config, cri_plugin=cri_id,
-                              daemon_up=True, version=root_version, containerd_version=ctr_version)
-    return ContainerdEval(ok=True, error=None, runtimes=runtimes, default_runtime=default, imports=loaded[1:],
-                          config=config, cri_plugin=cri_id, daemon_up=True, version=root_version,
-                          containerd_version=ctr_version)
+    try:
+        judge = build_node.judge_bin(build_node.containerd_build_for(ctr_version))
+    except BuildError as exc:
+        raise JudgeError(str(exc)) from exc
+    started = time.monotonic()
+    res = subprocess.run([str(judge), "--root", str(root), "--config", config], capture_output=True, text=True,
+                         timeout=JUDGE_TIMEOUT_S)
+    seconds = time.monotonic() - started
+    if res.returncode != 0 or not res.stdout.strip():
+        raise JudgeError(f"{judge} --root {root} failed (exit {res.returncode}): {res.stderr.strip()[-500:]} "
+                         "(the judge chroots into the host view: the lab must run as root)")
+    v = json.loads(res.stdout.strip().splitlines()[-1])
+    return ContainerdEval(ok=bool(v["ok"]), error=v.get("error") or None, runtimes=list(v.get("runtimes") or []),
+                          default_runtime=v.get("default_runtime") or "", imports=list(v.get("imports") or []),
+                          config=config, cri_plugin=v.get("cri_plugin") or "", daemon_up=bool(v["daemon_up"]),
+                          version=int(v.get("version") or 0), containerd_version=ctr_version,
+                          judged_by=str(judge), seconds=round(seconds, 4))
 
 
 def state_record(ev: ContainerdEval, restarts: int) -> dict[str, Any]:
@@ -305,178 +175,188 @@ def state(host_root: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ the toolkit
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "1", "yes", "y", "on")
+def map_container_path(path: str, mounts: Mapping[str, str]) -> str:
+    """A container path of the toolkit pod as a host path: through the longest hostPath mount that covers it;
+    a path no mount covers is the container's own file system (kept under /.twin/toolkit-container)."""
+    if not path.startswith("/"):
+        return path
+    norm = posixpath.normpath(path)
+    table = {posixpath.normpath(c): h for c, h in mounts.items()}  # a pod's mountPath may end with "/"
+    best = None
+    for c in table:
+        if (norm == c or norm.startswith(c.rstrip("/") + "/")) and (best is None or len(c) > len(best)):
+            best = c
+    if best is None:
+        return PRIVATE + norm
+    rest = norm[len(best):].lstrip("/")
+    return posixpath.normpath(posixpath.join(table[best], rest)) if rest else posixpath.normpath(table[best])
 
 
-def _toml_table(d: Mapping[str, Any]) -> Any:
-    t = tomlkit.table(is_super_table=False)
-    for k in sorted(x for x in d if not isinstance(d[x], dict)):
-        t.add(k, d[k])
-    for k in sorted(x for x in d if isinstance(d[x], dict)):
-        t.add(k, _toml_table(d[k]))
-    return t
+def _host_env(env: Mapping[str, str], mounts: Mapping[str, str] | None) -> dict[str, str]:
+    """The pod's env with its container paths as host paths (no mounts given: paths are host paths)."""
+    table = {**DEFAULT_MOUNTS, **dict(mounts or {})}
+    out = {k: v for k, v in env.items() if isinstance(v, str)}
+    if mounts is not None:
+        for key in PATH_ENV:
+            if out.get(key):
+                out[key] = map_container_path(out[key], table)
+        for key in ("RUNTIME_CONFIG_SOURCES", "RUNTIME_CONFIG_SOURCE"):
+            if out.get(key):
+                parts = []
+                for src in out[key].split(","):
+                    kind, eq, p = src.partition("=")
+                    parts.append(f"{kind}={map_container_path(p, table)}" if eq and p else src)
+                out[key] = ",".join(parts)
+    out["HOST_ROOT_MOUNT"] = map_container_path(out.get("HOST_ROOT_MOUNT") or "/host", table)
+    out["PATH"] = HOST_PATH
+    return out
 
 
-def render(data: Mapping[str, Any]) -> str:
-    """A containerd config as the toolkit writes one (go-toml style: keys sorted, every table with its header)."""
-    doc = tomlkit.document()
-    for k in sorted(x for x in data if not isinstance(data[x], dict)):
-        doc.add(k, data[k])
-    for k in sorted(x for x in data if isinstance(data[x], dict)):
-        doc.add(tomlkit.nl())
-        doc.add(k, _toml_table(data[k]))
-    return tomlkit.dumps(doc)
+def _docker(root: Path) -> bool:
+    try:
+        return load_node(root).docker
+    except FileNotFoundError:
+        return False
 
 
-def _load_source(root: Path, sources: str, config_path: str, docker: bool) -> tuple[str, dict[str, Any]]:
-    tried: list[str] = []
-    for raw in sources.split(","):
-        src = raw.strip()
-        if not src:
-            continue
-        if src == "command":
-            if docker:
-                return "command", copy.deepcopy(DOCKER_CONTAINERD_DUMP)
-            # the snap's containerd is not on the host's PATH: `containerd config dump` does not run
-            tried.append('command: exec: "containerd": executable file not found in $PATH')
-            continue
-        if src == "file" or src.startswith("file="):
-            path = src.partition("=")[2] or config_path
-            try:
-                text = host_path(root, path).read_text()
-            except FileNotFoundError:
-                return f"file={path}", {}
-            try:
-                return f"file={path}", tomllib.loads(text)
-            except tomllib.TOMLDecodeError as exc:
-                raise ToolkitError(f"failed to load config: failed to read config {path}: {exc}") from exc
-        raise ToolkitError(f"unsupported config source {src!r} in RUNTIME_CONFIG_SOURCE={sources!r}")
-    raise ToolkitError("failed to load config: no config source succeeded: " + "; ".join(tried))
+def _run_toolkit(root: Path, version: str, env: dict[str, str], cleanup: bool) -> tuple[dict[str, Any], str]:
+    try:
+        binary = build_node.toolkit_runtime_bin(version)
+    except BuildError as exc:
+        raise ToolkitError(str(exc)) from exc
+    ensure_dev_null(root)    # `containerd config dump` writes to /dev/null's place (exec.Cmd)
+    argv = [str(binary), "--root", str(root), *(["--cleanup"] if cleanup else [])]
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    log = res.stderr
+    resolved: dict[str, Any] = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("{"):
+            resolved = json.loads(line)
+    if res.returncode != 0:
+        last = [ln for ln in log.splitlines() if "level=error" in ln] or log.splitlines()[-1:] or ["(no output)"]
+        raise ToolkitError(last[-1])
+    return resolved, log
 
 
-def _dropin(source: Mapping[str, Any], cdi_enabled: bool, set_default: bool, faults: tuple[str, ...],
-            binary_dir: str = TOOLKIT_DIR) -> tuple[int, str, dict[str, Any]]:
-    if not source:
-        version = 2
-    else:
-        version = source.get("version", 1)
-        if not isinstance(version, int) or version < 2:
-            raise ToolkitError(f"containerd config version {version!r} is not modelled by the lab (v1 takes no "
-                               "drop-in)")
-    cri_id = CRI_V2 if version == 2 else CRI_V3
-    cri = copy.deepcopy(((source.get("plugins") or {}).get(cri_id)) or {})
-    ctrd = cri.setdefault("containerd", {})
-    runtimes = ctrd.setdefault("runtimes", {})
-    template = None
-    for candidate in (ctrd.get("default_runtime_name"), "runc", "crun"):
-        if candidate and isinstance(runtimes.get(candidate), dict):
-            template = runtimes[candidate]
-            break
-    names = ["nvidia", *(["nvidia-cdi", "nvidia-legacy"] if cdi_enabled else [])]
-    for name in names:
-        suffix = name.removeprefix("nvidia").replace("-", ".")
-        if template is not None:
-            rt = copy.deepcopy(template)
-        else:
-            rt = {"runtime_type": "io.containerd.runc.v2", "runtime_root": "", "runtime_engine": "",
-                  "privileged_without_host_devices": False}
-        rt.setdefault("options", {})["BinaryName"] = f"{binary_dir}/nvidia-container-runtime{suffix}"
-        runtimes[name] = rt
-    if set_default:
-        ctrd["default_runtime_name"] = "nvidia"
+def _restart_signal(root: Path, resolved: Mapping[str, Any]) -> str:
+    """The installer's restart of containerd, which the lab plays (see docs/containerd.md)."""
+    mode = resolved.get("restart_mode") or "signal"
+    if mode == "none":
+        return "none"
+    if mode == "systemd":
+        from lab.twin import hostcmd
+
+        rc, _, err = hostcmd.systemctl_run(root, ["restart", "containerd"])
+        if rc != 0:
+            raise ToolkitError(f"unable to restart containerd: error restarting containerd using systemd: {err.strip()}")
+        return "systemd: containerd.service"
+    socket = resolved.get("socket") or DOCKER_SOCKET
+    if socket == snap_socket_path(root):
+        restart(root)
+        return f"signal: {socket} (the snap's containerd restarted)"
+    if socket == DOCKER_SOCKET and _docker(root):
+        return f"signal: {socket} (Docker's containerd restarted; the snap's containerd did not)"
+    raise ToolkitError(f"unable to restart containerd: unable to dial: dial unix {socket}: connect: no such file or "
+                       "directory")
+
+
+def _apply_faults(root: Path, dropin: str, faults: tuple[str, ...]) -> None:
+    """Injected faults, applied to the drop-in the real toolkit wrote (lab/spec.py FAULTS)."""
+    if not ({"containerd-breaks", "dropin-version-too-high"} & set(faults)):
+        return
+    f = host_path(root, dropin)
+    if not f.exists():
+        return
+    doc = tomlkit.parse(f.read_text())
     if "containerd-breaks" in faults:
-        ctrd["runtimes"] = {n: runtimes[n] for n in names}
-        ctrd.pop("default_runtime_name", None)
-    out_version = 4 if "dropin-version-too-high" in faults else version
-    return version, cri_id, {"version": out_version, "plugins": {cri_id: cri}}
+        for table in (doc.get("plugins") or {}).values():
+            ctrd = table.get("containerd") if hasattr(table, "get") else None
+            if ctrd is None:
+                continue
+            rts = ctrd.get("runtimes")
+            if rts is not None:
+                for name in [n for n in rts if not n.startswith("nvidia")]:
+                    del rts[name]
+            if "default_runtime_name" in ctrd:
+                del ctrd["default_runtime_name"]
+    if "dropin-version-too-high" in faults:
+        doc["version"] = 4
+    f.write_text(tomlkit.dumps(doc))
+
+
+def _runtimes_in(root: Path, dropin: str) -> list[str]:
+    import tomllib
+
+    try:
+        doc = tomllib.loads(host_path(root, dropin).read_text())
+    except (FileNotFoundError, tomllib.TOMLDecodeError, ValueError):
+        return []
+    names: set[str] = set()
+    for table in (doc.get("plugins") or {}).values():
+        if isinstance(table, dict):
+            names.update(((table.get("containerd") or {}).get("runtimes") or {}).keys())
+    return sorted(names)
 
 
 def toolkit_install(host_root: Path, env: Mapping[str, str], cdi_enabled: bool,
-                    faults: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """What the NVIDIA container toolkit container does to the host's containerd config; returns host paths.
+                    faults: tuple[str, ...] | list[str] = (), *, mounts: Mapping[str, str] | None = None,
+                    image: str | None = None) -> list[str]:
+    """The toolkit container's start on the node: the real installer's containerd setup; returns host paths.
 
-    Writes the drop-in RUNTIME_DROP_IN_CONFIG (the CRI section of the config source plus the nvidia runtimes)
-    and adds ``imports = ["<drop-in dir>/*.toml"]`` to CONTAINERD_CONFIG (creating it with version + imports
-    when missing). Raises ToolkitError where the real container would fail. Recorded in .twin/toolkit.json.
+    ``env``: the toolkit container's env; ``mounts``: its volume mounts, container path -> hostPath (None: the
+    env's paths are host paths); ``image``: the container image (its tag picks the toolkit version; default the
+    v26.3 chart's). ``cdi_enabled`` is passed as CDI_ENABLED unless the env sets it. Raises ToolkitError with
+    the installer's own error where the real container fails. Recorded in .twin/toolkit.json.
     """
     root = Path(host_root)
     faults = tuple(faults)
-    config_path = env.get("CONTAINERD_CONFIG") or DEFAULT_CONTAINERD_CONFIG
-    dropin_path = env.get("RUNTIME_DROP_IN_CONFIG") or DEFAULT_DROP_IN
-    sources = env.get("RUNTIME_CONFIG_SOURCE") or DEFAULT_CONFIG_SOURCE
-    set_default = (_truthy(env.get("NVIDIA_RUNTIME_SET_AS_DEFAULT")) or _truthy(env.get("CONTAINERD_SET_AS_DEFAULT")))
-    set_default = set_default and not cdi_enabled
+    tag = image.rpartition(":")[2] if image and ":" in image else None
     try:
-        docker = load_node(root).docker
-    except FileNotFoundError:
-        docker = False
-    used, source = _load_source(root, sources, config_path, docker)
-    version, cri_id, dropin = _dropin(source, cdi_enabled, set_default, faults)
-
-    target = host_path(root, dropin_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(dropin))
-
-    cfg_file = host_path(root, config_path)
-    try:
-        doc = tomlkit.parse(cfg_file.read_text())
-    except FileNotFoundError:
-        doc = tomlkit.document()
-    pattern = posixpath.dirname(dropin_path) + "/*.toml"
-    current = list(doc.get("imports", []))
-    if pattern not in current:
-        if not doc:
-            doc.add("version", version)
-        if "imports" in doc:
-            doc["imports"].append(pattern)
-        else:
-            doc.add("imports", [pattern])
-    cfg_file.parent.mkdir(parents=True, exist_ok=True)
-    cfg_file.write_text(tomlkit.dumps(doc))
-
-    written = [dropin_path, config_path]
+        version = build_node.toolkit_version_for(tag)
+    except BuildError as exc:
+        raise ToolkitError(str(exc)) from exc
+    derived = {"CDI_ENABLED": "true" if cdi_enabled else "false"}
+    if cdi_enabled:   # what the operator's transformToolkitCtrForCDI sets (until the twin passes the real pod env)
+        derived["NVIDIA_RUNTIME_SET_AS_DEFAULT"] = "false"
+    run_env = _host_env({**derived, **env}, mounts)
+    resolved, log = _run_toolkit(root, version, run_env, cleanup=False)
+    dropin = resolved.get("drop_in") or ""
+    config = resolved.get("config") or ""
+    _apply_faults(root, dropin, faults)
+    restarted = _restart_signal(root, resolved)
+    written = [p for p in (dropin, config) if p and host_path(root, p).exists()]
     record = {
-        "at": time.time(), "env": dict(env), "cdi_enabled": cdi_enabled, "faults": list(faults),
-        "source": used, "version": dropin["version"], "cri_plugin": cri_id, "set_as_default": set_default,
-        "dropin": dropin_path, "config": config_path, "import": pattern, "written": written,
-        "runtimes": sorted(dropin["plugins"][cri_id]["containerd"]["runtimes"]),
+        "at": time.time(), "env": dict(env), "mounts": dict(mounts) if mounts is not None else None,
+        "host_env": run_env, "toolkit_version": version, "cdi_enabled": cdi_enabled, "faults": list(faults),
+        "resolved": resolved, "dropin": dropin, "config": config, "written": written, "restart": restarted,
+        "import": posixpath.dirname(resolved.get("drop_in_host_path") or dropin) + "/*.toml",
+        "runtimes": _runtimes_in(root, dropin), "log": log[-4000:],
     }
-    update_json(root, "toolkit.json", lambda old: {"installs": [*((old or {}).get("installs") or []), record],
+    update_json(root, "toolkit.json", lambda old: {"installs": [*((old or {}).get("installs") or [])[-20:], record],
                                                    "last": record, "installed": True})
     return written
 
 
 def toolkit_uninstall(host_root: Path) -> list[str]:
-    """The toolkit container's cleanup (pod deleted): remove its drop-in; simplify the top-level config.
+    """The toolkit container's cleanup (pod deleted): the real installer's containerd cleanup, same env.
 
-    As nvidia-container-toolkit's ConfigWithDropIn: the import is removed only when the top-level config holds
-    nothing but ``version`` and that one import (so on k8s-snap's config.toml the import stays behind), the
-    version goes when it is the only key left, and an empty file is deleted. Returns the host paths changed.
+    Returns the host paths it changed or removed.
     """
     root = Path(host_root)
     rec = (read_json(twin_dir(root) / "toolkit.json") or {}).get("last")
-    if not rec:
+    if not rec or not (read_json(twin_dir(root) / "toolkit.json") or {}).get("installed"):
         return []
-    changed: list[str] = []
-    dropin = host_path(root, rec["dropin"])
-    if dropin.exists():
-        dropin.unlink()
-        changed.append(rec["dropin"])
-    cfg_file = host_path(root, rec["config"])
-    if cfg_file.exists():
-        doc = tomlkit.parse(cfg_file.read_text())
-        keys = set(doc.keys())
-        if keys == {"version", "imports"} and list(doc["imports"]) == [rec["import"]]:
-            del doc["imports"]
-        if set(doc.keys()) == {"version"}:
-            del doc["version"]
-        if not doc.keys():
-            cfg_file.unlink()
-            changed.append(rec["config"])
-        elif set(doc.keys()) != keys:
-            cfg_file.write_text(tomlkit.dumps(doc))
-            changed.append(rec["config"])
-    update_json(root, "toolkit.json", lambda old: {**(old or {}), "installed": False, "uninstalled_at": time.time()})
+    paths = [p for p in (rec.get("dropin"), rec.get("config")) if p]
+    before = {p: (host_path(root, p).read_bytes() if host_path(root, p).exists() else None) for p in paths}
+    error = None
+    try:
+        resolved, log = _run_toolkit(root, rec["toolkit_version"], dict(rec["host_env"]), cleanup=True)
+        _restart_signal(root, resolved)
+    except ToolkitError as exc:   # the container logs it and exits; the pod is gone anyway
+        error, log = str(exc), ""
+    changed = [p for p in paths
+               if (host_path(root, p).read_bytes() if host_path(root, p).exists() else None) != before[p]]
+    update_json(root, "toolkit.json", lambda old: {**(old or {}), "installed": False, "uninstalled_at": time.time(),
+                                                   "cleanup_error": error, "cleanup_log": log[-4000:]})
     return changed
 

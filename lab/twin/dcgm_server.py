@@ -37,7 +37,8 @@ def render(node: NodeSpec, gpus: list) -> str:
         for g in gpus:
             labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.pci_bus_id}",device="nvidia{g.index}",'
                       f'modelName="{g.name}",Hostname="{node.name}",DCGM_FI_DRIVER_VERSION="{g.driver_version}"')
-            out.append(f"{name}{{{labels}}} {value(g)}")
+            v = 79 if name == "DCGM_FI_DEV_XID_ERRORS" and "xid-79" in node.faults and g.index == 0 else value(g)
+            out.append(f"{name}{{{labels}}} {v}")
     return "\n".join(out) + "\n"
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lab.spec import H200_CAPTURE, NodeSpec
 
-__all__ = ["QUERY_FILE", "GpuRecord", "capture_dir", "captured", "gpus_for", "is_unadapted", "twin_uuid"]
+__all__ = ["QUERY_FILE", "GpuRecord", "capture_dir", "captured", "gpus_for", "is_unadapted", "lspci_lines", "twin_uuid"]
 
 QUERY_FILE = "smi-query.csv"
 UUID_NAMESPACE = uuid.UUID("6f1d4c2e-8a8b-4f5e-9a57-6c61622d7477")  # fixed: "lab-twin" GPU UUIDs
@@ -157,3 +157,22 @@ def gpus_for(node: NodeSpec) -> list[GpuRecord]:
 def is_unadapted(node: NodeSpec) -> bool:
     """True when the node's GPUs are exactly the capture's rows (its -L / -q / topo files can be replayed)."""
     return node.gpus > 0 and gpus_for(node) == captured(node.nvidia_smi)
+
+
+def _lspci_address(bus_id: str) -> str:
+    """nvidia-smi's 00000000:00:06.0 as lspci -D prints it: 0000:00:06.0."""
+    domain, rest = bus_id.split(":", 1)
+    return f"{int(domain, 16):04x}:{rest.lower()}"
+
+
+def lspci_lines(node: NodeSpec) -> list[str]:
+    """``lspci -n -D -d 10de:`` of the node: one 3D controller (class 0302, the H200's device id 2335 from the
+    capture's pci_device_id 233510DE) per GPU; with the gpu-off-bus fault one more than nvidia-smi lists."""
+    records = gpus_for(node)
+    if not records:
+        return []
+    taken = {r.pci_bus_id for r in records}
+    buses = [r.pci_bus_id for r in records]
+    if "gpu-off-bus" in node.faults:
+        buses.append(_bus_id(records[0].pci_bus_id, len(records), taken))
+    return [f"{_lspci_address(b)} 0302: 10de:2335 (rev a1)" for b in buses]

@@ -20,9 +20,16 @@ from lab.twin.hostview import host_path, load_node, read_json, twin_dir, update_
 
 __all__ = [
     "DOCKER_NOT_RUNNING",
+    "dmesg_main",
+    "dmesg_run",
     "docker_main",
     "docker_run",
     "docker_start_record",
+    "journalctl_main",
+    "journalctl_run",
+    "kernel_log",
+    "lspci_main",
+    "lspci_run",
     "snap_main",
     "snap_run",
     "systemctl_main",
@@ -37,8 +44,6 @@ WORKER_SERVICES = ("containerd", "k8s-apiserver-proxy", "k8sd", "kube-proxy", "k
 DAEMON_JSON = "/etc/docker/daemon.json"
 DOCKER_NOT_RUNNING = ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
                       "Is the docker daemon running?")
-# containerd per k8s-snap track (/work/shared/reference/gpu-stack.md); used by `snap list k8s`
-_TRACKS = (("1.6", "1.32"), ("1.7", "1.33"), ("2.0", "1.35"), ("2.1", "1.35"), ("2.2", "1.35"), ("2.3", "1.36"))
 
 
 def _print(result: Result) -> int:
@@ -119,10 +124,9 @@ def snap_run(host_root: Path, argv: list[str]) -> Result:
         if args and args != ["k8s"]:
             return 1, "", "error: no matching snaps installed\n"
         try:
-            ctr = load_node(root).containerd_version
+            track = load_node(root).k8s_snap_track
         except FileNotFoundError:
-            ctr = containerd.DEFAULT_CONTAINERD_VERSION
-        track = next((t for prefix, t in _TRACKS if ctr.startswith(prefix)), "1.33")
+            track = "1.34"
         rows = [("Name", "Version", "Rev", "Tracking", "Publisher", "Notes"),
                 ("k8s", f"v{track}.0", "-", f"{track}-classic/stable", "canonical✓", "classic")]
         width = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -513,3 +517,80 @@ def docker_run(host_root: Path, argv: list[str]) -> Result:
 
 def docker_main(host_root: Path | None = None, argv: list[str] | None = None) -> int:
     return _print(docker_run(_root(host_root), _args(argv)))
+
+
+# ------------------------------------------------------------------------------------------------ kernel log, PCI bus
+def kernel_log(root: Path, now: float | None = None) -> list[tuple[float, str]]:
+    """(epoch seconds, message) of the host's kernel log: the real H200's boot lines at the host view's seed time,
+    and with the xid-79 fault the real Xid 79 lines for GPU 0, a minute before ``now``."""
+    from lab.twin import outputs
+    from lab.twin.gpus import gpus_for
+
+    now = time.time() if now is None else now
+    marker = twin_dir(root) / "seeded"
+    boot = marker.stat().st_mtime if marker.exists() else now - 3600
+    lines = [(boot + up, text) for up, text in outputs.KERNEL_BOOT]
+    node = load_node(root)
+    records = gpus_for(node)
+    if "xid-79" in node.faults and records:
+        domain, bus, rest = records[0].pci_bus_id.split(":")
+        where = f"{int(domain, 16):04x}:{bus.lower()}:{rest.split('.')[0].lower()}"
+        lines += [(now - 60, t.format(bus=where, uuid=records[0].uuid)) for t in outputs.XID_79]
+    return lines
+
+
+def _iso(epoch: float, sep: str = "", frac: bool = False) -> str:
+    import datetime as dt
+
+    t = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    if frac:
+        return t.strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
+    return t.strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def journalctl_run(host_root: Path, argv: list[str]) -> Result:
+    """``journalctl -k [-b] [-n N] [-q] [--no-pager] [-o short-iso] [--since @EPOCH]``: the kernel log in the
+    short-iso format (``2026-12-01T08:04:34+0000 <host> kernel: <message>``); anything else: no entries."""
+    if "-k" not in argv and "--dmesg" not in argv:
+        return 0, "-- No entries --\n", ""
+    node = load_node(host_root)
+    lines = kernel_log(host_root)
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--since", "-S"):
+            value = next(it, "")
+            if value.startswith("@"):
+                lines = [(t, m) for t, m in lines if t >= float(value[1:])]
+        elif arg in ("-n", "--lines"):
+            lines = lines[-int(next(it, "10")):]
+    if not lines:
+        return 0, "" if "-q" in argv else "-- No entries --\n", ""
+    return 0, "".join(f"{_iso(t)} {node.name} kernel: {m}\n" for t, m in lines), ""
+
+
+def journalctl_main(host_root: Path | None = None, argv: list[str] | None = None) -> int:
+    return _print(journalctl_run(_root(host_root), _args(argv)))
+
+
+def dmesg_run(host_root: Path, argv: list[str]) -> Result:
+    """``dmesg`` (``[ seconds since boot] message``) or ``dmesg --time-format iso``."""
+    lines = kernel_log(host_root)
+    if "--time-format" in argv and "iso" in argv:
+        return 0, "".join(f"{_iso(t, frac=True)} {m}\n" for t, m in lines), ""
+    boot = lines[0][0] if lines else 0.0
+    return 0, "".join(f"[{t - boot:12.6f}] {m}\n" for t, m in lines), ""
+
+
+def dmesg_main(host_root: Path | None = None, argv: list[str] | None = None) -> int:
+    return _print(dmesg_run(_root(host_root), _args(argv)))
+
+
+def lspci_run(host_root: Path, argv: list[str]) -> Result:
+    """``lspci -n -D [-d 10de:]``: the node's NVIDIA GPUs (lab/twin/gpus.py lspci_lines)."""
+    from lab.twin.gpus import lspci_lines
+
+    return 0, "".join(line + "\n" for line in lspci_lines(load_node(host_root))), ""
+
+
+def lspci_main(host_root: Path | None = None, argv: list[str] | None = None) -> int:
+    return _print(lspci_run(_root(host_root), _args(argv)))

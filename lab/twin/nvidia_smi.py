@@ -231,6 +231,24 @@ def query_xml(folder: Path, records: list[GpuRecord], unadapted: bool) -> str:
     return head + "".join(_adapt_block(block, base, r, xml=True) for r in records) + tail
 
 
+# GPU health faults (lab.spec.FAULTS) as they show in -q -x: the first GPU's element (volatile, then aggregate for
+# ECC) changed to what a real unhealthy GPU prints (tests/unit/data/health/SOURCES.md).
+_XML_FAULTS = {
+    "row-remap-pending": (("<remapped_row_pending>No<", "<remapped_row_pending>Yes<", 1),
+                          ("<remapped_row_unc>0<", "<remapped_row_unc>1<", 1)),
+    "ecc-dbe": (("<dram_uncorrectable>0<", "<dram_uncorrectable>2<", 2),),
+    "pcie-x8": (("<current_link_width>16x<", "<current_link_width>8x<", 1),),
+    "hw-slowdown": (("<clocks_event_reason_hw_slowdown>Not Active<", "<clocks_event_reason_hw_slowdown>Active<", 1),),
+}
+
+
+def health_faults(xml: str, faults: tuple[str, ...]) -> str:
+    for fault in faults:
+        for old, new, count in _XML_FAULTS.get(fault, ()):
+            xml = xml.replace(old, new, count)
+    return xml
+
+
 def topo_matrix(folder: Path, records: list[GpuRecord], unadapted: bool) -> str:
     path = folder / "smi-topo-mig.txt"
     text = path.read_text() if path.exists() else ""
@@ -397,7 +415,7 @@ def run(host_root: Path, argv: list[str]) -> tuple[int, str, str]:
     if argv in (["-q"], ["--query"]):
         return 0, query_text(folder, records, unadapted), ""
     if sorted(argv) in (["-q", "-x"], ["--query", "--xml-format"], ["--query", "-x"], ["--xml-format", "-q"]):
-        return 0, query_xml(folder, records, unadapted), ""
+        return 0, health_faults(query_xml(folder, records, unadapted), node.faults), ""
     if argv in (["topo", "-m"], ["topo", "--matrix"]):
         return 0, topo_matrix(folder, records, unadapted), ""
     if argv in (["mig", "-lgip"], ["mig", "--list-gpu-instance-profiles"]):

@@ -36,7 +36,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from lab import build_operator, pki
-from lab.state import LabPaths, free_port
+from lab.state import LabPaths
 
 log = logging.getLogger("twin.operator")
 DEPLOYMENT = "gpu-operator"
@@ -125,6 +125,7 @@ class OperatorSupervisor:
         self.desired: Desired | None = None
         self.proc: subprocess.Popen | None = None
         self.probe_port = 0
+        self.log_offset = 0
         self.lock = threading.RLock()
         self.wake = threading.Event()
         self.next_start = 0.0
@@ -207,15 +208,17 @@ class OperatorSupervisor:
             self.next_start = time.monotonic() + 5.0
             return
         self._mirror(want.namespace)
-        self.probe_port = free_port()
+        # Port 0: the kernel picks free loopback ports (no race with labs started beside this one); the probe's
+        # port is read back from the operator's own "starting server" log line.
+        self.probe_port = 0
         args = [a for a in want.args if not a.startswith(("--metrics-bind-address", "--health-probe-bind-address"))]
         argv = launch_argv(build.opt_dir, want.namespace, [
-            str(build.binary), *args, f"--metrics-bind-address=127.0.0.1:{free_port()}",
-            f"--health-probe-bind-address=127.0.0.1:{self.probe_port}"])
+            str(build.binary), *args, "--metrics-bind-address=127.0.0.1:0", "--health-probe-bind-address=127.0.0.1:0"])
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
         env.update(dict(want.env))
         env["KUBECONFIG"] = str(self.paths.kubeconfig(pki.OPERATOR.stem))
         logf = open(self.state.log, "ab")  # noqa: SIM115 - handed to the child
+        self.log_offset = logf.tell()
         logf.write(f"--- lab: starting gpu-operator {want.version} for namespace {want.namespace}\n".encode())
         logf.flush()
         self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -242,7 +245,29 @@ class OperatorSupervisor:
         self._running_as = None
         self._update(pid=None, healthy=False, last_exit=f"stopped: {why}")
 
+    def _probe_address(self) -> int:
+        """The health probe's port from the operator's log: controller-runtime logs each server it starts
+        with its listener's address ({"msg": "starting server", "name": "health probe", "addr": ...})."""
+        try:
+            with open(self.state.log, "rb") as f:
+                f.seek(self.log_offset)
+                lines = f.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return 0
+        for line in lines:
+            if '"health probe"' not in line:
+                continue
+            with contextlib.suppress(json.JSONDecodeError, ValueError, AttributeError):
+                doc = json.loads(line)
+                if doc.get("msg") == "starting server" and doc.get("name") == "health probe":
+                    return int(str(doc["addr"]).rsplit(":", 1)[1])
+        return 0
+
     def _probe(self) -> bool:
+        if not self.probe_port:
+            self.probe_port = self._probe_address()
+            if not self.probe_port:
+                return False
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}/readyz", timeout=PROBE_TIMEOUT_S) as r:
                 return r.status == 200

@@ -31,25 +31,15 @@ def env(pod: dict, ctr: dict) -> dict[str, str]:
     return out
 
 
-def host_path(pod: dict, ctr: dict, path: str) -> str | None:
-    """The host path behind a path inside the container (through its hostPath volume mounts), or None when
-    that path is not on a host volume."""
+def host_mounts(pod: dict, ctr: dict) -> dict[str, str]:
+    """The container's hostPath mounts: container path -> host path (subPath applied)."""
     volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
-    best: tuple[int, str] | None = None
+    out: dict[str, str] = {}
     for m in ctr.get("volumeMounts") or []:
-        mount = m.get("mountPath", "").rstrip("/") or "/"
-        vol = volumes.get(m.get("name", ""), {})
-        hp = (vol.get("hostPath") or {}).get("path")
-        if hp is None:
-            continue
-        if path == mount or path.startswith(mount.rstrip("/") + "/"):
-            rest = path[len(mount):].lstrip("/")
-            if m.get("subPath"):
-                rest = posixpath.join(m["subPath"], rest) if rest else m["subPath"]
-            candidate = posixpath.join(hp, rest) if rest else hp
-            if best is None or len(mount) > best[0]:
-                best = (len(mount), candidate)
-    return best[1] if best else None
+        hp = (volumes.get(m.get("name", ""), {}).get("hostPath") or {}).get("path")
+        if hp is not None:
+            out[m["mountPath"]] = posixpath.join(hp, m["subPath"]) if m.get("subPath") else hp
+    return out
 
 
 def configmap_at(pod: dict, ctr: dict, mount_path: str) -> str | None:

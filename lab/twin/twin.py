@@ -511,10 +511,11 @@ class Twin:
                 if not self._alive(pod):  # deleted while it started: a container that is gone writes nothing
                     return
                 ctr = podspec.container(pod, op.container)
-                env = toolkit_host_env(pod, ctr)
+                env = podspec.env(pod, ctr)
                 try:
                     written = containerd.toolkit_install(self._host_root(node.name), env,
-                                                         env.get("CDI_ENABLED", "").lower() == "true", node.faults)
+                                                         env.get("CDI_ENABLED", "").lower() == "true", node.faults,
+                                                         mounts=podspec.host_mounts(pod, ctr), image=ctr.get("image"))
                 except containerd.ToolkitError as exc:
                     self._crashloop(pod, f"level=error msg=\"{exc}\"")
                     return
@@ -530,7 +531,7 @@ class Twin:
         if op.component == "gfd":
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
-            self._submit(lambda: self._label_gfd(node))
+            self._submit(lambda: self._label_gfd(node, pod))
             return
         if op.component == "dcgmExporter":
             self._set_running(pod, ready=True)
@@ -591,11 +592,13 @@ class Twin:
                      if p["spec"].get("nodeName") == node and (p["metadata"].get("labels") or {}).get("app")
                      == "gpu-feature-discovery" and (p.get("status") or {}).get("phase") == "Running"), None)
 
-    def _label_gfd(self, node: NodeSpec) -> None:
-        """GPU feature discovery's labels, from the config the node's device plugin loaded and GFD's own env."""
+    def _label_gfd(self, node: NodeSpec, gfd: dict | None = None) -> None:
+        """GPU feature discovery's labels, from the config the node's device plugin loaded and GFD's own env.
+        Called by GFD's own start (its pod given: the informer may not show it Running yet) and whenever the
+        device plugin (re)loads its config (then only if a GFD pod runs on the node)."""
         node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
         labels = node_obj["metadata"].get("labels") or {}
-        gfd = self._gfd_pod(node.name)
+        gfd = gfd if gfd is not None and self._alive(gfd) else self._gfd_pod(node.name)
         if gfd is None or "driver-broken" in node.faults:
             return
         gfd_env = podspec.env(gfd, podspec.container(gfd, "gpu-feature-discovery"))
@@ -702,27 +705,6 @@ class Twin:
                     continue
                 self.pod_state[uid] = "starting"
             self.timers.after(self.timing.pod_start_s, lambda p=pod: self._start_pod(p))
-
-
-TOOLKIT_PATH_ENV = ("CONTAINERD_CONFIG", "RUNTIME_CONFIG", "RUNTIME_DROP_IN_CONFIG", "CONTAINERD_SOCKET",
-                    "RUNTIME_SOCKET")
-
-
-def toolkit_host_env(pod: dict, ctr: dict) -> dict[str, str]:
-    """The toolkit container's env with the paths it names inside the container (/runtime/config-dir/...,
-    /host/...) turned into the host paths they are (through the pod's hostPath mounts), as the installer sees
-    the host's files. Everything else is passed as the container has it."""
-    env = podspec.env(pod, ctr)
-    for key in TOOLKIT_PATH_ENV:
-        if env.get(key):
-            env[key] = podspec.host_path(pod, ctr, env[key]) or env[key]
-    sources = []
-    for src in filter(None, env.get("RUNTIME_CONFIG_SOURCE", "").split(",")):
-        kind, _, path = src.partition("=")
-        sources.append(f"{kind}={podspec.host_path(pod, ctr, path) or path}" if path else src)
-    if sources:
-        env["RUNTIME_CONFIG_SOURCE"] = ",".join(sources)
-    return env
 
 
 def plugin_config_source(pod: dict) -> tuple[str, str]:

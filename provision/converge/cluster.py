@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 from provision import expect
 from provision.context import RunContext
 from provision.converge.settle import not_rendered, pending_pods, template_generations
-from provision.engine import Change, Result
+from provision.engine import Change, ConvergeError, Result
 from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE, WaitTimeout
 from provision.observe.timeslicing import render_config
 
@@ -64,7 +64,7 @@ class TimeSlicing:
     def _supported(self, ctx: RunContext, result: Result | None = None) -> list[str]:
         """GPU nodes this converger works on: not unsupported, not already failed by an earlier converger
         (or by this one, when it plans again after applying)."""
-        engine = getattr(ctx, "engine", None)
+        engine = ctx.engine
         skip: set[str] = set(result.node_failures) | set(result.node_errors) if result else set()
         if engine is not None:
             skip |= set(engine.ensure("host-driver").node_skips) | engine.unhealthy_nodes()
@@ -150,6 +150,9 @@ class TimeSlicing:
             ctx.kube.guarded("patch ClusterPolicy cluster-policy spec.devicePlugin.config",
                              ctx.kube.custom.patch_cluster_custom_object, CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME,
                              {"spec": {"devicePlugin": {"config": want_cfg}}})
+        # The operator renders the device plugin DaemonSet for the config (config manager, the ConfigMap volume) in
+        # its own time: a plugin restarted before that comes back from the old template with no config at all.
+        self._wait_plugin_rendered(ctx, want_cfg)
         config_changed = any(c.node is None or c.action != "restart" for c in changes)
         snap = ctx.kube.snapshot(refresh=True)
         expected = self._expected(ctx, nodes)
@@ -161,6 +164,19 @@ class TimeSlicing:
         self._restart_plugin(ctx, restart, s.namespace)
         self._wait_rollout(ctx, nodes, (DEVICE_PLUGIN_DS,))
         self._wait_advertised(ctx, nodes, result)
+
+    def _wait_plugin_rendered(self, ctx: RunContext, cfg: dict[str, str]) -> None:
+        def missing(objs: dict[str, dict]) -> list[str]:
+            why = plugin_not_rendered(objs.get(DEVICE_PLUGIN_DS), cfg["name"], cfg["default"])
+            return [why] if why else []
+
+        try:
+            ctx.kube.wait_for(f"the operator to render {DEVICE_PLUGIN_DS} for devicePlugin.config",
+                              ctx.kube.apps.list_namespaced_daemon_set, lambda objs: not missing(objs), missing,
+                              ctx.settings.timeout("cluster_policy"), lambda _: "", ctx.settings.namespace)
+        except WaitTimeout as exc:
+            raise ConvergeError(f"{exc}. The ClusterPolicy asks for devicePlugin.config {cfg}; the operator has not "
+                                "put it into the device plugin DaemonSet: read the gpu-operator pod's log") from exc
 
     def _wait_config_rendered(self, ctx: RunContext, default: str) -> None:
         """After the ClusterPolicy patch the operator re-renders the device plugin and GFD (their config managers'
@@ -299,6 +315,25 @@ class TimeSlicing:
                     f"timed out after {ctx.settings.timeout('advertise'):.0f}s waiting for {node} to advertise its "
                     f"GPUs: {'; '.join(whats)}" + (f". {detail.rstrip().rstrip('.')}" if detail else "") +
                     ". Fix: check the device-plugin pod's log on the node")
+
+
+def plugin_not_rendered(ds: dict | None, cm_name: str, default: str) -> str | None:
+    """Why the device plugin DaemonSet does not yet carry the sharing config the ClusterPolicy names (None when it
+    does): the real operator mounts the ConfigMap into the plugin's pods and gives its config manager
+    DEFAULT_CONFIG; the DaemonSet controller must have seen that generation. Pure."""
+    if ds is None:
+        return f"{DEVICE_PLUGIN_DS}: not created yet"
+    tmpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    volumes = {(v.get("configMap") or {}).get("name") for v in tmpl.get("volumes") or []}
+    if cm_name not in volumes:
+        return f"{DEVICE_PLUGIN_DS}: ConfigMap {cm_name} not mounted yet"
+    defaults = {e.get("value", "") for c in (tmpl.get("containers") or []) + (tmpl.get("initContainers") or [])
+                for e in c.get("env") or [] if e.get("name") == "DEFAULT_CONFIG"}
+    if default not in defaults:
+        return f"{DEVICE_PLUGIN_DS}: config manager DEFAULT_CONFIG {sorted(defaults)}, want {default!r}"
+    if ((ds.get("status") or {}).get("observedGeneration") or 0) < (ds["metadata"].get("generation") or 0):
+        return f"{DEVICE_PLUGIN_DS}: generation {ds['metadata'].get('generation')} not yet seen by the DaemonSet controller"
+    return None
 
 
 def update_configmap_keys(ctx: RunContext, namespace: str, name: str, data: dict[str, str],

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import posixpath
 
-from packaging.version import Version
-
+from provision import expect
 from provision.context import NoHostAccess, RunContext
 from provision.engine import Change, ConvergeError, Result
 from provision.hostfacts import DOCKER_DAEMON_JSON, containerd_facts, docker_config, has_docker, nvidia_smi_facts
@@ -41,8 +40,16 @@ ExecStart=/usr/bin/touch {READY_FILE}
 WantedBy=multi-user.target
 """
 RUNC_DROPIN = "00-k8s-runc.toml"
+# The original playbooks' runc drop-in, tried with the real programs (containerd 1.7.35, 2.1.9, 2.3.7; toolkit
+# v1.19.0, v1.20.0; docs/containerd.md): it never kept runc that the toolkit's drop-in dropped (on 1.x the later
+# 99-nvidia.toml replaces its CRI table; on 2.x and with RUNTIME_CONFIG_SOURCE=file runc is there without it),
+# and loaded after the drop-in it drops nvidia. So the suite does not install it; a node's existing one is left.
+RUNC_DROPIN_HELPS = False
+RUNC_DROPIN_NOTE = (f"{RUNC_DROPIN} is not installed: with the real containerd it never kept runc that the "
+                    "toolkit's drop-in dropped (docs/containerd.md); RUNTIME_CONFIG_SOURCE=file is the fix")
 # The original playbooks' runc drop-in (original-playbooks.md, 9): in /etc/containerd/conf.d, which k8s-snap's
-# containerd reads only through the import the toolkit added for its own drop-in there.
+# containerd reads through the import the toolkit added for its own drop-in there, after the snap's conf.d: read
+# after the suite's 99-nvidia.toml it replaces the CRI table (containerd 1.x) and drops nvidia.
 PLAYBOOK_RUNC_DROPIN = f"/etc/containerd/conf.d/{RUNC_DROPIN}"
 
 
@@ -126,10 +133,9 @@ class HostDriver:
                 result.node_failures[node] = f"nvidia-smi on {node}: {why}"
                 continue
             labels = (nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
-            caps = [g.compute_cap for g in smi.gpus if g.compute_cap]
-            unsupported = bool(caps) and min(Version(c) for c in caps) < Version(ctx.settings.min_compute_capability)
-            if unsupported:
-                result.node_skips[node] = (f"unsupported: compute capability {min(caps)} is below "
+            lowest = expect.unsupported_capability(ctx, smi)
+            if lowest:
+                result.node_skips[node] = (f"unsupported: compute capability {lowest} is below "
                                            f"{ctx.settings.min_compute_capability} (GPU Operator requirement)")
                 want = {DEPLOY_PREFIX + o: "false" for o in DEPLOY_OPERANDS}
                 patch = {k: v for k, v in want.items() if labels.get(k) != v}
@@ -197,22 +203,26 @@ class RuncDropIn:
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []
+        if not RUNC_DROPIN_HELPS and RUNC_DROPIN_NOTE not in result.notes:
+            result.notes.append(RUNC_DROPIN_NOTE)
         for node, host in _each_host(ctx, result):
             facts = containerd_facts(host)
             if facts.error:
                 result.node_errors[node] = facts.error
                 continue
             assert facts.effective is not None
-            path = posixpath.join(facts.conf_d, RUNC_DROPIN)
-            want = ctd.render_runc_dropin(facts.effective.version)
-            have = host.read_text(path)
-            if have != want:
-                changes.append(Change(self.name, node, f"{path} on {node}", "create" if have is None else "update",
-                                      "re-declare runc (default runtime) for containerd's CRI plugin"))
-            if path != PLAYBOOK_RUNC_DROPIN and host.exists(PLAYBOOK_RUNC_DROPIN):
+            if RUNC_DROPIN_HELPS:
+                path = posixpath.join(facts.conf_d, RUNC_DROPIN)
+                want = ctd.render_runc_dropin(facts.effective.version)
+                have = host.read_text(path)
+                if have != want:
+                    changes.append(Change(self.name, node, f"{path} on {node}", "create" if have is None else "update",
+                                          "re-declare runc (default runtime) for containerd's CRI plugin"))
+            if facts.conf_d != posixpath.dirname(PLAYBOOK_RUNC_DROPIN) and host.exists(PLAYBOOK_RUNC_DROPIN):
                 changes.append(Change(self.name, node, f"{PLAYBOOK_RUNC_DROPIN} on {node}", "delete",
-                                      f"the playbooks' runc drop-in, replaced by {path} in the directory containerd "
-                                      "imports itself (its content kept in the record: --rollback puts it back)"))
+                                      "the playbooks' runc drop-in: read after the toolkit's drop-in it replaces the "
+                                      "CRI table and drops nvidia (its content kept in the record: --rollback puts "
+                                      "it back)"))
             if not ctx.host_record(node).state().get("containerd_baseline"):
                 changes.append(Change(self.name, node, f"containerd baseline on {node}", "create",
                                       "keep a copy of containerd's config files for an exact revert"))

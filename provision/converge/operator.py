@@ -16,12 +16,13 @@ from provision.converge.adopt import merge_values
 from provision.converge.settle import TEMPLATE_GENERATION, not_rendered
 from provision.engine import Change, ConvergeError, Result
 from provision.helm import HelmError, unknown_value_paths
-from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts
+from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
 from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 REPAIR = "repair first: "
+TOOLKIT_DEPLOY_LABEL = "nvidia.com/gpu.deploy.container-toolkit"
 DROPIN_NAME = "99-nvidia.toml"
 CONTAINERD_SERVICE = "k8s.containerd"
 # NotReady messages of a containerd that refused its configuration: waiting does not heal them.
@@ -69,11 +70,19 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
             {"name": "CONTAINERD_SOCKET", "value": posixpath.join(snap, "run/containerd/containerd.sock")},
             {"name": "RUNTIME_DROP_IN_CONFIG", "value": posixpath.join(conf_d, DROPIN_NAME)},
             {"name": "RUNTIME_CONFIG_SOURCE", "value": "file"},
+            # the installer's default (signal) makes every node's containerd exit at once when the toolkit pods
+            # start (SIGHUP; systemd restarts it): the suite restarts them one by one instead (containerd-restart)
+            {"name": "RUNTIME_RESTART_MODE", "value": "none"},
         ]},
         "cdi": {"enabled": not old},
     }
     if old:
         notes.append(f"cdi.enabled=false: containerd older than 1.7 on {', '.join(old)}")
+    docker = [n for n in ctx.gpu_nodes if n in base_dirs and has_docker(ctx.host(n))]
+    if docker:
+        notes.append(f"RUNTIME_CONFIG_SOURCE=file on {', '.join(docker)}: the toolkit's default source `command` "
+                     "runs the containerd on PATH, Docker's there, and copies its config (CRI disabled, no runc) into "
+                     "the drop-in, which the snap's containerd 1.x then refuses (canonical/k8s-snap#1991)")
     return values, notes
 
 
@@ -99,6 +108,14 @@ def downgrade_error(ns: str, release: str, installed: str, wanted: str) -> str:
             f"the newer one. Nothing was changed. To go back: `pytest features/ --rollback` (returns to the "
             f"revision before this suite's upgrade), or `helm rollback {release} -n {ns}`, or uninstall and "
             f"install {wanted}; or keep --chart-version {installed}")
+
+def _node_runtime_failure(ctx: RunContext, node: str) -> str | None:
+    """Audit of a node whose containerd restart the suite did not record: when the node's own containerd (config
+    dump) already has no runc or no nvidia, say that with containerd's words instead of "not converged"."""
+    from provision import checks  # late: checks imports this module
+
+    finding = checks.containerd_runtimes(ctx, node)
+    return None if finding.ok else f"containerd on {node} does not run with runc and nvidia: {finding.message}"
 
 
 class OperatorRelease:
@@ -256,7 +273,14 @@ class ContainerdRestart:
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []
         dropin = self._dropin(ctx)
+        nodes = ctx.kube.snapshot().nodes
         for node in ctx.gpu_nodes:
+            labels = ((nodes.get(node) or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(TOOLKIT_DEPLOY_LABEL) == "false":
+                # No toolkit pod will ever run there (an unsupported GPU, or turned off by its owner): there is
+                # no drop-in to load, and the operator leaves the node's containerd alone.
+                result.node_skips[node] = f"{TOOLKIT_DEPLOY_LABEL}=false: no container toolkit on {node}"
+                continue
             try:
                 host = ctx.host(node)
             except NoHostAccess as exc:
@@ -272,6 +296,10 @@ class ContainerdRestart:
             if state.get("containerd_restart_failed") and needs_restart and ctx.settings.mode != "provision":
                 result.node_failures[node] = (f"containerd on {node} does not run the NVIDIA runtime: the last "
                                               f"--provision had to revert it. {state['containerd_restart_failed']}")
+            if needs_restart and ctx.settings.mode != "provision" and node not in result.node_failures:
+                failure = _node_runtime_failure(ctx, node)   # the node's own containerd already refuses
+                if failure:
+                    result.node_failures[node] = failure
             if text is None:
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart",
                                       f"after the toolkit writes {dropin}"))

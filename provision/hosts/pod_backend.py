@@ -28,12 +28,13 @@ from typing import Any
 
 import yaml
 
+from provision.labels import MANAGED_BY, SUITE
+
 from .results import HostUnreachable, RawResult
 from .safety import validate_host_path, validate_node_name
 from .spec import DEFAULT_POD_IMAGE, DEFAULT_POD_NAMESPACE
 
 __all__ = [
-    "MANAGED_BY",
     "POD_RBAC_RULES",
     "PodExecBackend",
     "build_pod_manifest",
@@ -41,7 +42,6 @@ __all__ = [
     "split_exit_marker",
 ]
 
-MANAGED_BY = "gpu-node-conformance"
 COMPONENT = "host-access"
 NODE_LABEL = "gpu-node-conformance/node"
 CONTAINER = "host"
@@ -99,7 +99,7 @@ def build_pod_manifest(
     if not isinstance(lifetime_s, int) or isinstance(lifetime_s, bool) or lifetime_s < 60:
         raise ValueError(f"lifetime_s {lifetime_s!r} must be an integer >= 60")
     labels = {
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY: SUITE,
         "app.kubernetes.io/component": COMPONENT,
         NODE_LABEL: _label_value(node_name),
     }
@@ -305,7 +305,7 @@ class PodExecBackend:
             if e.status != 404:
                 raise self._unreachable(
                     f"cannot delete host-access pod {self.namespace}/{name} (remove it by the label "
-                    f"app.kubernetes.io/managed-by={MANAGED_BY})",
+                    f"{MANAGED_BY}={SUITE})",
                     e,
                 ) from e
 

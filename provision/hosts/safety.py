@@ -12,6 +12,8 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from provision.names import LABEL, SUBDOMAIN_MAX, is_dns1123_subdomain
+
 __all__ = [
     "UnsafeHostAddress",
     "UnsafeNodeName",
@@ -24,7 +26,6 @@ __all__ = [
     "validate_user_name",
 ]
 
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SHELL_META = set(";&|$`<>(){}[]*?!~#'\"\\\n\r\t ")
 # Ansible inventory names and ssh_config aliases are freer than DNS names; still no shell syntax, no leading '-'.
 _HOST_ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
@@ -66,19 +67,21 @@ def _describe(value: str) -> str:
 
 
 def validate_node_name(name: object) -> str:
-    """Return ``name`` if it is a DNS-1123 subdomain (what Kubernetes allows for node names).
+    """Return ``name`` if it is a DNS-1123 subdomain (what Kubernetes allows for node names: provision/names.py).
 
-    Lowercase alphanumerics, '-' and '.', at most 253 characters, each dot-separated label at most 63
-    characters and starting and ending with an alphanumeric. Anything else raises UnsafeNodeName, with the
-    name quoted and the reason, before it can reach a command line.
+    Lowercase alphanumerics, '-' and '.', at most 253 characters, each dot-separated part starting and ending
+    with an alphanumeric. Anything else raises UnsafeNodeName, with the name quoted and the reason, before it
+    can reach a command line.
     """
+    if is_dns1123_subdomain(name):
+        return name  # type: ignore[return-value]
     if not isinstance(name, str):
         raise UnsafeNodeName(f"node name {name!r} is not a string")
     if not name:
         raise UnsafeNodeName("node name '' is empty")
-    if len(name) > 253:
+    if len(name) > SUBDOMAIN_MAX:
         raise UnsafeNodeName(
-            f"node name {name!r} is {len(name)} characters long (a DNS-1123 subdomain has at most 253)"
+            f"node name {name!r} is {len(name)} characters long (a DNS-1123 subdomain has at most {SUBDOMAIN_MAX})"
         )
     described = _describe(name)
     if described:
@@ -87,14 +90,12 @@ def validate_node_name(name: object) -> str:
         if not label:
             raise UnsafeNodeName(f"node name {name!r} is not a DNS-1123 subdomain: it has an empty label ('..' or a "
                                  "leading/trailing '.')")
-        if len(label) > 63:
-            raise UnsafeNodeName(f"node name {name!r} is not a DNS-1123 subdomain: label {label!r} is longer than 63")
-        if not _DNS1123_LABEL.fullmatch(label):
+        if not LABEL.fullmatch(label):
             raise UnsafeNodeName(
                 f"node name {name!r} is not a DNS-1123 subdomain: label {label!r} must consist of lowercase "
                 "alphanumerics and '-' and start and end with an alphanumeric"
             )
-    return name
+    raise UnsafeNodeName(f"node name {name!r} is not a DNS-1123 subdomain")
 
 
 def validate_host_address(address: object, what: str = "host address") -> str:

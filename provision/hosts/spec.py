@@ -33,8 +33,9 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from provision.names import is_dns1123_label
+
 from .safety import (
-    UnsafeNodeName,
     validate_host_address,
     validate_host_path,
     validate_node_name,
@@ -162,12 +163,9 @@ class HostSpec:
             1 <= self.connect_timeout <= 600
         ):
             raise ValueError(f"connect_timeout {self.connect_timeout!r} must be an integer number of seconds 1..600")
-        try:
-            validate_node_name(self.pod_namespace)
-        except UnsafeNodeName as e:
-            raise ValueError(f"pod_namespace {self.pod_namespace!r} is not a valid namespace name") from e
-        if "." in self.pod_namespace or len(self.pod_namespace) > 63:
-            raise ValueError(f"pod_namespace {self.pod_namespace!r} is not a DNS-1123 label")
+        if not is_dns1123_label(self.pod_namespace):
+            raise ValueError(f"pod_namespace {self.pod_namespace!r} is not a DNS-1123 label (at most 63 lowercase "
+                             "letters, digits and '-', starting and ending with a letter or digit)")
         if not isinstance(self.pod_image, str) or not self.pod_image or any(c.isspace() for c in self.pod_image):
             raise ValueError(f"pod_image {self.pod_image!r} must be an image reference without whitespace")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 __all__ = [
     "GfdLabelError",
     "GfdLabels",
+    "driver_versions",
     "expected_product_label",
     "parse_labels",
     "sanitise",
@@ -108,3 +109,15 @@ def expected_product_label(product_name: str, shared: bool, mig_profile: str | N
     if shared:
         sanitised.append("SHARED")
     return "-".join(sanitised)
+
+
+def driver_versions(nodes: Mapping[str, Mapping], names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``{node: driver version}`` from the GFD driver labels of the named nodes (``nodes``: name -> Node object
+    as a dict). A node without the labels (GFD not running there yet) is left out; a malformed label too."""
+    out: dict[str, str] = {}
+    for name in names:
+        labels = ((nodes.get(name) or {}).get("metadata") or {}).get("labels") or {}
+        version = _driver_version(labels)
+        if version:
+            out[name] = str(version)
+    return out

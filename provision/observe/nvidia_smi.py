@@ -34,6 +34,7 @@ __all__ = [
     "classify_failure",
     "compute_capability_below",
     "driver_at_least",
+    "lowest_compute_capability",
     "parse_driver_version",
     "parse_list",
     "parse_mig_devices",
@@ -328,6 +329,12 @@ def compute_capability_below(gpus: Iterable[Gpu], threshold: str = "7.0") -> boo
         if cap < limit:
             return True
     return False
+
+
+def lowest_compute_capability(gpus: Iterable[Gpu]) -> str | None:
+    """The lowest compute capability the GPUs report, in version order ("9.0" < "10.0"); None when none does."""
+    caps = [g.compute_cap for g in gpus if g.compute_cap is not None]
+    return min(caps, key=Version) if caps else None
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ What Allure 3 (npm ``allure`` 3.18) does, found by running it:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HISTORY_FILE = "history.jsonl"
 DEFAULT_HISTORY_LIMIT = 30
 GENERATE_TIMEOUT_S = 900
+_INLINED = re.compile(r'\bd\("([\w./-]+)","([A-Za-z0-9+/=]*)"\)')
 _PER_REPORT_FILES = frozenset({"index.html", "summary.json", "test-results.json", HISTORY_FILE})
 
 
@@ -119,8 +122,13 @@ def generate_reports(
     jobs: int | None = None,
     allure_bin: Path | str | None = None,
     history_limit: int | None = DEFAULT_HISTORY_LIMIT,
+    single_file: bool = True,
 ) -> dict[str, Path]:
     """Generate every report of ``specs`` into ``html_root/<key>/``; return ``{key: .../index.html}``.
+
+    ``single_file`` (default): each report is one ``index.html`` that opens from disk; False: Allure's
+    multi-file form (app bundle shared by hard links, data fetched at run time: needs an HTTP server,
+    ``python -m provision.reporting serve RUN``).
 
     ``html_root`` is rebuilt: whatever was there goes. ``previous``: a previous run's folder (or its ``html``
     folder) whose per-report history files seed this run's, so Allure's trends continue. Reports are
@@ -153,7 +161,8 @@ def generate_reports(
             history = out / HISTORY_FILE
             if spec.key in seeds:
                 shutil.copyfile(seeds[spec.key], history)
-            config = allure_config(name=spec.name, history_path=history, history_limit=history_limit, whole_run=spec.whole_run)
+            config = allure_config(name=spec.name, history_path=history, history_limit=history_limit,
+                                   whole_run=spec.whole_run, single_file=single_file)
             config.update(spec.extra_config)
             config_path = write_allure_config(tmp / f"{spec.key}.allurerc.json", config)
             return spec.key, _run_generate(cli, spec, out, config_path, tmp)
@@ -202,6 +211,33 @@ def dedupe_assets(html_root: Path | str) -> int:
     return linked
 
 
+def inlined_data(index_html: Path | str) -> dict[str, bytes]:
+    """The data files inlined in a single-file report's ``index.html`` by name, decoded; {} for any other file."""
+    path = Path(index_html)
+    if not path.is_file():
+        return {}
+    out: dict[str, bytes] = {}
+    for name, encoded in _INLINED.findall(path.read_text("utf-8", errors="replace")):
+        try:
+            out[name] = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            continue
+    return out
+
+
+def report_data(report_dir: Path | str) -> dict[str, bytes]:
+    """The data files of a generated report by name (``widgets/charts.json``, ``data/test-results/<id>.json``,
+    ``data/attachments/...``), in either form: files under the report's folder (multi-file) or the calls
+    ``d("<name>","<base64>")`` of the single-file ``index.html``'s inline script."""
+    root = Path(report_dir)
+    out = inlined_data(root / "index.html")
+    for top in ("data", "widgets"):
+        for path in sorted((root / top).rglob("*")) if (root / top).is_dir() else ():
+            if path.is_file():
+                out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
 class ReportIndex:
     """The test results of one generated Allure 3 report, to deep-link into it (``index.html#<id>``)."""
 
@@ -209,6 +245,7 @@ class ReportIndex:
         self.report_dir = Path(report_dir)
         self._tests: list[dict[str, Any]] | None = None
         self._features: dict[str, str | None] = {}
+        self._inlined: dict[str, bytes] | None = None
 
     @property
     def tests(self) -> list[dict[str, Any]]:
@@ -237,7 +274,7 @@ class ReportIndex:
         if test_id not in self._features:
             feature = None
             try:
-                data = json.loads((self.report_dir / "data" / "test-results" / f"{test_id}.json").read_text("utf-8"))
+                data = self._test_data(test_id)
                 for label in data.get("labels") or ():
                     if label.get("name") == "feature":
                         feature = label.get("value")
@@ -245,6 +282,19 @@ class ReportIndex:
                 pass
             self._features[test_id] = feature
         return self._features[test_id]
+
+    def _test_data(self, test_id: str) -> dict[str, Any]:
+        """One test's data file: ``data/test-results/<id>.json``, or inlined in a single-file ``index.html``."""
+        path = self.report_dir / "data" / "test-results" / f"{test_id}.json"
+        if path.is_file():
+            return json.loads(path.read_text("utf-8"))
+        # Single-file form: the data is inlined in index.html.
+        if self._inlined is None:
+            self._inlined = report_data(self.report_dir)
+        data = self._inlined.get(f"data/test-results/{test_id}.json")
+        if data is None:
+            raise ValueError(f"no data for test {test_id} in {self.report_dir}")
+        return json.loads(data)
 
     def test_id(self, scenario: str, outcome: str, feature: str | None = None) -> str | None:
         """The id of the one test named ``scenario`` with status ``outcome`` (and ``feature``), else None."""

@@ -302,15 +302,19 @@ def allure_config(
     history_path: Path | str | None = None,
     history_limit: int | None = None,
     whole_run: bool = False,
+    single_file: bool = False,
 ) -> dict[str, Any]:
     """An Allure 3 config (the content of an ``allurerc.json``) for one report.
 
     ``whole_run``: group the tree and the categories by node, and give cluster-wide results the node
-    ``(cluster-wide)`` so they form their own group.
+    ``(cluster-wide)`` so they form their own group. ``single_file``: the awesome report's ``singleFile``
+    option: one ``index.html`` with the app and the data inlined, which opens from disk (``file://``).
     """
     # Tree by feature (per node first in the whole-run report) rather than by the feature file's folder.
     group_by = [NODE_LABEL, "feature"] if whole_run else ["feature"]
     options: dict[str, Any] = {"reportName": name, "reportLanguage": "en", "groupBy": group_by}
+    if single_file:
+        options["singleFile"] = True
     config: dict[str, Any] = {
         "name": name,
         "hideLabels": ["thread"],

@@ -44,6 +44,14 @@ def _summary_nodes(summary: dict[str, Any]) -> set[str]:
     return nodes
 
 
+def previous_run_dir(summary: dict[str, Any]) -> Path | None:
+    """The previous run the suite compared this run with (``changes_since_previous``), if its folder is still there:
+    its Allure history carries the trends on."""
+    prev = (summary.get("changes_since_previous") or {}).get("previous") or {}
+    folder = Path(prev["dir"]) if prev.get("dir") else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
 def build_reports(
     run_dir: Path | str,
     previous: Path | str | None = None,
@@ -51,8 +59,13 @@ def build_reports(
     jobs: int | None = None,
     allure_bin: Path | str | None = None,
     history_limit: int | None = DEFAULT_HISTORY_LIMIT,
+    single_file: bool = True,
 ) -> ReportPaths:
-    """Build all reports of ``run_dir``; ``previous``: the previous run's folder, to carry Allure history.
+    """Build all reports of ``run_dir``; ``previous``: the previous run's folder, to carry Allure history
+    (default: the run the suite compared this one with, from summary.json's ``changes_since_previous``).
+
+    ``single_file`` (default): every Allure report is one file that opens from disk (``file://``, as a CI
+    artifact is); False: Allure's multi-file form, to be served (``python -m provision.reporting serve``).
 
     Prints nothing. Raises AllureSetupError when the Allure CLI is not installed (run the set-up), ValueError
     for a node name that is not a DNS-1123 subdomain.
@@ -61,6 +74,8 @@ def build_reports(
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     results_dir = run_dir / "allure-results"
     results_dir.mkdir(exist_ok=True)
+    if previous is None:
+        previous = previous_run_dir(summary)
 
     split_root = run_dir / SPLIT_DIR
     if split_root.exists():
@@ -90,7 +105,8 @@ def build_reports(
         label = "cluster-wide" if key == CLUSTER_KEY else key
         specs.append(ReportSpec(key=key, results_dirs=(folder,), name=f"{label} \u2014 {cluster} \u2014 run {run_id}"))
     html = generate_reports(
-        specs, run_dir / "html", previous=previous, jobs=jobs, allure_bin=allure_bin, history_limit=history_limit
+        specs, run_dir / "html", previous=previous, jobs=jobs, allure_bin=allure_bin, history_limit=history_limit,
+        single_file=single_file,
     )
     fleet = write_fleet(run_dir)
     return ReportPaths(

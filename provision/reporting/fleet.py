@@ -74,6 +74,10 @@ td.d{background:var(--d)}.legend .d{background:var(--d)}
 td.sum{width:auto;padding:0 8px;text-align:right;color:var(--f);font-weight:600;white-space:nowrap}
 tr:hover th,tr:hover td.sum{background:#eef1f4}
 td a:focus,td a:hover{outline:2px solid #0969da;outline-offset:-2px}
+#changes{margin:4px 0 10px;padding:6px 10px 2px;border:1px solid var(--line);border-radius:6px}
+#changes h2{font-size:15px;margin:0 0 6px}#changes h3{font-size:13px;margin:4px 0 2px}
+#changes ul{margin:0 0 6px;padding-left:18px}#changes ul.counts{padding:0}
+.chg.f h3{color:var(--f)}.chg.p h3{color:var(--p)}.was{color:var(--mute)}.warn{color:var(--b);font-weight:600}
 """
 
 _JS = """
@@ -165,6 +169,30 @@ def _cell_title(results: list[Mapping[str, Any]]) -> str:
     return parts[0]
 
 
+HEALTH_FEATURE = "The node's GPUs are healthy"  # features/gpu_health.feature
+
+
+def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] | None) -> str:
+    """The node's health column: the worst outcome of its GPU health scenarios, with the measured values
+    (summary.json ``health``) in the title."""
+    rs = [r for r in results if r.get("feature") == HEALTH_FEATURE]
+    if not rs:
+        return '<td class="na" data-col="health"></td>'
+    worst = max(rs, key=lambda r: _RANK[_outcome(r)])
+    cls = _CLASS[_outcome(worst)]
+    lines = [f"GPU health: {_outcome(worst)}"]
+    m = measured or {}
+    gpus = [g for g in m.get("gpus") or () if isinstance(g, Mapping)]
+    temps = [g["temperature_c"] for g in gpus if isinstance(g.get("temperature_c"), int | float)]
+    if gpus:
+        lines.append(f"{len(gpus)} GPU(s)" + (f", {m['gpus_on_bus']} on the bus" if "gpus_on_bus" in m else "")
+                     + (f", max {max(temps):g} C" if temps else ""))
+    if m.get("xids"):
+        lines.append("Xid " + ", ".join(str(x.get("xid")) for x in m["xids"] if isinstance(x, Mapping)))
+    lines += [f"{r.get('scenario')}: {str(r.get('message') or '')[:200]}" for r in rs if _outcome(r) in ("failed", "broken")]
+    return f'<td class="{cls}" data-col="health"><span title="{_e(chr(10).join(lines))}">{_GLYPH[cls]}</span></td>'
+
+
 def render_fleet(
     summary: Mapping[str, Any],
     links: Mapping[str, str],
@@ -201,6 +229,8 @@ def render_fleet(
             checks.setdefault(check, None)
     columns = list(cluster_checks) + list(checks)
     node_rows = sorted(nodes, key=_natural_key)
+    health_by_node = summary.get("health") if isinstance(summary.get("health"), Mapping) else {}
+    has_health = any(c[0] == HEALTH_FEATURE for c in columns)
 
     counts = outcome_counts(summary)
     code = exit_code(summary)
@@ -233,7 +263,9 @@ def render_fleet(
         cls_attr = ' class="bad"' if bad else ""
         attrs = f'{cls_attr} id="{_e(row_id)}" data-node="{_e(label)}"'
         cells_html = "".join(tds)
-        return f'<tr{attrs}><th>{name}</th><td class="sum">{bad or ""}</td>{cells_html}</tr>', bad > 0
+        node_results = [r for (k, _c), rs in cells.items() if k == key for r in rs]
+        health = _health_cell(node_results, health_by_node.get(key)) if has_health else ""
+        return f'<tr{attrs}><th>{name}</th><td class="sum">{bad or ""}</td>{health}{cells_html}</tr>', bad > 0
 
     body_rows = []
     for node in node_rows:
@@ -253,6 +285,13 @@ def render_fleet(
     widths = "".join(f".w{n}{{max-width:{n * 32 - 4}px}}" for n in sorted({span for _f, span in groups}))
     out.append(f"<title>{_e(title)}</title><style>{_CSS}{widths}</style></head><body>\n<header>")
     out.append(f"<h1>GPU node conformance: {_e(cluster)}</h1>")
+    check_links: dict[tuple[str, str, str], str] = {}
+    for (key, check), rs in cells.items():
+        worst = max(rs, key=lambda r: _RANK[_outcome(r)])
+        href = cell_links.get((key, str(worst.get("nodeid") or ""))) or links.get(key)
+        if href:
+            check_links[(key, *check)] = href
+    out.append(render_changes(summary.get("changes_since_previous"), check_links, node_ids=set(node_rows)))
     meta = [
         f"run <b>{_e(run_id)}</b>",
         f"mode <b>{_e(mode)}</b>",
@@ -286,6 +325,8 @@ def render_fleet(
     )
     out.append('<main><table id="fleet"><thead><tr class="fr">')
     out.append('<th class="node" rowspan="2">node</th><th class="sum" rowspan="2">problems</th>')
+    if has_health:
+        out.append('<th class="sum" rowspan="2" title="worst outcome of the GPU health scenarios">health</th>')
     for feature, span in groups:
         out.append(f'<th class="feat" colspan="{span}" title="{_e(feature)}"><div class="w{span}">{_e(feature)}</div></th>')
     out.append('</tr><tr class="sr">')
@@ -299,6 +340,82 @@ def render_fleet(
     out.append("<tbody>")
     out.append("\n".join(body_rows))
     out.append(f"</tbody></table></main>\n<script>{_JS}</script>\n</body></html>\n")
+    return "".join(out)
+
+
+CHANGES_LIMIT = 50
+_CHANGE_SECTIONS = (
+    ("new_failures", "New failures", "f"),
+    ("fixed", "Fixed", "p"),
+    ("unchecked", "Failing before, not checked now", "s"),
+    ("still_failing", "Still failing", "b"),
+)
+
+
+def _change_item(e: Mapping[str, Any], check_links: Mapping[tuple[str, str, str], str], node_ids: set[str]) -> str:
+    node = e.get("node")
+    key = CLUSTER_KEY if node is None else str(node)
+    where = f'<a href="#{_e("node-" + key if node is not None else "cluster-wide")}">{_e(node or "cluster-wide")}</a>' \
+        if node is None or key in node_ids else _e(key)
+    check = f"{e.get('feature') or ''} \u203a {e.get('scenario') or ''}"
+    href = check_links.get((key, str(e.get("feature") or ""), str(e.get("scenario") or "")))
+    check_html = f'<a href="{_e(href)}">{_e(check)}</a>' if href else _e(check)
+    was = e.get("previous_outcome") or "not run"
+    now = e.get("outcome") or "not run"
+    title = f' title="{_e(e.get("message"))}"' if e.get("message") else ""
+    return f"<li{title}>{where}: {check_html} <span class=\"was\">({_e(was)} \u2192 {_e(now)})</span></li>"
+
+
+def render_changes(changes: Any, check_links: Mapping[tuple[str, str, str], str], *, node_ids: set[str]) -> str:
+    """The fleet page's first section: what changed since the previous run (``changes_since_previous``).
+
+    ``check_links``: href of the report of each ``(node or "_cluster", feature, scenario)``.
+    """
+    if not isinstance(changes, Mapping):
+        return ""
+    out = ['<section id="changes">']
+    prev = changes.get("previous")
+    if changes.get("error"):
+        out.append(f'<h2>Changes since the previous run</h2><p class="warn">{_e(changes["error"])}</p></section>')
+        return "".join(out)
+    if prev:
+        out.append(f"<h2>Since run {_e(prev.get('run_id'))} ({_e(_fmt_time(prev.get('started')))})</h2>")
+    else:
+        out.append("<h2>No previous run of this mode against this cluster</h2>"
+                   "<p class=\"meta\">Every problem of this run counts as new.</p>")
+    if changes.get("warning"):
+        out.append(f'<p class="warn">{_e(changes["warning"])}</p>')
+    counts = changes.get("counts") or {}
+    out.append('<ul class="counts">')
+    for kind, label, cls in (("new_failures", "new failures", "f"), ("nodes_gone", "nodes gone", "f"),
+                             ("new_nodes", "new nodes", "s"), ("fixed", "fixed", "p"),
+                             ("still_failing", "still failing", "b"), ("unchecked", "not checked now", "s")):
+        out.append(f'<li class="{cls}" id="n-{kind}"><b>{int(counts.get(kind) or 0)}</b> {label}</li>')
+    out.append("</ul>")
+    gone = list(changes.get("nodes_gone") or ())
+    if gone:
+        items = "".join(f"<li>{_e(n)}</li>" for n in gone[:CHANGES_LIMIT])
+        more = f"<li>\u2026 and {len(gone) - CHANGES_LIMIT} more</li>" if len(gone) > CHANGES_LIMIT else ""
+        out.append(f'<div class="chg f" id="nodes_gone"><h3>Nodes gone (in the previous run, not in this one)</h3>'
+                   f"<ul>{items}{more}</ul></div>")
+    new_nodes = list(changes.get("new_nodes") or ())
+    if new_nodes:
+        items = "".join(f'<li><a href="#node-{_e(n)}">{_e(n)}</a></li>' if n in node_ids else f"<li>{_e(n)}</li>"
+                        for n in new_nodes[:CHANGES_LIMIT])
+        more = f"<li>\u2026 and {len(new_nodes) - CHANGES_LIMIT} more</li>" if len(new_nodes) > CHANGES_LIMIT else ""
+        out.append(f'<div class="chg s" id="new_nodes"><h3>New nodes</h3><ul>{items}{more}</ul></div>')
+    for kind, label, cls in _CHANGE_SECTIONS:
+        entries = list(changes.get(kind) or ())
+        if not entries:
+            continue
+        items = "".join(_change_item(e, check_links, node_ids) for e in entries[:CHANGES_LIMIT])
+        more = f"<li>\u2026 and {len(entries) - CHANGES_LIMIT} more (summary.json)</li>" \
+            if len(entries) > CHANGES_LIMIT else ""
+        body = f"<h3>{label}</h3><ul>{items}{more}</ul>"
+        if kind == "still_failing":
+            body = f"<details><summary>{label} ({len(entries)})</summary><ul>{items}{more}</ul></details>"
+        out.append(f'<div class="chg {cls}" id="{kind}">{body}</div>')
+    out.append("</section>")
     return "".join(out)
 
 

@@ -5,6 +5,9 @@ in chunks (a needle that straddles two chunks is still found). :func:`needles_fr
 needles of a kubeconfig: each user's ``client-key-data``, ``client-certificate-data``, ``token`` and
 ``password``, the key / certificate files it points at, and the base64 body lines of the decoded PEMs (a
 report that prints a key prints those lines, even where the PEM's framing was cut or re-wrapped).
+
+A single-file Allure report (``index.html``) holds its data base64-encoded in an inline script, where a plain
+byte search cannot see an attachment's content: the scan decodes that data and searches it too.
 """
 
 from __future__ import annotations
@@ -87,9 +90,22 @@ def scan(run_dir: Path | str, needles: Sequence[bytes], *, chunk_size: int = _CH
             path = Path(root) / fname
             if path.is_symlink() or not path.is_file():
                 continue
-            for name in sorted(_scan_file(path, named, chunk_size)):
+            found = _scan_file(path, named, chunk_size)
+            if fname == "index.html":
+                found |= _scan_inlined(path, named)
+            for name in sorted(found):
                 hits.append((path, name))
     return hits
+
+
+def _scan_inlined(path: Path, needles: list[tuple[bytes, str]]) -> set[str]:
+    """Needles in the base64-encoded data files of a single-file Allure report."""
+    from provision.reporting.allure_html import inlined_data
+
+    found: set[str] = set()
+    for blob in inlined_data(path).values():
+        found.update(name for value, name in needles if value in blob)
+    return found
 
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)

@@ -24,13 +24,14 @@ from kubernetes.client.exceptions import ApiException
 from provision.context import RunContext
 from provision.hosts.access import HostAccess
 from provision.hosts.guard import WriteGuard
-from provision.hosts.pod_backend import COMPONENT, MANAGED_BY, build_pod_manifest, split_exit_marker
+from provision.hosts.pod_backend import COMPONENT, build_pod_manifest, split_exit_marker
 from provision.hosts.spec import HostSpec
+from provision.labels import MANAGED_BY, SUITE
 from provision.settings import Settings
 from tests.conftest import Lab
 from tests.suite.runner import run_suite, suite_writes
 
-MANAGED_BY_LABEL = f"app.kubernetes.io/managed-by={MANAGED_BY},app.kubernetes.io/component={COMPONENT}"
+MANAGED_BY_LABEL = f"{MANAGED_BY}={SUITE},app.kubernetes.io/component={COMPONENT}"
 
 
 # -- without the lab -------------------------------------------------------------------------------------------

@@ -17,9 +17,6 @@ import yaml
 from kubernetes import client, watch
 
 from lab import cluster, pki
-from provision.hosts.access import HostAccess
-from provision.hosts.guard import WRITE_GUARD
-from provision.hosts.spec import HostSpec
 from tests.conftest import Lab, start_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -161,35 +158,28 @@ def test_the_operator_creates_its_objects_with_its_identity(op_lab: Lab):
 
 
 def test_cluster_policy_is_ready_only_after_every_operand(op_lab: Lab):
-    # Right after a fresh install the real operator may report `ready` once: isDaemonSetReady counts a
-    # DaemonSet whose status.desiredNumberScheduled is still 0 (not yet counted by the DaemonSet controller)
-    # as ready. Once the DaemonSets are counted it is notReady while the operands wait for the nvidia runtime.
-    def not_ready_message() -> str | None:
-        st = _cp(op_lab).get("status") or {}
-        return next((c["message"] for c in st.get("conditions") or [] if st.get("state") == "notReady"
-                     and c.get("type") == "Error" and "states not ready" in (c.get("message") or "")), None)
-
-    msg = _wait("ClusterPolicy notReady with the operands it waits for", not_ready_message, timeout=120)
-    assert "state-device-plugin" in msg, msg
-    # What provisioning does: restart each node's containerd once the toolkit wrote its drop-in.
-    for name in GPU_NODES:
-        dropin = op_lab.host_root(name) / f"{SNAP.lstrip('/')}/etc/containerd/conf.d/99-nvidia.toml"
-        _wait(f"the toolkit's drop-in on {name}", dropin.exists)
-        with WRITE_GUARD.allow("test"):
-            HostAccess(HostSpec(backend="lab", root=str(op_lab.host_root(name))), name=name).run(
-                ["snap", "restart", "k8s.containerd"], check=True, mutates=True)
+    """The toolkit (restart mode signal, the chart's default) restarts each node's containerd itself once its
+    drop-in is written; the operands then start. The operator said notReady, naming the states, while they
+    waited; every `ready` seen comes with every operand DaemonSet ready."""
     apps = client.AppsV1Api(op_lab.api())
     seen: list[tuple[str, bool]] = []
 
     def ready_now() -> bool:
         state = (_cp(op_lab).get("status") or {}).get("state")
         dss = {d.metadata.name: d.status for d in apps.list_namespaced_daemon_set(NS).items}
-        all_ready = all(dss[n].number_ready == dss[n].desired_number_scheduled > 0 for n in OPERANDS if n in dss)
+        all_ready = set(OPERANDS) <= set(dss) and all(
+            dss[n].number_ready == dss[n].desired_number_scheduled > 0 for n in OPERANDS)
         seen.append((state, all_ready))
-        return state == "ready"
+        return state == "ready" and all_ready
 
     _wait("ClusterPolicy ready", ready_now, timeout=240, every=0.3)
-    assert all(ok for state, ok in seen if state == "ready"), "ready while an operand was not: " + str(seen)
+    # Right after a fresh install the real operator may report `ready` once: isDaemonSetReady counts a
+    # DaemonSet whose status.desiredNumberScheduled is still 0 (not yet counted by the DaemonSet controller) as
+    # ready. From the first notReady on, `ready` comes only with every operand ready.
+    after = seen[next((i for i, (st, _) in enumerate(seen) if st == "notReady"), 0):]
+    assert all(ok for state, ok in after if state == "ready"), "ready while an operand was not: " + str(seen)
+    log = Path(cluster.status(op_lab.paths)["operator"]["log"]).read_text()
+    assert "ClusterPolicy is not ready, states not ready" in log and "state-device-plugin" in log
 
 
 def test_a_crash_of_the_operator_is_a_restart_of_its_pod(op_lab: Lab):
@@ -204,3 +194,15 @@ def test_a_crash_of_the_operator_is_a_restart_of_its_pod(op_lab: Lab):
         return st.restart_count >= 1 and ready and now["pid"] not in (None, before["pid"])
 
     _wait("the operator pod to show a restart and be Ready again", restarted, timeout=120)
+
+
+def test_helm_uninstall_stops_the_operator(op_lab: Lab):
+    pid = cluster.status(op_lab.paths)["operator"]["pid"]
+    op_lab.helm("uninstall", "gpu-operator", "-n", NS, "--wait", "--timeout", "2m")
+    _wait("the operator to stop with its release", lambda: cluster.status(op_lab.paths)["operator"] is None,
+          timeout=60)
+    _wait(f"process {pid} to exit", lambda: not os.path.exists(f"/proc/{pid}") or
+          Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=30)
+    rbac = client.RbacAuthorizationV1Api(op_lab.api())
+    assert not [b.metadata.name for b in rbac.list_cluster_role_binding().items
+                if any(s.name == pki.OPERATOR.user for s in b.subjects or [])], "its mirrored rights go too"

@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client, watch
 
 from lab import cluster
+from provision.converge.cluster import plugin_not_rendered
 from provision.hosts.access import HostAccess
 from provision.hosts.guard import WRITE_GUARD
 from provision.hosts.spec import HostSpec
@@ -35,7 +36,7 @@ def _spec() -> dict:
     for name, faults in FAULT_NODES.items():
         node: dict = {"name": name, "gpus": 1, "faults": faults}
         if name == "f-version":
-            node["containerd_version"] = "2.1.4"  # containerd >= 2.0 checks drop-in versions
+            node["k8s_snap_track"] = "1.35"  # containerd 2.1 refuses a version 4 drop-in (2.3 accepts it)
         nodes.append(node)
     return {"nodes": nodes, "timing": {"slow_advertise_s": 2.0}}
 
@@ -70,6 +71,11 @@ def _wait(core: client.CoreV1Api, what: str, done, timeout: float = 60, **kw) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _camel(obj) -> dict:
+    """A client model as the API's JSON (camelCase), as the suite's pure functions read objects."""
+    return client.ApiClient().sanitize_for_serialization(obj)
+
+
 def _alloc(node: client.V1Node) -> int:
     return int((node.status.allocatable or {}).get(GPU, "0"))
 
@@ -96,13 +102,26 @@ def faulty_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         cluster.down(lab.paths)
 
 
+OPERAND_DAEMONSETS = ("nvidia-container-toolkit-daemonset", "nvidia-device-plugin-daemonset", "nvidia-dcgm-exporter",
+                      "gpu-feature-discovery", "nvidia-operator-validator")
+
+
+def _daemonsets(lab: Lab, timeout: float = 120) -> dict[str, client.V1DaemonSet]:
+    """The operand DaemonSets, once the real operator has created all of them (it does so state by state)."""
+    apps = client.AppsV1Api(lab.api())
+    deadline = time.monotonic() + timeout
+    while True:
+        names = {d.metadata.name: d for d in apps.list_namespaced_daemon_set(NS).items}
+        if set(OPERAND_DAEMONSETS) <= set(names) or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)
+
+
 def test_operand_daemonsets_run_on_gpu_nodes_only(faulty_lab: Lab):
-    apps = client.AppsV1Api(faulty_lab.api())
-    names = {d.metadata.name: d for d in apps.list_namespaced_daemon_set(NS).items}
-    for ds in ("nvidia-container-toolkit-daemonset", "nvidia-device-plugin-daemonset", "nvidia-dcgm-exporter",
-               "gpu-feature-discovery", "nvidia-operator-validator"):
+    names = _daemonsets(faulty_lab)
+    for ds in OPERAND_DAEMONSETS:
         assert ds in names, f"{ds} missing; have {sorted(names)}"
-        assert names[ds].spec.selector.match_labels == {"app": ds}
+        assert names[ds].spec.selector.match_labels["app"] == ds
     pods = faulty_lab.core.list_namespaced_pod(NS, label_selector="app=nvidia-container-toolkit-daemonset").items
     assert {p.spec.node_name for p in pods} == set(FAULT_NODES)
     cp = faulty_lab.core.read_node("cp-1")
@@ -117,8 +136,8 @@ def test_containerd_faults_take_their_node_down_and_only_it(faulty_lab: Lab):
     nodes = _wait(faulty_lab.core, "f-breaks and f-version NotReady",
                   lambda ns: all(not _ready(ns[n]) for n in ("f-breaks", "f-version")))
     msg = _ready_message(nodes["f-breaks"])
-    assert 'no corresponding runtime configured in containerd.runtimes for default_runtime_name = "runc"' in msg
-    assert "higher than root config version" in _ready_message(nodes["f-version"])
+    assert 'no corresponding runtime configured in `containerd.runtimes` for `containerd` `default_runtime_name = "runc"' in msg
+    assert "expected containerd config version equal to or less than `3`, got `4`" in _ready_message(nodes["f-version"])
     healthy = set(FAULT_NODES) - {"f-breaks", "f-version"}
     assert all(_ready(nodes[n]) for n in healthy), {n: _ready_message(nodes[n]) for n in healthy}
 
@@ -138,8 +157,14 @@ def _restart_plugin_on(lab: Lab, node: str) -> None:
 
 
 def test_time_slicing_applies_only_after_the_device_plugin_restarts(faulty_lab: Lab):
+    """Setting devicePlugin.config on the ClusterPolicy makes the real operator render the device plugin
+    DaemonSet anew (config manager, the ConfigMap volume). Its rolling update stalls behind the faulty nodes'
+    pods that never become ready (maxUnavailable), so a node gets the config when its plugin pod is replaced
+    from the new template. A later change of the ConfigMap's content reaches a node only when its plugin
+    restarts."""
     core = faulty_lab.core
-    before = _wait(core, "ok-1 advertising its GPU", lambda ns: _alloc(ns["ok-1"]) == 1)
+    before = _wait(core, "ok-1 advertising its GPU, labelled by GFD", lambda ns: _alloc(ns["ok-1"]) == 1
+                   and "nvidia.com/gpu.product" in (ns["ok-1"].metadata.labels or {}))
     assert before["ok-1"].metadata.labels.get("nvidia.com/gpu.product") == "NVIDIA-H200"
 
     def config(replicas: int) -> dict:
@@ -150,8 +175,14 @@ def test_time_slicing_applies_only_after_the_device_plugin_restarts(faulty_lab: 
     client.CustomObjectsApi(faulty_lab.api()).patch_cluster_custom_object(
         "nvidia.com", "v1", "clusterpolicies", "cluster-policy",
         {"spec": {"devicePlugin": {"config": {"name": "time-slicing-config", "default": "any"}}}})
+    apps = client.AppsV1Api(faulty_lab.api())
+    deadline = time.monotonic() + 120
+    while plugin_not_rendered(_camel(apps.read_namespaced_daemon_set("nvidia-device-plugin-daemonset", NS)),
+                              "time-slicing-config", "any"):
+        assert time.monotonic() < deadline, "the operator did not render the plugin DaemonSet for the config"
+        time.sleep(0.5)
     _restart_plugin_on(faulty_lab, "ok-1")
-    _wait(core, "ok-1 at 4 after its plugin restarted", lambda ns: _alloc(ns["ok-1"]) == 4)
+    _wait(core, "ok-1 at 4 after its plugin restarted from the new template", lambda ns: _alloc(ns["ok-1"]) == 4)
     core.patch_namespaced_config_map("time-slicing-config", NS, {"data": config(2)})
     time.sleep(1.5)  # longer than the plugin's start time: nothing may change without a restart
     assert _alloc(core.read_node("ok-1")) == 4
@@ -182,7 +213,7 @@ def test_replicas_below_two_is_a_plugin_error_and_no_sharing(faulty_lab: Lab):
     nodes = _wait(core, "f-slow advertising its one GPU unshared", lambda ns: _alloc(ns["f-slow"]) == 1
                   and ns["f-slow"].metadata.labels.get("nvidia.com/gpu.sharing-strategy") == "none")
     assert nodes["f-slow"].metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H200"
-    log = core.read_namespaced_pod_log(plugin[0].metadata.name, NS)
+    log = core.read_namespaced_pod_log(plugin[0].metadata.name, NS, container="nvidia-device-plugin")
     assert "number of replicas must be >= 2" in log
     missing = core.list_namespaced_pod(NS, label_selector="app=nvidia-device-plugin-daemonset",
                                        field_selector="spec.nodeName=f-missing").items
@@ -257,4 +288,7 @@ def test_cluster_policy_is_not_ready_while_operands_fail(faulty_lab: Lab):
     cp = client.CustomObjectsApi(faulty_lab.api()).get_cluster_custom_object(
         "nvidia.com", "v1", "clusterpolicies", "cluster-policy")
     assert cp["status"]["state"] == "notReady"
-    assert "nvidia-device-plugin-daemonset" in cp["status"]["conditions"][0]["message"]
+    # The real operator: Ready=False (reason Error) and the Error condition names the states not ready.
+    conds = {c["type"]: c for c in cp["status"]["conditions"]}
+    assert conds["Ready"]["status"] == "False"
+    assert "state-device-plugin" in conds["Error"]["message"], conds

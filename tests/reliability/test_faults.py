@@ -116,7 +116,8 @@ def test_node_not_ready_after_its_containerd_restart_is_reverted_and_the_others_
     msg = a["containerd's effective configuration has runc as default and nvidia"]
     assert msg[0] == "failed", msg
     for part in ("containerd on gpu-a did not come back after loading the NVIDIA drop-in",
-                 'no corresponding runtime configured in containerd.runtimes for default_runtime_name = "runc"',
+                 'no corresponding runtime configured in `containerd.runtimes` for `containerd` '
+                 '`default_runtime_name = "runc"',
                  "its previous containerd files were restored and it is Ready again",
                  "Other nodes were not restarted", "canonical/k8s-snap#1991"):
         assert part in msg[1], (part, msg[1])

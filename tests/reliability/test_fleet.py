@@ -280,16 +280,16 @@ def test_a_daemon_json_that_is_not_json_is_reported_and_never_overwritten(fleet:
 
 
 def test_a_containerd_toml_that_does_not_parse_is_reported_for_that_node(fleet: Fleet) -> None:
-    dropin = "/var/lib/k8s-containerd/k8s-containerd/etc/containerd/conf.d/00-k8s-runc.toml"
+    # a drop-in of the admin's (the suite no longer writes 00-k8s-runc.toml: docs/containerd.md)
+    dropin = "/var/lib/k8s-containerd/k8s-containerd/etc/containerd/conf.d/50-site.toml"
     path = fleet.host_file("gpu-b", dropin)
-    original = path.read_bytes()
-    path.write_bytes(original + b"\n[plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc\nbroken =\n")
+    path.write_bytes(b"version = 2\n[plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc\nbroken =\n")
     garbage = path.read_bytes()
     try:
         r = fleet.run("--provision", "--no-workload", name="containerd-toml")
         assert path.read_bytes() == garbage, "the suite rewrote a containerd file it cannot parse"
     finally:
-        path.write_bytes(original)
+        path.unlink()
     b = _node_results(r, "gpu-b")
     outcome, msg = b["containerd's effective configuration has runc as default and nvidia"]
     assert outcome == "broken" and msg.startswith(f"{dropin}: invalid TOML: "), msg

@@ -231,6 +231,16 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, bdd_output: tuple[Path,
     return SampleRun(run_dir, summary, paths)
 
 
+@pytest.fixture(scope="session")
+def multi_file_run(sample_run: SampleRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample run's reports built in Allure's multi-file form (``single_file=False``)."""
+    run_dir = tmp_path_factory.mktemp("multi") / sample_run.run_dir.name
+    shutil.copytree(sample_run.run_dir / "allure-results", run_dir / "allure-results")
+    shutil.copyfile(sample_run.run_dir / "summary.json", run_dir / "summary.json")
+    build_reports(run_dir, single_file=False)
+    return run_dir
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -279,8 +289,16 @@ class Chromium:
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
-    def dump_dom(self, url: str, *, budget_ms: int = 5000) -> str:
-        return self._run(f"--virtual-time-budget={budget_ms}", "--dump-dom", url).stdout
+    def dump_dom(self, url: str, *, budget_ms: int = 5000, wait_for: str | None = None, tries: int = 3) -> str:
+        """The page's DOM after ``budget_ms`` of virtual time. ``wait_for``: a text the page shows once its app
+        has rendered; on a busy machine an Allure report can need longer than the budget (its data decoded from
+        the inline script), so the page is loaded again with twice the budget, up to ``tries`` times."""
+        dom = ""
+        for attempt in range(tries if wait_for else 1):
+            dom = self._run(f"--virtual-time-budget={budget_ms * 2 ** attempt}", "--dump-dom", url).stdout
+            if wait_for is None or wait_for in dom:
+                break
+        return dom
 
     def screenshot(self, url: str, path: Path, *, budget_ms: int = 3000) -> Path:
         self._run(

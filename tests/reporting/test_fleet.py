@@ -131,3 +131,22 @@ def test_drift_only_cells_are_shown_apart_from_broken_nodes() -> None:
     assert rows["n1"]["cells"][0][0] == "d" and rows["n2"]["cells"][0][0] == "f"
     assert rows["n1"]["class"] == "bad"   # still a problem: not in the desired state
     assert "drift only" in html
+
+
+def test_health_column_shows_the_worst_health_outcome_with_measured_values() -> None:
+    from provision.reporting.fleet import HEALTH_FEATURE
+
+    summary = _summary([_r("n1", "mem", "passed", feature=HEALTH_FEATURE), _r("n1", "xid", "passed", feature=HEALTH_FEATURE),
+                        _r("n2", "mem", "passed", feature=HEALTH_FEATURE),
+                        _r("n2", "xid", "failed", "GPU 0: Xid 79", feature=HEALTH_FEATURE), _r("n3", "gpus", "passed")])
+    summary["health"] = {"n2": {"gpus": [{"temperature_c": 41.0}, {"temperature_c": 37.5}], "gpus_on_bus": 2,
+                                "xids": [{"xid": 79}]}}
+    html = render_fleet(summary, {})
+    rows = parse_rows(html)
+    assert ">health</th>" in html
+    health = {node: rows[node]["cells"][0] for node in ("n1", "n2", "n3")}
+    assert health["n1"][0] == "p" and health["n3"][0] == "na"
+    assert health["n2"][0] == "f" and html.count('data-col="health"') == 3
+    assert "2 GPU(s), 2 on the bus, max 41 C" in health["n2"][2] and "Xid 79" in health["n2"][2]
+    assert "xid: GPU 0: Xid 79" in health["n2"][2]
+    assert ">health</th>" not in render_fleet(_summary([_r("n1", "gpus", "passed")]), {})  # no health run: no column

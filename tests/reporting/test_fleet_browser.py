@@ -1,10 +1,9 @@
-"""The reports as a person sees them: headless Chromium over HTTP on 127.0.0.1."""
+"""The reports as a person sees them: headless Chromium, opening them from disk (file://), as a CI artifact is
+opened. (Over HTTP is how the multi-file form is checked: test_reports_served.py.)"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
@@ -17,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def base_url(sample_run: SampleRun, serve: Callable[[Path], str]) -> str:
-    return serve(sample_run.run_dir)
+def base_url(sample_run: SampleRun) -> str:
+    return sample_run.run_dir.as_uri() + "/"
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -46,7 +45,7 @@ def test_fleet_page_in_chromium(sample_run: SampleRun, base_url: str, chromium: 
     assert r > 200 and 80 < g < 160 and b < 60, colours["b"]
     assert [c[0] for c in rows[BROKEN_NODE]["cells"]].count("b") == 1
 
-    report_dom = chromium.dump_dom(urljoin(fleet_url, href))
+    report_dom = chromium.dump_dom(urljoin(fleet_url, href), wait_for=FAILURE_MESSAGE)
     assert FAILURE_MESSAGE in report_dom
     assert "GPUs not advertised" in report_dom  # its category
 
@@ -65,16 +64,17 @@ def test_fleet_filters(base_url: str, chromium: Chromium) -> None:
 
 
 def test_node_report_shows_environment_and_categories(sample_run: SampleRun, base_url: str, chromium: Chromium) -> None:
-    dom = chromium.dump_dom(urljoin(base_url, f"html/{FAULTY_NODE}/index.html"))
+    dom = chromium.dump_dom(urljoin(base_url, f"html/{FAULTY_NODE}/index.html"), wait_for="550.54.15")
     assert "Metadata" in dom and "lab-gpu-cluster" in dom and "550.54.15" in dom and FAULTY_NODE in dom
-    dom = chromium.dump_dom(urljoin(base_url, f"html/{FAULTY_NODE}/index.html#categories"))
+    dom = chromium.dump_dom(urljoin(base_url, f"html/{FAULTY_NODE}/index.html#categories"),
+                            wait_for="GPUs not advertised")
     assert "GPUs not advertised" in dom
-    dom = chromium.dump_dom(urljoin(base_url, "html/_all/index.html#categories"))
+    dom = chromium.dump_dom(urljoin(base_url, "html/_all/index.html#categories"), wait_for="DCGM unreachable")
     assert "GPUs not advertised" in dom and "DCGM unreachable" in dom
-    dom = chromium.dump_dom(urljoin(base_url, f"html/{CLUSTER_KEY}/index.html"))
+    dom = chromium.dump_dom(urljoin(base_url, f"html/{CLUSTER_KEY}/index.html"), wait_for="550.54.15 (3 nodes)")
     assert "Metadata" in dom and "550.54.15 (3 nodes)" in dom
     rows = parse_rows(sample_run.paths.fleet.read_text(encoding="utf-8"))
     (cell,) = [c for c in rows["cluster-wide"]["cells"] if c[0] == "p"]
     assert cell[1].startswith(f"html/{CLUSTER_KEY}/index.html#")
-    dom = chromium.dump_dom(urljoin(base_url, cell[1]))
+    dom = chromium.dump_dom(urljoin(base_url, cell[1]), wait_for="Then the GPU operator chart is deployed")
     assert "GPU operator is installed" in dom and "Then the GPU operator chart is deployed" in dom

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from provision.reporting.build import build_reports
 from provision.reporting.secrets_scan import Needle, needles_from_kubeconfig, needles_from_pem, scan
 
 from .conftest import SampleRun
@@ -79,10 +80,10 @@ def test_clean_run_has_no_secrets(sample_run: SampleRun, kubeconfig: tuple[Path,
     assert scan(sample_run.run_dir, needles_from_kubeconfig(kubeconfig[0])) == []
 
 
-def test_planted_key_is_found(sample_run: SampleRun, kubeconfig: tuple[Path, bytes], tmp_path: Path) -> None:
+def test_planted_key_is_found(multi_file_run: Path, kubeconfig: tuple[Path, bytes], tmp_path: Path) -> None:
     path, key_pem = kubeconfig
     run = tmp_path / "run"
-    shutil.copytree(sample_run.run_dir, run)
+    shutil.copytree(multi_file_run, run)
     victim = sorted((run / "html" / "gpu-node-b" / "data" / "attachments").iterdir())[0]
     body_line = [ln for ln in key_pem.splitlines() if ln and not ln.startswith(b"-----")][1]
     victim.write_bytes(victim.read_bytes() + b"\x00\xff debug dump: " + body_line + b"\x00")
@@ -108,3 +109,23 @@ def test_pem_needles_skip_short_lines() -> None:
     pem = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nAB==\n-----END PRIVATE KEY-----\n"
     values = {bytes(n) for n in needles_from_pem(pem, "k")}
     assert values == {b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCAB=="}
+
+
+def test_key_in_an_attachment_of_a_single_file_report_is_found(
+    sample_run: SampleRun, kubeconfig: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """A single-file report holds attachments base64-encoded: a plain byte search would miss the key."""
+    path, key_pem = kubeconfig
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(sample_run.run_dir / "allure-results", run / "allure-results")
+    shutil.copyfile(sample_run.run_dir / "summary.json", run / "summary.json")
+    body_line = [ln for ln in key_pem.splitlines() if ln and not ln.startswith(b"-----")][1]
+    attachment = next(p for p in sorted((run / "allure-results").glob("*-attachment.txt"))
+                      if b"NVIDIA-SMI 550.54.15  node gpu-node-b" in p.read_bytes())
+    attachment.write_bytes(attachment.read_bytes() + b"\ndebug dump: " + body_line + b"\n")
+    build_reports(run)
+    hits = scan(run / "html", needles_from_kubeconfig(path))
+    node_report = run / "html" / "gpu-node-b" / "index.html"
+    assert body_line not in node_report.read_bytes()  # not there in plain bytes
+    assert (node_report, "admin:client-key-data:private-key:line2") in hits

@@ -18,6 +18,7 @@ FAULTY = {
     "f-plugin": (["device-plugin-crash"], "allocatable 0 -> 4"),
     "f-vector": (["vectoradd-fails"], "Failed to allocate device vector A"),
     "zz-breaks": (["containerd-breaks"], 'default_runtime_name = "runc"'),
+    "f-xid": (["xid-79"], "DCGM exporter DCGM_FI_DEV_XID_ERRORS=79"),  # GPU health, through the exporter too
 }
 HEALTHY = ("ok-1", "f-slow")
 
@@ -102,5 +103,7 @@ def test_host_checks_turned_off_skip_the_host_scenarios_with_the_reason(faulty, 
     ok = run.results("ok-1")
     assert any(r["outcome"] == "passed" for r in ok), ok
     assert all(r["outcome"] in ("passed", "skipped") for r in ok), [(r["scenario"], r["message"][:200]) for r in ok]
+    xid = [r for r in run.results("f-xid") if r["outcome"] == "failed"]  # the Xid check reads the exporter still
+    assert [r["scenario"] for r in xid] == ["No GPU of the node reported a critical Xid error"], run.results("f-xid")
     plugin = [r for r in run.results("f-plugin") if r["outcome"] == "failed"]
     assert plugin and run.rc == 10, [(r["scenario"], r["outcome"], r["message"][:200]) for r in run.results("f-plugin")]

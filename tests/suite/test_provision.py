@@ -89,9 +89,11 @@ def test_plan_provision_idempotence_audit_and_rollback(fresh, tmp_path):
     assert plan.rc == 0, plan.output[-3000:]
     text = (plan.run_dir / "plan.txt").read_text()
     for expected in ("install helm release gpu-operator/gpu-operator", "/etc/docker/daemon.json on spark-1",
-                     "00-k8s-runc.toml on gpu-a", "nvidia-host-driver-ready.service on gpu-b",
+                     "note: 00-k8s-runc.toml is not installed", "nvidia-host-driver-ready.service on gpu-b",
+                     "RUNTIME_CONFIG_SOURCE=file on spark-1", "RUNTIME_RESTART_MODE, value: none",
                      "ConfigMap gpu-operator/time-slicing-config", "ConfigMap gpu-operator/thinkube-service-config"):
         assert expected in text, f"{expected!r} not in plan:\n{text}"
+    assert "00-k8s-runc.toml on gpu-a" not in text      # it never helps with the real containerd (docs/containerd.md)
     assert suite_writes(lab, plan) == [], "a --plan run must not write"
     assert snapshot_diff(before_api, api_snapshot(lab)) == []
 

@@ -14,9 +14,10 @@ from lab.twin import hostview
 B = "/var/lib/k8s-containerd/k8s-containerd"
 SNAP_CONFIG = f"{B}/etc/containerd/config.toml"
 SNAP_DROP_IN = f"{B}/etc/containerd/conf.d/99-nvidia.toml"
+SNAP_SOCKET = f"{B}/run/containerd/containerd.sock"
 # what the suite sets on k8s-snap: the snap's config, the drop-in beside it, the config read from that file
 K8S_SNAP_ENV = {"CONTAINERD_CONFIG": SNAP_CONFIG, "RUNTIME_DROP_IN_CONFIG": SNAP_DROP_IN,
-                "RUNTIME_CONFIG_SOURCE": "file"}
+                "RUNTIME_CONFIG_SOURCE": "file", "CONTAINERD_SOCKET": SNAP_SOCKET}
 
 
 @pytest.fixture
@@ -38,6 +39,8 @@ def hosts(paths: LabPaths, spec_nodes: dict[str, NodeSpec]) -> dict[str, Path]:
 def make_host(paths: LabPaths, spec_nodes: dict[str, NodeSpec]):
     """Seed a host view from the default spec's node ``base`` with some fields changed."""
     def make(name: str, base: str = "gpu-a", **changes: object) -> Path:
+        if "k8s_snap_track" in changes:
+            changes.setdefault("containerd_version", "")     # the track's containerd
         node = dataclasses.replace(spec_nodes[base], name=name, **changes)
         return hostview.seed(paths, node)
     return make

@@ -1,4 +1,5 @@
-"""lab/twin/containerd.py: containerd's config semantics and what the NVIDIA toolkit writes, on real files."""
+"""lab/twin/containerd.py with the real programs: containerd's own loader and CRI validation (the judge), the real
+toolkit's containerd setup, and the node's own `containerd config dump` for the suite - in host views (chroot)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from lab.spec import SHARED
 from lab.twin import containerd, hostview
+from provision.hostfacts import containerd_dump, containerd_facts
+from provision.hosts.access import HostAccess
+from provision.hosts.spec import HostSpec
+from provision.observe import containerd_dump as dump_mod
 
-from .conftest import K8S_SNAP_ENV, SNAP_CONFIG, SNAP_DROP_IN, B, hp
+from .conftest import K8S_SNAP_ENV, SNAP_CONFIG, SNAP_DROP_IN, SNAP_SOCKET, B, hp
 
-FIXTURES = SHARED / "fixtures" / "real-world" / "containerd"
-CRI_ERROR_RUNC = ('failed to load plugin io.containerd.grpc.v1.cri: no corresponding runtime configured in '
-                  'containerd.runtimes for default_runtime_name = "runc"')
+# containerd's own text (pkg/cri/config ValidatePluginConfig, wrapped by the CRI plugin's init), canonical/k8s-snap#1991
+NO_RUNC = 'no corresponding runtime configured in `containerd.runtimes` for `containerd` `default_runtime_name = "runc"'
+ETC_DROP_IN = "/etc/containerd/conf.d/99-nvidia.toml"
+# The original playbooks' toolkit env (../shared/reference/original-playbooks.md): CONTAINERD_CONFIG and
+# CONTAINERD_SOCKET under the snap, no RUNTIME_DROP_IN_CONFIG (so /etc/containerd/conf.d/99-nvidia.toml), no
+# RUNTIME_CONFIG_SOURCE (so command,file), CONTAINERD_SET_AS_DEFAULT "true"; CDI on (the chart's default), so the
+# operator sets NVIDIA_RUNTIME_SET_AS_DEFAULT=false, which the installer reads before CONTAINERD_SET_AS_DEFAULT
+PLAYBOOK_ENV = {"CONTAINERD_CONFIG": SNAP_CONFIG, "CONTAINERD_SOCKET": SNAP_SOCKET, "CONTAINERD_SET_AS_DEFAULT": "true"}
+# /etc/containerd/conf.d/00-k8s-runc.toml as the original playbooks write it
 RUNC_DROPIN = """version = 2
 [plugins."io.containerd.grpc.v1.cri".containerd]
 default_runtime_name = "runc"
@@ -26,193 +36,154 @@ SystemdCgroup = true
 """
 
 
-def test_the_seeded_config_evaluates_ok_with_runc(hosts: dict[str, Path]) -> None:
-    for root in hosts.values():
+def _ask_node(root: Path) -> dump_mod.RuntimesVerdict:
+    """What the suite's containerd check concludes on this host view (lab backend, exec mode path)."""
+    host = HostAccess(HostSpec(backend="lab", root=str(root), exec_mode="path"), name=root.name)
+    facts = containerd_facts(host)
+    return dump_mod.runtimes_verdict(containerd_dump(host, facts), facts.effective, facts.error)
+
+
+def _toolkit(root: Path) -> dict:
+    return json.loads((root / ".twin/toolkit.json").read_text())["last"]
+
+
+def test_the_seeded_configs_start_with_runc(hosts: dict[str, Path], make_host) -> None:
+    for root in [*hosts.values(), make_host("new", k8s_snap_track="1.36")]:
         ev = containerd.effective(root)
-        assert ev.ok and ev.error is None
-        assert ev.runtimes == ["runc"] and ev.default_runtime == "runc"
-        assert ev.imports == [] and ev.config == SNAP_CONFIG and ev.version == 2
+        assert ev.ok and ev.daemon_up and ev.error is None, ev
+        assert ev.runtimes == ["runc"] and ev.default_runtime == "runc" and ev.config == SNAP_CONFIG
+    # containerd 2.3's config version is 4: the snap's version 3 root is migrated to 4 when loaded
+    assert ev.cri_plugin == "io.containerd.cri.v1.runtime" and ev.version == 4 and ev.containerd_version == "2.3.7"
+    assert containerd.effective(hosts["gpu-a"]).cri_plugin == "io.containerd.grpc.v1.cri"
 
 
-def test_toolkit_with_the_k8s_snap_settings_gives_runc_and_nvidia(hosts: dict[str, Path]) -> None:
+def test_toolkit_with_the_suites_settings_gives_runc_and_nvidia(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    before = hp(root, SNAP_CONFIG).read_text()
-    written = containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False)
-    assert written == [SNAP_DROP_IN, SNAP_CONFIG]
-    assert hp(root, SNAP_CONFIG).read_text() == before          # the import is already there
-    assert containerd.state(root)["runtimes"] == ["runc"]        # nothing changes before the restart
-    ev = containerd.restart(root)
-    assert ev.ok and ev.runtimes == ["nvidia", "runc"] and ev.default_runtime == "runc"
-    assert ev.imports == [SNAP_DROP_IN]
-    st = containerd.state(root)
-    assert st["running"] is True and st["runtimes"] == ["nvidia", "runc"] and st["restarts"] == 1
+    written = containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True)
+    assert SNAP_DROP_IN in written
+    st = containerd.state(root)   # the installer's restart signal went to the snap's socket: containerd restarted
+    assert st["running"] is True and st["restarts"] == 1, st
+    assert {"nvidia", "runc"} <= set(st["runtimes"]) and st["default_runtime"] == "runc"
+    assert SNAP_DROP_IN in st["imports"]
     dropin = tomllib.loads(hp(root, SNAP_DROP_IN).read_text())
     nvidia = dropin["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["nvidia"]
-    assert nvidia["runtime_type"] == "io.containerd.runc.v2"
     assert nvidia["options"]["BinaryName"] == "/usr/local/nvidia/toolkit/nvidia-container-runtime"
-    assert nvidia["options"]["SystemdCgroup"] is True            # options copied from runc, as the toolkit does
-    rec = json.loads((root / ".twin/toolkit.json").read_text())["last"]
-    assert rec["source"] == f"file={SNAP_CONFIG}" and rec["written"] == written
-
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True)
-    ev = containerd.restart(root)
-    assert ev.runtimes == ["nvidia", "nvidia-cdi", "nvidia-legacy", "runc"]
-    assert containerd.state(root)["restarts"] == 2
+    assert nvidia["options"]["SystemdCgroup"] is True            # copied from the snap's runc by the toolkit
+    verdict = _ask_node(root)
+    assert verdict.source == "node" and verdict.ok, verdict
 
 
-def test_toolkit_with_defaults_is_not_imported_by_the_snap(hosts: dict[str, Path]) -> None:
-    root = hosts["gpu-b"]
-    written = containerd.toolkit_install(root, {}, cdi_enabled=True)
-    assert written == ["/etc/containerd/conf.d/99-nvidia.toml", "/etc/containerd/config.toml"]
-    assert tomllib.loads(hp(root, "/etc/containerd/config.toml").read_text()) == {
-        "version": 2, "imports": ["/etc/containerd/conf.d/*.toml"]}
-    ev = containerd.restart(root)
-    assert ev.ok and ev.runtimes == ["runc"] and ev.imports == []        # the snap never reads /etc/containerd
-
-
-def test_dgx_spark_with_the_original_playbook_settings_breaks_containerd(hosts: dict[str, Path]) -> None:
-    """canonical/k8s-snap#1991: CONTAINERD_CONFIG set, drop-in and config source left at their defaults: the
-    toolkit dumps Docker's containerd (CRI disabled), writes a CRI section without runc to /etc/containerd/conf.d
-    and imports that into the snap's config."""
+def test_1991_dgx_spark_with_the_playbook_values(hosts: dict[str, Path]) -> None:
+    """canonical/k8s-snap#1991 with real code only: the toolkit dumps Docker's containerd (command source),
+    writes a drop-in whose CRI table holds no runc, the snap's containerd 1.7 then refuses its CRI plugin."""
     root = hosts["spark-1"]
-    env = {"CONTAINERD_CONFIG": SNAP_CONFIG, "CONTAINERD_SET_AS_DEFAULT": "true"}
-    containerd.toolkit_install(root, env, cdi_enabled=True)          # CDI on: set-as-default is forced off
-    rec = json.loads((root / ".twin/toolkit.json").read_text())["last"]
-    assert rec["source"] == "command" and rec["set_as_default"] is False
+    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    rec = _toolkit(root)
+    assert rec["dropin"] == ETC_DROP_IN and rec["resolved"]["config_sources"] == ["command", "file"]
+    assert "runc" not in rec["runtimes"] and "nvidia" in rec["runtimes"]
     assert "/etc/containerd/conf.d/*.toml" in tomllib.loads(hp(root, SNAP_CONFIG).read_text())["imports"]
-    ev = containerd.restart(root)
-    assert (ev.ok, ev.error) == (False, CRI_ERROR_RUNC)
-    assert ev.runtimes == ["nvidia", "nvidia-cdi", "nvidia-legacy"] and ev.default_runtime == "runc"
-    assert ev.daemon_up                                              # containerd runs, without CRI
-    assert containerd.state(root)["running"] is False
-    # CDI off and nvidia set as default: the CRI plugin loads (no runc at all, every pod runs under nvidia)
-    containerd.toolkit_install(root, env, cdi_enabled=False)
-    ev = containerd.restart(root)
-    assert ev.ok and ev.runtimes == ["nvidia"] and ev.default_runtime == "nvidia"
-
-
-def test_containerd_breaks_fault(hosts: dict[str, Path]) -> None:
-    root = hosts["gpu-a"]
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True, faults=("containerd-breaks",))
-    cri = tomllib.loads(hp(root, SNAP_DROP_IN).read_text())["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
-    assert sorted(cri["runtimes"]) == ["nvidia", "nvidia-cdi", "nvidia-legacy"]
-    assert "default_runtime_name" not in cri
-    ev = containerd.restart(root)
-    assert not ev.ok and ev.error == CRI_ERROR_RUNC
-
-
-def test_a_runc_drop_in_sorting_before_the_broken_one_does_not_save_it(hosts: dict[str, Path]) -> None:
-    """The original setup's /etc/containerd/conf.d/00-k8s-runc.toml: on containerd 1.x the later 99-nvidia.toml
-    replaces the whole CRI plugin table, so the runc declared by 00-k8s-runc.toml is gone again."""
-    root = hosts["spark-1"]
+    st = containerd.state(root)
+    assert st["running"] is False and st["daemon_up"] is True
+    assert NO_RUNC in st["error"] and st["error"].startswith("failed to load plugin io.containerd.grpc.v1.cri")
+    verdict = _ask_node(root)                           # the suite asks the node's containerd: it agrees
+    assert verdict.source == "node" and not verdict.ok
+    assert any(NO_RUNC in p for p in verdict.problems), verdict
+    # the runc drop-in of the playbooks does not save it: 00- sorts before 99-, whose CRI table replaces it
     hp(root, "/etc/containerd/conf.d/00-k8s-runc.toml").write_text(RUNC_DROPIN)
-    containerd.toolkit_install(root, {"CONTAINERD_CONFIG": SNAP_CONFIG}, cdi_enabled=False)
     ev = containerd.restart(root)
-    assert ev.imports == ["/etc/containerd/conf.d/00-k8s-runc.toml", "/etc/containerd/conf.d/99-nvidia.toml"]
-    assert (ev.ok, ev.error) == (False, CRI_ERROR_RUNC)
-    # sorting after the drop-in brings runc back - and drops nvidia (the table is replaced whole again)
-    hp(root, "/etc/containerd/conf.d/zz-k8s-runc.toml").write_text(RUNC_DROPIN)
-    ev = containerd.restart(root)
-    assert ev.ok and ev.runtimes == ["runc"]
+    assert not ev.ok and NO_RUNC in (ev.error or "")
+    assert not _ask_node(root).ok
 
 
-def test_dropin_version_too_high_stops_containerd_2(make_host) -> None:
-    root = make_host("new", containerd_version="2.1.4")
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True, faults=("dropin-version-too-high",))
-    assert tomllib.loads(hp(root, SNAP_DROP_IN).read_text())["version"] == 4
-    ev = containerd.restart(root)
-    assert not ev.ok and not ev.daemon_up
-    assert ev.error == (f"failed to load TOML: {SNAP_DROP_IN}: drop-in config version 4 higher than root config "
-                        "version 3")
-    assert ev.error.endswith("drop-in config version 4 higher than root config version 3")
+def test_runc_drop_in_on_containerd_2_3(make_host) -> None:
+    """The same playbook values on a 1.36-track node (containerd 2.3): what the real programs do."""
+    root = make_host("spark-36", base="spark-1", k8s_snap_track="1.36")
+    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    first = containerd.state(root)
+    hp(root, "/etc/containerd/conf.d/00-k8s-runc.toml").write_text(RUNC_DROPIN)
+    second = containerd.restart(root)
+    verdict = _ask_node(root)
+    # the suite's verdict equals real containerd's, whatever it is
+    assert verdict.ok == second.ok, (first, second, verdict)
+    print("2.3 playbook values:", first["running"], first["runtimes"], "with 00-k8s-runc:", second.ok, second.runtimes)
 
 
-def test_containerd_1_7_has_no_drop_in_version_check(hosts: dict[str, Path]) -> None:
-    root = hosts["gpu-a"]
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=("dropin-version-too-high",))
-    ev = containerd.restart(root)
-    assert ev.ok and ev.runtimes == ["nvidia", "runc"]
+def test_1_36_node_with_the_v26_3_toolkit(make_host) -> None:
+    """containerd 2.3 (1.36 track) with toolkit v1.19.0 and the suite's settings: the suite's verdict equals
+    real containerd's (NVIDIA/aicr#1688: the drop-in's version may differ from the root's)."""
+    root = make_host("gpu-36", k8s_snap_track="1.36")
+    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True)
+    dropin = tomllib.loads(hp(root, SNAP_DROP_IN).read_text())
+    st = containerd.state(root)
+    verdict = _ask_node(root)
+    assert verdict.source == "node"
+    assert verdict.ok == st["running"], (dropin.get("version"), st, verdict)
+    print("1.36 + v1.19.0: drop-in version", dropin.get("version"), "running", st["running"], st.get("error"))
 
 
-def test_containerd_2_merges_plugin_tables_deep(make_host) -> None:
-    """containerd >= 2.0 (containerd/containerd#9982): a drop-in without runc no longer removes it."""
-    root = make_host("new", containerd_version="2.1.4")
+def test_containerd_breaks_fault_is_judged_by_containerd(hosts: dict[str, Path]) -> None:
+    root = hosts["gpu-b"]
     containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=("containerd-breaks",))
-    ev = containerd.restart(root)
-    assert ev.ok and ev.runtimes == ["nvidia", "runc"] and ev.cri_plugin == "io.containerd.cri.v1.runtime"
-    # a version 2 drop-in is migrated into the v3 runtime plugin first
-    hp(root, f"{B}/etc/containerd/conf.d/50-extra.toml").write_text(RUNC_DROPIN.replace(
-        "runtimes.runc", "runtimes.extra").replace('default_runtime_name = "runc"', ""))
-    ev = containerd.restart(root)
-    assert ev.ok and ev.runtimes == ["extra", "nvidia", "runc"]
+    st = containerd.state(root)
+    assert st["running"] is False and NO_RUNC in st["error"]
+    assert not _ask_node(root).ok
 
 
-def test_a_drop_in_that_does_not_parse(hosts: dict[str, Path]) -> None:
+def test_a_drop_in_that_does_not_parse_stops_the_daemon(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    bad = f"{B}/etc/containerd/conf.d/10-bad.toml"
-    hp(root, bad).write_text("[plugins\nx = 1\n")
+    hp(root, f"{B}/etc/containerd/conf.d/50-bad.toml").write_text("version = 2\n[plugins\n")
     ev = containerd.restart(root)
-    assert not ev.ok and not ev.daemon_up
-    try:
-        tomllib.loads("[plugins\nx = 1\n")
-    except tomllib.TOMLDecodeError as exc:
-        assert ev.error == f"failed to load TOML: {bad}: {exc}"
+    assert not ev.ok and not ev.daemon_up and "failed to load TOML" in (ev.error or ""), ev
+    verdict = _ask_node(root)
+    assert not verdict.ok and verdict.source == "node" and "50-bad.toml" in verdict.problems[0]
 
 
 def test_running_state_changes_only_on_restart(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=("containerd-breaks",))
+    hp(root, f"{B}/etc/containerd/conf.d/50-bad.toml").write_text("not toml [")
     assert containerd.state(root)["running"] is True
     assert not containerd.effective(root).ok
     containerd.restart(root)
     assert containerd.state(root)["running"] is False
 
 
-@pytest.mark.parametrize(("fixture", "source"), [
-    ("99-nvidia-v2-toolkit-test-expected.toml", {}),
-    ("99-nvidia-v3-toolkit-test-expected.toml", {
-        "version": 3, "plugins": {"io.containerd.cri.v1.runtime": {"containerd": {"runtimes": {"runc": {
-            "runtime_type": "io.containerd.runc.v2", "options": {"BinaryName": "/usr/bin/runc"}}}}}}}),
-])
-def test_drop_in_matches_the_toolkit_test_expectations(fixture: str, source: dict) -> None:
-    """nvidia-container-toolkit's own tests (config_test.go) with binaries in /usr/bin, CDI runtimes on."""
-    _, _, dropin = containerd._dropin(source, cdi_enabled=True, set_default=False, faults=(), binary_dir="/usr/bin")
-    assert tomllib.loads(containerd.render(dropin)) == tomllib.loads((FIXTURES / fixture).read_text())
-
-
-def test_config_source_command_without_docker_falls_back_or_fails(hosts: dict[str, Path]) -> None:
+def test_toolkit_without_a_socket_it_can_signal_crash_loops(hosts: dict[str, Path]) -> None:
+    """Chart defaults on k8s-snap: CONTAINERD_SOCKET /run/containerd/containerd.sock does not exist there."""
     root = hosts["gpu-a"]
-    with pytest.raises(containerd.ToolkitError, match="executable file not found"):
-        containerd.toolkit_install(root, {**K8S_SNAP_ENV, "RUNTIME_CONFIG_SOURCE": "command"}, cdi_enabled=False)
-    containerd.toolkit_install(root, {**K8S_SNAP_ENV, "RUNTIME_CONFIG_SOURCE": "command,file"}, cdi_enabled=False)
-    assert json.loads((root / ".twin/toolkit.json").read_text())["last"]["source"] == f"file={SNAP_CONFIG}"
+    with pytest.raises(containerd.ToolkitError, match="unable to restart containerd"):
+        containerd.toolkit_install(root, {k: v for k, v in K8S_SNAP_ENV.items() if k != "CONTAINERD_SOCKET"},
+                                   cdi_enabled=False)
 
 
-def test_set_as_default_is_forced_off_with_cdi(hosts: dict[str, Path]) -> None:
+def test_toolkit_cleanup_is_the_installers(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    env = {**K8S_SNAP_ENV, "NVIDIA_RUNTIME_SET_AS_DEFAULT": "true"}
-    containerd.toolkit_install(root, env, cdi_enabled=True)
-    assert containerd.restart(root).default_runtime == "runc"
-    containerd.toolkit_install(root, env, cdi_enabled=False)
-    assert containerd.restart(root).default_runtime == "nvidia"
+    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False)
+    changed = containerd.toolkit_uninstall(root)
+    assert SNAP_DROP_IN in changed and not hp(root, SNAP_DROP_IN).exists()
+    st = containerd.state(root)
+    assert st["running"] is True and "nvidia" not in st["runtimes"]
 
 
-def test_toolkit_uninstall_leaves_the_import_in_the_snap_config(hosts: dict[str, Path]) -> None:
-    root = hosts["spark-1"]
-    containerd.toolkit_install(root, {"CONTAINERD_CONFIG": SNAP_CONFIG, "RUNTIME_CONFIG_SOURCE": "file"},
-                               cdi_enabled=False)
-    assert containerd.toolkit_uninstall(root) == ["/etc/containerd/conf.d/99-nvidia.toml"]
-    assert "/etc/containerd/conf.d/*.toml" in tomllib.loads(hp(root, SNAP_CONFIG).read_text())["imports"]
-    other = hosts["gpu-b"]
-    containerd.toolkit_install(other, {}, cdi_enabled=False)
-    assert containerd.toolkit_uninstall(other) == ["/etc/containerd/conf.d/99-nvidia.toml",
-                                                   "/etc/containerd/config.toml"]
-    assert not hp(other, "/etc/containerd/config.toml").exists()
+def test_container_paths_map_through_the_pods_mounts(hosts: dict[str, Path]) -> None:
+    """The real operator's env (container paths) with the pod's hostPath mounts."""
+    root = hosts["gpu-b"]
+    mounts = {"/runtime/config-dir": f"{B}/etc/containerd", "/runtime/config-dir.d": f"{B}/etc/containerd/conf.d",
+              "/runtime/sock-dir": f"{B}/run/containerd", "/host": "/"}
+    env = {"CONTAINERD_CONFIG": "/runtime/config-dir/config.toml",
+           "RUNTIME_DROP_IN_CONFIG": "/runtime/config-dir.d/99-nvidia.toml",
+           "RUNTIME_DROP_IN_CONFIG_HOST_PATH": SNAP_DROP_IN, "CONTAINERD_SOCKET": "/runtime/sock-dir/containerd.sock",
+           "RUNTIME_CONFIG_SOURCE": "file"}
+    assert containerd.map_container_path("/runtime/config-dir.d/99-nvidia.toml", mounts) == SNAP_DROP_IN
+    assert containerd.map_container_path("/etc/x.toml", mounts) == "/.twin/toolkit-container/etc/x.toml"
+    containerd.toolkit_install(root, env, cdi_enabled=False, mounts=mounts)
+    assert hp(root, SNAP_DROP_IN).exists()
+    assert {"nvidia", "runc"} <= set(containerd.state(root)["runtimes"])
 
 
 def test_k8sd_rewrite_drops_the_toolkit_import(hosts: dict[str, Path]) -> None:
     root = hosts["spark-1"]
-    containerd.toolkit_install(root, {"CONTAINERD_CONFIG": SNAP_CONFIG}, cdi_enabled=False)
+    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    assert not containerd.state(root)["running"]
     hostview.write_k8s_containerd_config(root, hostview.load_node(root))
     assert containerd.restart(root).ok
 
@@ -221,3 +192,13 @@ def test_lock_file_holding_the_containerd_root_itself(hosts: dict[str, Path]) ->
     root = hosts["gpu-a"]
     hp(root, hostview.LOCK_FILE).write_text(B + "\n")
     assert containerd.effective(root).config == SNAP_CONFIG
+
+
+def test_container_paths_map_through_mounts_written_with_a_trailing_slash():
+    """The real operator mounts the runtime config directories at /runtime/config-dir/ (with the slash)."""
+    from lab.twin.containerd import map_container_path
+
+    mounts = {"/runtime/config-dir/": "/var/lib/k8s-containerd/k8s-containerd/etc/containerd", "/host": "/"}
+    assert map_container_path("/runtime/config-dir/config.toml", mounts) == \
+        "/var/lib/k8s-containerd/k8s-containerd/etc/containerd/config.toml"
+    assert map_container_path("/host/etc/containerd/config.toml", mounts) == "/etc/containerd/config.toml"

@@ -44,8 +44,17 @@ def test_every_default_node_kind_is_seeded_like_a_k8s_snap_node(hosts: dict[str,
         assert cri["cni"] == {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d"}
         assert cri["registry"]["config_path"] == f"{B}/etc/containerd/hosts.d"
 
-        shims = {p.name for p in (root / "usr/bin").iterdir()}
-        want = {"snap", "systemctl"} | ({"nvidia-smi"} if node.is_gpu else set()) | ({"docker"} if node.docker else set())
+        # the real binaries: the snap's containerd of the node's track; Docker's containerd and its config
+        assert os.access(hp(root, hostview.SNAP_CONTAINERD), os.X_OK)
+        assert hp(root, "/usr/bin/containerd").exists() == node.docker
+        if node.docker:
+            docker_cfg = tomllib.loads(hp(root, hostview.DOCKER_CONTAINERD_CONFIG).read_text())
+            assert docker_cfg == {"disabled_plugins": ["cri"]}
+        assert hp(root, "/dev/null").is_char_device()
+
+        shims = {p.name for p in (root / "usr/bin").iterdir()} - {"containerd"}
+        gpu_shims = {"nvidia-smi", "journalctl", "dmesg", "lspci"}
+        want = {"snap", "systemctl"} | (gpu_shims if node.is_gpu else set()) | ({"docker"} if node.docker else set())
         assert shims == want
         for shim in shims:
             text = (root / "usr/bin" / shim).read_text()
@@ -84,7 +93,7 @@ def test_seed_is_idempotent_and_leaves_a_seeded_host_alone(paths: LabPaths, spec
 
 
 def test_containerd_2_nodes_get_a_version_3_config(make_host) -> None:
-    root = make_host("new", containerd_version="2.1.4")
+    root = make_host("new", k8s_snap_track="1.36")
     cfg = tomllib.loads(hp(root, SNAP_CONFIG).read_text())
     assert cfg["version"] == 3
     rt = cfg["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]

@@ -6,7 +6,14 @@ import pytest
 import yaml
 
 from provision.observe.dcgm import parse_metrics
-from provision.observe.gfd import GfdLabelError, GfdLabels, expected_product_label, parse_labels, sanitise
+from provision.observe.gfd import (
+    GfdLabelError,
+    GfdLabels,
+    driver_versions,
+    expected_product_label,
+    parse_labels,
+    sanitise,
+)
 from provision.observe.nvidia_smi import parse_list, parse_mig_devices
 from tests.unit.observe_fixtures import fixture_params, fixture_text
 
@@ -199,3 +206,14 @@ def test_time_slicing_labels_and_device_plugin_config() -> None:
     assert (gfd.replicas, gfd.sharing_strategy, gfd.device_plugin_config) == (4, "time-slicing", "dgx-spark")
     assert gfd.present is True
     assert gfd.memory is None  # unified memory: GFD writes no gpu.memory on GB10
+
+
+def test_driver_versions_of_the_named_nodes_from_their_labels() -> None:
+    nodes = {
+        "gpu-a": {"metadata": {"labels": {"nvidia.com/cuda.driver-version.full": "580.159.04"}}},
+        "gpu-b": {"metadata": {"labels": {"nvidia.com/cuda.driver.major": "550", "nvidia.com/cuda.driver.minor": "54",
+                                          "nvidia.com/cuda.driver.rev": "15"}}},
+        "gpu-c": {"metadata": {"labels": {"kubernetes.io/hostname": "gpu-c"}}},  # GFD not there yet
+        "cpu-1": {"metadata": {"labels": {"nvidia.com/cuda.driver-version.full": "1.0"}}},
+    }
+    assert driver_versions(nodes, ["gpu-a", "gpu-b", "gpu-c", "gone"]) == {"gpu-a": "580.159.04", "gpu-b": "550.54.15"}

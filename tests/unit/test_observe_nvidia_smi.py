@@ -14,6 +14,7 @@ from provision.observe.nvidia_smi import (
     classify_failure,
     compute_capability_below,
     driver_at_least,
+    lowest_compute_capability,
     parse_driver_version,
     parse_list,
     parse_mig_devices,
@@ -332,3 +333,10 @@ def test_failure_messages_are_specific() -> None:
     unknown = classify_failure(42, "", "")
     assert unknown is not None
     assert unknown.message == "nvidia-smi failed with exit 42 (unknown error)"
+
+
+def test_lowest_compute_capability_is_in_version_order() -> None:
+    gpus = [Gpu(0, "B200", "GPU-b", compute_cap="10.0"), Gpu(1, "H200", "GPU-h", compute_cap="9.0"),
+            Gpu(2, "X", "GPU-x", compute_cap=None)]
+    assert lowest_compute_capability(gpus) == "9.0"   # as text "10.0" < "9.0"
+    assert lowest_compute_capability([Gpu(0, "X", "GPU-x")]) is None

@@ -358,7 +358,8 @@ def test_a_missing_dropin_says_what_containerd_imports(tmp_path: Path) -> None:
     ctx = SimpleNamespace(host=lambda node: host,
                           kube=SimpleNamespace(snapshot=lambda: SimpleNamespace(cluster_policy=None)))
     finding = checks.containerd_dropins(ctx, "gpu-a")
-    assert f"00-k8s-runc.toml is in no imported directory (containerd imports {SNAP_ETC}/conf.d/*.toml)" in (
+    # Only the toolkit's drop-in is required (00-k8s-runc.toml never kept runc with the real containerd).
+    assert f"99-nvidia.toml is in no imported directory (containerd imports {SNAP_ETC}/conf.d/*.toml)" in (
         finding.message)
 
 
@@ -435,7 +436,7 @@ def test_a_470_node_fails_the_driver_check_that_used_to_pass_it(tmp_path: Path) 
                    "12198, [N/A], 6.0, 00000000:00:04.0'\n")
     smi.chmod(0o755)
     host = HostAccess(HostSpec(backend="lab", root=str(root)), name="p100", guard=WriteGuard())
-    ctx = SimpleNamespace(host=lambda node: host, settings=Settings())
+    ctx = SimpleNamespace(host=lambda node: host, host_fact=_uncached, settings=Settings())
     finding = checks.driver(ctx, "p100", 470)
     assert not finding.ok
     assert finding.message.startswith("expected driver >= 525, which the workload image "
@@ -453,6 +454,11 @@ def _describe_node_fragment(text: str) -> tuple[dict[str, str], dict[str, str]]:
     return labels, dict(re.findall(r"^\s+(nvidia\.com/[\w./-]+):\s+(\d+)$", alloc_block, re.M))
 
 
+def _uncached(node: str, name: str, read):
+    """RunContext.host_fact for a fake context: read every time."""
+    return read()
+
+
 def _cluster_ctx(node: str, labels: dict, alloc: dict, config: str | None = None, replicas: int = 4,
                  mig: str | None = None) -> SimpleNamespace:
     def no_host(name: str) -> None:
@@ -467,7 +473,7 @@ def _cluster_ctx(node: str, labels: dict, alloc: dict, config: str | None = None
         configmaps={"time-slicing-config": {"data": {"any": config}}} if config else {},
     )
     return SimpleNamespace(kube=SimpleNamespace(snapshot=lambda: snap), host=no_host,
-                           settings=Settings(replicas=replicas))
+                           host_fact=_uncached, settings=Settings(replicas=replicas))
 
 
 def test_renamed_time_slicing_is_judged_by_the_shared_resource() -> None:

@@ -42,3 +42,22 @@ def test_a_ready_pod_of_the_previous_template_does_not_count():
     assert pending_pods([old], [APP], ["gpu-a"], 0.0, 30.0) == []            # without generations: counts
     assert pending_pods([old], [APP], ["gpu-a"], 0.0, 30.0, {APP: "2"}) == [f"{APP} on gpu-a: not started"]
     assert pending_pods([old, _pod("2")], [APP], ["gpu-a"], 0.0, 30.0, {APP: "2"}) == []
+
+
+def _plugin_ds(volumes: list[dict], default: str | None, generation: int = 3, observed: int = 3) -> dict:
+    env = [] if default is None else [{"name": "DEFAULT_CONFIG", "value": default}]
+    return {"metadata": {"name": "nvidia-device-plugin-daemonset", "generation": generation},
+            "spec": {"template": {"spec": {"volumes": volumes, "initContainers": [
+                {"name": "config-manager-init", "env": env}], "containers": [{"name": "nvidia-device-plugin"}]}}},
+            "status": {"observedGeneration": observed}}
+
+
+def test_the_plugin_daemonset_is_rendered_only_with_the_configmap_mounted_and_the_default_set():
+    from provision.converge.cluster import plugin_not_rendered
+
+    cm = [{"name": "time-slicing-config", "configMap": {"name": "time-slicing-config"}}]
+    assert "not mounted yet" in plugin_not_rendered(_plugin_ds([], None), "time-slicing-config", "any")
+    assert "DEFAULT_CONFIG" in plugin_not_rendered(_plugin_ds(cm, "other"), "time-slicing-config", "any")
+    assert "not yet seen" in plugin_not_rendered(_plugin_ds(cm, "any", 4, 3), "time-slicing-config", "any")
+    assert plugin_not_rendered(_plugin_ds(cm, "any"), "time-slicing-config", "any") is None
+    assert "not created" in plugin_not_rendered(None, "time-slicing-config", "any")

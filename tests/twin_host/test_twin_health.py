@@ -1,0 +1,65 @@
+"""The twin plays each GPU health fault from the real formats, and each fails exactly its health check (the
+suite's own host read, provision.hostfacts.health_read, through the lab host backend; no Kubernetes needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.twin import dcgm_server
+from lab.twin.gpus import gpus_for
+from lab.twin.hostview import load_node
+from provision import health
+from provision.hostfacts import health_read
+from provision.hosts.access import HostAccess
+from provision.hosts.spec import HostSpec
+from provision.settings import DEFAULT_HEALTH
+
+CHECK_OF_FAULT = {"xid-79": "xid", "row-remap-pending": "memory", "ecc-dbe": "memory", "pcie-x8": "pcie",
+                  "hw-slowdown": "throttling", "gpu-off-bus": "presence"}
+MESSAGE_OF_FAULT = {"xid-79": "Xid 79 (GPU has fallen off the bus", "row-remap-pending": "reset the GPU to apply the remap",
+                    "ecc-dbe": "2 uncorrectable (double-bit) volatile ECC error(s)", "pcie-x8": "link width x8 of x16",
+                    "hw-slowdown": "clocks held back by hardware slowdown", "gpu-off-bus": "missing: the GPU at PCI 0000:"}
+
+
+def read(root: Path) -> health.HealthInputs:
+    host = HostAccess(HostSpec(backend="lab", root=str(root), exec_mode="path"), name=root.name)
+    inputs = health.inputs_from(health_read(host, 24 * 3600))
+    node = load_node(root)
+    return health.with_dcgm(inputs, dcgm_server.render(node, gpus_for(node)), None)
+
+
+def verdicts(inputs: health.HealthInputs) -> dict[str, health.Verdict]:
+    return {name: ev(inputs, DEFAULT_HEALTH) for name, ev in health.EVALUATORS.items()}
+
+
+def test_healthy_twin_passes_every_health_check(hosts: dict[str, Path]) -> None:
+    for name in ("gpu-a", "gpu-b"):
+        inputs = read(hosts[name])
+        assert inputs.kernel_source == "journalctl" and inputs.bus and len(inputs.bus) == len(inputs.gpus)
+        for check, v in verdicts(inputs).items():
+            assert v.ok, (name, check, v.message())
+            if check != "persistence":
+                assert not v.not_applicable, (name, check, v.not_applicable)
+
+
+@pytest.mark.parametrize("fault", sorted(CHECK_OF_FAULT))
+def test_each_fault_fails_exactly_its_check(make_host, fault: str) -> None:
+    root = make_host(f"sick-{fault}", base="gpu-b", faults=(fault,))
+    results = verdicts(read(root))
+    failed = sorted(c for c, v in results.items() if not v.ok)
+    assert failed == [CHECK_OF_FAULT[fault]], {c: v.message() for c, v in results.items()}
+    message = results[CHECK_OF_FAULT[fault]].message()
+    assert MESSAGE_OF_FAULT[fault] in message
+    if fault != "gpu-off-bus":
+        assert "GPU 0 (GPU-" in message  # the GPU is named with its index, UUID and bus id
+
+
+def test_xid_79_is_in_the_kernel_log_and_the_exporter(make_host) -> None:
+    root = make_host("xid", faults=("xid-79",))
+    inputs = read(root)
+    assert [e.xid for e in inputs.xids] == [79] and set(inputs.dcgm_xids.values()) == {79}
+    msg = health.evaluate_xids(inputs, DEFAULT_HEALTH).message()
+    assert "kernel log (journalctl)" in msg and "DCGM exporter DCGM_FI_DEV_XID_ERRORS=79" in msg
+    assert "reboot the node" in msg
