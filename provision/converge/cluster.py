@@ -203,6 +203,14 @@ class TimeSlicing:
             ns, _preload_content=False, _request_timeout=kube.timeout).data).get("items", [])}
         apps = tuple(a for a in apps if a in daemonsets)   # GFD may be off (gfd.enabled=false)
         generations = template_generations({a: d for a, d in daemonsets.items() if a in apps})
+        # A rolling update stalls behind pods that cannot become ready on broken nodes (maxUnavailable): the pods
+        # of an earlier template on these nodes are deleted, so the DaemonSet controller recreates them current.
+        for app in apps:
+            old = [p["spec"].get("nodeName") for p in kube.snapshot(refresh=True).pods_of(app)
+                   if p["spec"].get("nodeName") in nodes
+                   and (p["metadata"].get("labels") or {}).get("pod-template-generation") != generations[app]]
+            if old:
+                self._delete_pods(ctx, app, old, ns, "a pod of an earlier template")
 
         def missing(objs: dict[str, dict]) -> list[str]:
             return pending_pods(objs.values(), apps, nodes, time.time(), float("inf"), generations)
