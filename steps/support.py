@@ -136,7 +136,10 @@ def require_node_level(result: Result, node: str, cluster_too: bool = False, eng
     if problem:
         kind, message = problem
         if kind == "failed":
-            pytest.fail(message, pytrace=False)
+            # A converger observed the node wrong (containerd without nvidia, nvidia-smi failing): an observation.
+            if result.mode == "audit":
+                _note_drift(result.for_node(node) + (result.for_node(None) if cluster_too else []))
+            observed_failure(message)
         raise Broken(message)
     if node in result.node_skips:
         reason = result.node_skips[node]
@@ -161,7 +164,7 @@ def require_cluster_level(result: Result, every_node: bool = False) -> None:
             pytest.fail(f"{result.name}: {result.error}", pytrace=False)
         raise Broken(f"{result.name}: {result.error}")
     if every_node and result.node_failures:
-        pytest.fail(checks.listed([f"{n}: {m}" for n, m in sorted(result.node_failures.items())]), pytrace=False)
+        observed_failure(checks.listed([f"{n}: {m}" for n, m in sorted(result.node_failures.items())]))
     pending = result.for_node(None) + (
         [c for c in (result.remaining if result.mode == "provision" else result.planned) if c.node] if every_node
         else [])
@@ -172,6 +175,14 @@ def require_cluster_level(result: Result, every_node: bool = False) -> None:
         verb = "still differs after provisioning" if result.mode == "provision" else "is not converged"
         pytest.fail(f"{result.name} {verb}: {_pending_text(result, pending)}. "
                     "Fix: run `pytest features/ --provision` (see --plan for the exact changes)", pytrace=False)
+
+
+def observed_failure(message: str) -> None:
+    """Fail the scenario on what a converger observed, then the drift noted so far."""
+    drift = current_drift()
+    tail = (f" Drift from the desired state ({len(drift)} change(s) pending): {checks.listed(drift, limit=8)}. Fix: "
+            "run `pytest features/ --provision` (see --plan for the exact changes)") if drift else ""
+    raise ObservedFailure(f"Observed: {message.rstrip().rstrip('.')}.{tail}", "failed", drift)
 
 
 def _note_drift(changes) -> None:
