@@ -39,8 +39,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             "node": node, "feature": scenario.feature.name if scenario else item.module.__name__,
             "scenario": scenario.name if scenario else item.name,
             "outcome": classify(exc if not skipped else None, skipped), "message": message[:4000],
-            "nodeid": item.nodeid,
+            "nodeid": item.nodeid, **_drift_fields(exc, report),
         })))
+
+
+def _drift_fields(exc: BaseException | None, report: pytest.TestReport) -> dict:
+    """summary.json per result: "drift" (the plan lines still pending for it) and "observation" ("ok": the real
+    state is right and only drift fails it; "failed": what was observed is wrong; null: nothing observed)."""
+    from steps.support import current_drift
+
+    observation = getattr(exc, "observation", "ok" if report.passed else None)
+    return {"drift": list(getattr(exc, "drift", None) or current_drift()), "observation": observation}
 
 
 HEALTH: dict[str, dict] = {}  # node -> measured GPU health values (summary.json `health`)

@@ -38,9 +38,13 @@ class Finding:
     message: str
     attachments: dict[str, str] = field(default_factory=dict)
     measured: dict = field(default_factory=dict)  # values a nightly job graphs (summary.json `health`)
+    observed: str = ""   # what was observed, in words (the message without expectation and fix) when given
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def observed_text(self) -> str:
+        return self.observed or self.message.split(" Fix: ", 1)[0]
 
 
 def _fix(expected: str, found: str, fix: str) -> str:
@@ -200,7 +204,8 @@ def node_ready(ctx: RunContext, node: str) -> Finding:
         return Finding(False, _fix(f"node {node}", "no such node", "check --gpu-nodes"))
     return Finding(ready(obj), _fix("Ready=True", ready_message(obj),
                                     f"kubectl describe node {node}; on the host: snap services k8s.containerd, "
-                                    "journalctl -u snap.k8s.containerd"))
+                                    "journalctl -u snap.k8s.containerd"),
+                   observed=f"node {node} is Ready ({ready_message(obj)})" if ready(obj) else f"node {node} is NotReady")
 
 
 def driver(ctx: RunContext, node: str, minimum: int) -> Finding:
@@ -325,8 +330,21 @@ def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
                "k8s.containerd")
     if not fixes or len(fixes) < len(problems):
         fixes.append(generic)
+    down = _runtime_down(ctx, node)
+    if down and not ok:
+        seen = f"{down}; {seen}"   # containerd's own error, as the node reports it, first
+    observed = f"containerd's effective runtimes on {node}: {', '.join(verdict.runtimes) or 'none'} (asked: {asked})"
     return Finding(ok, _fix("runtimes runc (default) and nvidia in containerd's effective configuration "
-                            f"(asked: {asked})", seen, " ".join(fixes)), att)
+                            f"(asked: {asked})", seen, " ".join(fixes)), att, observed=observed)
+
+
+def _runtime_down(ctx: RunContext, node: str) -> str | None:
+    """containerd's own error as the node reports it (NotReady with the runtime's message), or None."""
+    kube = getattr(ctx, "kube", None)
+    obj = kube.snapshot().nodes.get(node) if kube is not None else None
+    if obj is None or ready(obj):
+        return None
+    return f"node {node} is NotReady: {ready_message(obj)}"
 
 
 def containerd_versions(ctx: RunContext, node: str) -> Finding:
@@ -578,7 +596,9 @@ def docker_runtime(ctx: RunContext, node: str) -> Finding:
     return Finding(ok, _fix("runtimes.nvidia in /etc/docker/daemon.json", "present" if ok else "absent",
                             "merge {\"runtimes\": {\"nvidia\": {\"path\": \"nvidia-container-runtime\", "
                             "\"runtimeArgs\": []}}} and restart docker (--provision does, keeping other keys)"),
-                   {"/etc/docker/daemon.json": text or ""})
+                   {"/etc/docker/daemon.json": text or ""},
+                   observed=f"/etc/docker/daemon.json on {node} {'has' if ok else 'lacks'} the nvidia runtime"
+                   + ("" if text is not None else " (no daemon.json)"))
 
 
 class NotApplicable(Exception):

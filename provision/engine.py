@@ -50,6 +50,7 @@ class Result:
     error: str | None = None                                      # the converger as a whole failed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)   # what another installer left that this converger leaves alone
 
     def for_node(self, node: str | None) -> list[Change]:
         pending = self.remaining if self.mode == "provision" else self.planned
@@ -76,7 +77,9 @@ class Result:
         if node is None:
             lines += [f"note: {n}" for n in self.notes if "\n" not in n]
         where = "" if node is None else f" for {node}"
-        return f"{self.name}: {len(planned)} change(s){where}\n" + "\n".join("  " + ln for ln in lines)
+        kept = [k for k in self.kept if node is None or not k.startswith("[") or k.startswith(f"[{node}]")]
+        return (f"{self.name}: {len(planned)} change(s){where}\n" + "\n".join("  " + ln for ln in lines)
+                + "".join(f"\n  keep {k}" for k in kept))
 
     def touches(self, node: str) -> bool:
         """Whether any planned change is the node's own or cluster-wide."""

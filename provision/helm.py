@@ -104,8 +104,10 @@ class Helm:
                                r.get("app_version", ""))
         return None
 
-    def values(self) -> dict[str, Any]:
-        out = self._run(["get", "values", self.settings.release, "-n", self.settings.namespace, "-o", "json"])
+    def values(self, all_values: bool = False) -> dict[str, Any]:
+        """The release's own values (what its installer set), or with `all_values` the chart's defaults too."""
+        out = self._run(["get", "values", self.settings.release, "-n", self.settings.namespace, "-o", "json",
+                         *(["--all"] if all_values else [])])
         return json.loads(out or "{}") or {}
 
     def upgrade_install(self, version: str, values_file: str, timeout: float) -> None:

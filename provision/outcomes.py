@@ -22,6 +22,6 @@ def classify(exc: BaseException | None, skipped: bool) -> str:
         return "skipped"
     if exc is None:
         return "passed"
-    if isinstance(exc, AssertionError) or type(exc).__name__ == "Failed":
+    if isinstance(exc, AssertionError) or type(exc).__name__ == "Failed" or hasattr(exc, "observation"):
         return "failed"
     return "broken"

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from pytest_bdd import given, parsers
 
-from steps.support import converged, require_cluster_level, require_node_level
+from steps.support import converged, require_cluster_level, require_node_level, reset_drift
+
+
+@pytest.fixture(autouse=True)
+def scenario_drift():
+    """Each scenario starts with no drift noted (steps/support.py keeps what its Given steps find)."""
+    reset_drift()
+    yield
 
 
 @given("a GPU node of the cluster", target_fixture="node")
@@ -59,5 +66,5 @@ def discovery_published(run):
     require_cluster_level(converged(run, "discovery"))
 
 
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("pytest", "given", "parsers")]
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("pytest", "given", "parsers", "reset_drift")]
 _ = pytest

@@ -16,6 +16,30 @@ from provision.outcomes import Broken
 
 NO_GPU_NODES = "no-gpu-nodes"
 
+# The drift the Given steps of the running scenario found (audit): the Then step still observes, and its verdict
+# leads with what it observed, then lists these plan lines. One scenario at a time per process; reset by the
+# autouse fixture `scenario_drift` (steps/given.py) before each scenario.
+_DRIFT: list[str] = []
+
+
+def reset_drift() -> None:
+    _DRIFT.clear()
+
+
+def current_drift() -> list[str]:
+    return list(_DRIFT)
+
+
+class ObservedFailure(pytest.fail.Exception):
+    """A scenario's failure, with what was observed (`observation`: "ok" = the real state is right, only the
+    drift from the desired state remains; "failed" = the observation itself failed) and the drift's plan lines.
+    conftest.py copies both into summary.json; outcomes.classify counts it as failed."""
+
+    def __init__(self, msg: str, observation: str, drift: list[str]) -> None:
+        super().__init__(msg, pytrace=False)
+        self.observation = observation
+        self.drift = drift
+
 
 @dataclass(repr=False)
 class RunState:
@@ -112,7 +136,10 @@ def require_node_level(result: Result, node: str, cluster_too: bool = False, eng
     if problem:
         kind, message = problem
         if kind == "failed":
-            pytest.fail(message, pytrace=False)
+            # A converger observed the node wrong (containerd without nvidia, nvidia-smi failing): an observation.
+            if result.mode == "audit":
+                _note_drift(result.for_node(node) + (result.for_node(None) if cluster_too else []))
+            observed_failure(message)
         raise Broken(message)
     if node in result.node_skips:
         reason = result.node_skips[node]
@@ -122,6 +149,9 @@ def require_node_level(result: Result, node: str, cluster_too: bool = False, eng
     if result.error:
         raise Broken(f"{result.name}: {result.error}")
     pending = result.for_node(node) + (result.for_node(None) if cluster_too else [])
+    if pending and result.mode == "audit":
+        _note_drift(pending)
+        return
     if pending:
         verb = "still differs after provisioning" if result.mode == "provision" else "is not converged"
         pytest.fail(f"{result.name} {verb} on {node}: {_pending_text(result, pending)}. "
@@ -134,14 +164,50 @@ def require_cluster_level(result: Result, every_node: bool = False) -> None:
             pytest.fail(f"{result.name}: {result.error}", pytrace=False)
         raise Broken(f"{result.name}: {result.error}")
     if every_node and result.node_failures:
-        pytest.fail(checks.listed([f"{n}: {m}" for n, m in sorted(result.node_failures.items())]), pytrace=False)
+        observed_failure(checks.listed([f"{n}: {m}" for n, m in sorted(result.node_failures.items())]))
     pending = result.for_node(None) + (
         [c for c in (result.remaining if result.mode == "provision" else result.planned) if c.node] if every_node
         else [])
+    if pending and result.mode == "audit":
+        _note_drift(pending)
+        return
     if pending:
         verb = "still differs after provisioning" if result.mode == "provision" else "is not converged"
         pytest.fail(f"{result.name} {verb}: {_pending_text(result, pending)}. "
                     "Fix: run `pytest features/ --provision` (see --plan for the exact changes)", pytrace=False)
+
+
+def observed_failure(message: str) -> None:
+    """Fail the scenario on what a converger observed, then the drift noted so far."""
+    drift = current_drift()
+    tail = (f" Drift from the desired state ({len(drift)} change(s) pending): {checks.listed(drift, limit=8)}. Fix: "
+            "run `pytest features/ --provision` (see --plan for the exact changes)") if drift else ""
+    raise ObservedFailure(f"Observed: {message.rstrip().rstrip('.')}.{tail}", "failed", drift)
+
+
+def _note_drift(changes) -> None:
+    """Audit: a Given's pending changes are drift; the scenario goes on to observe the real state."""
+    for c in changes:
+        if c.line() not in _DRIFT:
+            _DRIFT.append(c.line())
+
+
+def observed_verdict(finding: checks.Finding, drift: list[str]) -> tuple[str, str] | None:
+    """(observation, message) of a scenario, or None when it passes: the observation first (the check's own
+    message), then the drift from the desired state with its plan lines. Pure."""
+    if finding.ok and not drift:
+        return None
+    observation = "ok" if finding.ok else "failed"
+    if not drift:
+        return observation, finding.message
+    said = f"{finding.observed.rstrip('.')}. " if finding.observed else ""
+    head = (f"Observed (as desired): {finding.observed_text().rstrip('.')}." if finding.ok
+            else f"Observed: {said}{(finding.message[:1].upper() if said else finding.message[:1])}"
+                 f"{finding.message[1:].rstrip().rstrip('.')}.")
+    tail = (f" Drift{' only' if finding.ok else ''} from the desired state ({len(drift)} change(s) pending): "
+            f"{checks.listed(drift, limit=8)}. Fix: run `pytest features/ --provision` (see --plan for the exact "
+            "changes)")
+    return observation, head + tail
 
 
 def expect_check(check, *args) -> None:
@@ -156,5 +222,7 @@ def expect_check(check, *args) -> None:
 def expect_finding(finding: checks.Finding) -> None:
     for title, body in finding.attachments.items():
         allure.attach(body or "(empty)", title, allure.attachment_type.TEXT)
-    if not finding.ok:
-        pytest.fail(finding.message, pytrace=False)
+    drift = current_drift()
+    verdict = observed_verdict(finding, drift)
+    if verdict is not None:
+        raise ObservedFailure(verdict[1], verdict[0], drift)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import time
 
 import yaml
 from kubernetes.client.rest import ApiException
 
 from provision import expect
 from provision.context import RunContext
+from provision.converge.settle import not_rendered, pending_pods, template_generations
 from provision.engine import Change, ConvergeError, Result
 from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE, WaitTimeout
 from provision.observe.timeslicing import render_config
@@ -19,6 +21,16 @@ from provision.observe.timeslicing import render_config
 TIME_SLICING_CM = "time-slicing-config"
 SINGLE_KEY = "any"
 DEVICE_PLUGIN_DS = "nvidia-device-plugin-daemonset"
+GFD_DS = "gpu-feature-discovery"
+GFD_REPLICAS = "nvidia.com/gpu.replicas"
+DEFAULT_CONFIG_ENV = "DEFAULT_CONFIG"
+
+
+def template_env(ds: dict, value: str) -> set[str]:
+    """Names of the env variables of a DaemonSet's pod template (any container) that are set to `value`. Pure."""
+    tmpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {e.get("name", "") for c in (tmpl.get("containers") or []) + (tmpl.get("initContainers") or [])
+            for e in c.get("env") or [] if e.get("value") == value}
 CONFIG_LABEL = "nvidia.com/device-plugin.config"
 DISCOVERY_CM = "thinkube-service-config"
 GPU = "nvidia.com/gpu"
@@ -80,10 +92,18 @@ class TimeSlicing:
         elif diff_keys:
             changes.append(Change(self.name, None, f"ConfigMap {s.namespace}/{TIME_SLICING_CM}", "update",
                                   f"keys {diff_keys} -> replicas per config"))
-        for node, key in sorted(labels.items()):
+        foreign = sorted(k for k in have if k not in data)
+        if foreign:
+            result.kept.append(f"ConfigMap {s.namespace}/{TIME_SLICING_CM} keys {foreign} (another installer's "
+                               "configs, e.g. the playbooks' profiles: left as they are)")
+        for node in sorted(nodes):
+            key = labels.get(node)
             cur = (snap.nodes.get(node, {}).get("metadata", {}).get("labels") or {}).get(CONFIG_LABEL)
-            if cur != key:
-                changes.append(Change(self.name, node, f"node {node} label {CONFIG_LABEL}", "label", f"{cur} -> {key}"))
+            if cur != key and not (key is None and cur in data):
+                why = "" if key else (f" (a config this run does not set, e.g. the playbooks' profile label: the "
+                                      f"node takes the default {default}; recorded, --rollback restores it)")
+                changes.append(Change(self.name, node, f"node {node} label {CONFIG_LABEL}", "label",
+                                      f"{cur} -> {key or 'unset'}{why}"))
         cp = snap.cluster_policy
         if cp is None:
             result.notes.append("ClusterPolicy cluster-policy does not exist yet (operator not installed)")
@@ -113,9 +133,10 @@ class TimeSlicing:
         nodes = self._supported(ctx)
         data, default, labels = desired_timeslicing(ctx, nodes)
         self._configmap(ctx, data)
-        for node, key in labels.items():
+        for node in nodes:
+            key = labels.get(node)
             cur = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata", {}).get("labels") or {}).get(CONFIG_LABEL)
-            if cur != key:
+            if cur != key and not (key is None and cur in data):
                 ctx.record.add("node-label", f"{node}:{CONFIG_LABEL}", cur)
                 ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node,
                                  {"metadata": {"labels": {CONFIG_LABEL: key}}})
@@ -137,7 +158,11 @@ class TimeSlicing:
         expected = self._expected(ctx, nodes)
         restart = [n for n in nodes if config_changed or (
             expected.get(n) is not None and _allocatable(snap.nodes.get(n, {})) != expected[n])]
+        self._wait_config_rendered(ctx, default)
+        # GFD of the new template first, then the plugin restart: GFD labels what the plugin loaded.
+        self._wait_rollout(ctx, nodes, (GFD_DS,))
         self._restart_plugin(ctx, restart, s.namespace)
+        self._wait_rollout(ctx, nodes, (DEVICE_PLUGIN_DS,))
         self._wait_advertised(ctx, nodes, result)
 
     def _wait_plugin_rendered(self, ctx: RunContext, cfg: dict[str, str]) -> None:
@@ -152,6 +177,47 @@ class TimeSlicing:
         except WaitTimeout as exc:
             raise ConvergeError(f"{exc}. The ClusterPolicy asks for devicePlugin.config {cfg}; the operator has not "
                                 "put it into the device plugin DaemonSet: read the gpu-operator pod's log") from exc
+
+    def _wait_config_rendered(self, ctx: RunContext, default: str) -> None:
+        """After the ClusterPolicy patch the operator re-renders the device plugin and GFD (their config managers'
+        DEFAULT_CONFIG), asynchronously: a restart before that starts the plugin on the previous template, and
+        the generations read before it would wait for pods of a template that is being replaced."""
+        kube, ns, apps = ctx.kube, ctx.settings.namespace, (DEVICE_PLUGIN_DS, GFD_DS)
+        cp = kube.get_cluster_policy()
+
+        def missing(objs: dict[str, dict]) -> list[str]:
+            out = not_rendered(cp, objs, [a for a in apps if a in objs or a == DEVICE_PLUGIN_DS])  # GFD may be off
+            out += [f"{app}: config manager's DEFAULT_CONFIG is not {default!r} yet" for app in apps
+                    if app in objs and DEFAULT_CONFIG_ENV not in template_env(objs[app], default)]
+            return out
+
+        kube.wait_for(f"the operator to render the device plugin and GFD with config {default}",
+                      kube.apps.list_namespaced_daemon_set, lambda o: not missing(o), missing,
+                      ctx.settings.timeout("advertise"), lambda _: "", ns)
+
+    def _wait_rollout(self, ctx: RunContext, nodes: list[str], apps: tuple[str, ...]) -> None:
+        """The pods of the DaemonSets' (device plugin, GFD) current templates run and are ready on the nodes: a
+        pod of a previous template advertises and labels the previous config (provision/converge/settle.py)."""
+        kube, ns = ctx.kube, ctx.settings.namespace
+        daemonsets = {d["metadata"]["name"]: d for d in json.loads(kube.apps.list_namespaced_daemon_set(
+            ns, _preload_content=False, _request_timeout=kube.timeout).data).get("items", [])}
+        apps = tuple(a for a in apps if a in daemonsets)   # GFD may be off (gfd.enabled=false)
+        generations = template_generations({a: d for a, d in daemonsets.items() if a in apps})
+        # A rolling update stalls behind pods that cannot become ready on broken nodes (maxUnavailable): the pods
+        # of an earlier template on these nodes are deleted, so the DaemonSet controller recreates them current.
+        for app in apps:
+            old = [p["spec"].get("nodeName") for p in kube.snapshot(refresh=True).pods_of(app)
+                   if p["spec"].get("nodeName") in nodes
+                   and (p["metadata"].get("labels") or {}).get("pod-template-generation") != generations[app]]
+            if old:
+                self._delete_pods(ctx, app, old, ns, "a pod of an earlier template")
+
+        def missing(objs: dict[str, dict]) -> list[str]:
+            return pending_pods(objs.values(), apps, nodes, time.time(), float("inf"), generations)
+
+        with contextlib.suppress(WaitTimeout):  # what did not roll out is reported by the advertise wait
+            kube.wait_for(f"{', '.join(apps)} to roll out", kube.core.list_namespaced_pod,
+                          lambda o: not missing(o), missing, ctx.settings.timeout("advertise"), lambda _: "", ns)
 
     def _configmap(self, ctx: RunContext, data: dict[str, str]) -> None:
         s = ctx.settings
@@ -185,6 +251,14 @@ class TimeSlicing:
                     ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} (device plugin restart)",
                                      ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
 
+    def _delete_pods(self, ctx: RunContext, app: str, nodes: list[str], ns: str, why: str) -> None:
+        wanted = set(nodes)
+        for pod in ctx.kube.snapshot(refresh=True).pods_of(app):
+            if pod["spec"].get("nodeName") in wanted and not pod["metadata"].get("deletionTimestamp"):
+                with contextlib.suppress(ApiException):
+                    ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} ({why})",
+                                     ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
+
     def _wait_advertised(self, ctx: RunContext, nodes: list[str], result: Result) -> None:
         """Wait (watch) until every node advertises physical x replicas; nodes still wrong at the timeout
         fail with diagnostics, the others are converged."""
@@ -193,14 +267,16 @@ class TimeSlicing:
 
         replicas = {n: expect.replicas(ctx, n) for n in expected}
 
-        def missing(objs: dict[str, dict]) -> list[str]:
+        def stale_gfd(objs: dict[str, dict]) -> list[str]:
+            return [f"{n} (GFD label gpu.replicas="
+                    f"{((objs.get(n, {}).get('metadata') or {}).get('labels') or {}).get(GFD_REPLICAS)}, want {r})"
+                    for n, r in sorted(replicas.items())
+                    if ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get(GFD_REPLICAS) != str(r)]
+
+        def missing(objs: dict[str, dict], labels: bool = True) -> list[str]:
             out = [f"{n} (advertises {_allocatable(objs.get(n, {}))}, want {w})"
                    for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {})) != w]
-            for n, r in sorted(replicas.items()):
-                label = ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get("nvidia.com/gpu.replicas")
-                if label != str(r):
-                    out.append(f"{n} (GFD label gpu.replicas={label}, want {r})")
-            return out
+            return out + (stale_gfd(objs) if labels else [])
 
         def diagnostics(objs: dict[str, dict]) -> str:
             lines = []
@@ -221,7 +297,17 @@ class TimeSlicing:
             return "\n".join(lines)
 
         try:
-            ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
+            objs = ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
+                                     lambda objs: not missing(objs, labels=False), lambda o: missing(o, labels=False),
+                                     ctx.settings.timeout("advertise"), diagnostics)
+            # GPU feature discovery labels from the config it started with: a GFD pod that started before the
+            # plugin loaded the new config keeps the old replicas label until it restarts.
+            stale = [e.partition(" ")[0] for e in stale_gfd(objs)]
+            if stale:
+                self._delete_pods(ctx, GFD_DS, stale, ns, "GFD relabels when it restarts")
+                self._wait_rollout(ctx, stale, (GFD_DS,))
+                self._delete_pods(ctx, DEVICE_PLUGIN_DS, stale, ns, "device plugin restart after GFD's")
+            ctx.kube.wait_for("GPU feature discovery to label the replicas", ctx.kube.core.list_node,
                               lambda objs: not missing(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
         except WaitTimeout as exc:
             objs = ctx.kube.snapshot(refresh=True).nodes

@@ -47,6 +47,10 @@ RUNC_DROPIN = "00-k8s-runc.toml"
 RUNC_DROPIN_HELPS = False
 RUNC_DROPIN_NOTE = (f"{RUNC_DROPIN} is not installed: with the real containerd it never kept runc that the "
                     "toolkit's drop-in dropped (docs/containerd.md); RUNTIME_CONFIG_SOURCE=file is the fix")
+# The original playbooks' runc drop-in (original-playbooks.md, 9): in /etc/containerd/conf.d, which k8s-snap's
+# containerd reads through the import the toolkit added for its own drop-in there, after the snap's conf.d: read
+# after the suite's 99-nvidia.toml it replaces the CRI table (containerd 1.x) and drops nvidia.
+PLAYBOOK_RUNC_DROPIN = f"/etc/containerd/conf.d/{RUNC_DROPIN}"
 
 
 def _each_host(ctx: RunContext, result: Result):
@@ -83,6 +87,10 @@ class DockerRuntime:
             before = cfg or {}
             after = docker_daemon.merge_nvidia_runtime(before)
             lines = docker_daemon.diff(before, after)
+            if not lines and set(before) <= {"runtimes", "default-runtime"}:
+                result.kept.append(f"[{node}] {DOCKER_DAEMON_JSON} on {node}: has the nvidia runtime and nothing else "
+                                   "(the playbooks write it whole; Docker settings it replaced cannot be recovered "
+                                   "from it): left alone")
             if lines:
                 changes.append(Change(self.name, node, f"{DOCKER_DAEMON_JSON} on {node}", "update",
                                       "; ".join(lines) + "; then restart docker"))
@@ -139,6 +147,10 @@ class HostDriver:
             if stale:
                 changes.append(Change(self.name, node, f"node {node} labels", "label",
                                       "clear stale " + ", ".join(stale)))
+            for other in sorted(set(host.glob("/etc/systemd/system/*.service")) - {UNIT_PATH}):
+                if READY_FILE in (host.read_text(other) or ""):
+                    result.kept.append(f"[{node}] {other} on {node}: another installer's unit for {READY_FILE} (the "
+                                       f"playbooks'); left alone beside the suite's {UNIT_NAME}, --rollback keeps it")
             unit = host.read_text(UNIT_PATH)
             if unit != UNIT_TEXT:
                 changes.append(Change(self.name, node, f"{UNIT_PATH} on {node}", "create" if unit is None else "update",
@@ -206,6 +218,11 @@ class RuncDropIn:
                 if have != want:
                     changes.append(Change(self.name, node, f"{path} on {node}", "create" if have is None else "update",
                                           "re-declare runc (default runtime) for containerd's CRI plugin"))
+            if facts.conf_d != posixpath.dirname(PLAYBOOK_RUNC_DROPIN) and host.exists(PLAYBOOK_RUNC_DROPIN):
+                changes.append(Change(self.name, node, f"{PLAYBOOK_RUNC_DROPIN} on {node}", "delete",
+                                      "the playbooks' runc drop-in: read after the toolkit's drop-in it replaces the "
+                                      "CRI table and drops nvidia (its content kept in the record: --rollback puts "
+                                      "it back)"))
             if not ctx.host_record(node).state().get("containerd_baseline"):
                 changes.append(Change(self.name, node, f"containerd baseline on {node}", "create",
                                       "keep a copy of containerd's config files for an exact revert"))
@@ -223,6 +240,10 @@ class RuncDropIn:
             if ch.target.startswith("containerd baseline"):
                 rec.set_state("containerd_baseline", {p: t for p, t in facts.files.items()})
                 rec.set_state("validations_baseline", host.glob(VALIDATIONS_DIR + "/*"))
+                continue
+            if ch.target.startswith(PLAYBOOK_RUNC_DROPIN):
+                rec.file_changed(PLAYBOOK_RUNC_DROPIN, host.read_text(PLAYBOOK_RUNC_DROPIN))
+                rec.backup_made(host.remove(PLAYBOOK_RUNC_DROPIN).backup_path)
                 continue
             path = posixpath.join(facts.conf_d, RUNC_DROPIN)
             rec.file_changed(path, host.read_text(path))

@@ -12,6 +12,8 @@ import yaml
 from packaging.version import InvalidVersion, Version
 
 from provision.context import NoHostAccess, RunContext
+from provision.converge.adopt import merge_values
+from provision.converge.settle import TEMPLATE_GENERATION, not_rendered
 from provision.engine import Change, ConvergeError, Result
 from provision.helm import HelmError, unknown_value_paths
 from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
@@ -19,6 +21,7 @@ from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
+REPAIR = "repair first: "
 TOOLKIT_DEPLOY_LABEL = "nvidia.com/gpu.deploy.container-toolkit"
 DROPIN_NAME = "99-nvidia.toml"
 CONTAINERD_SERVICE = "k8s.containerd"
@@ -115,10 +118,6 @@ def _node_runtime_failure(ctx: RunContext, node: str) -> str | None:
     return None if finding.ok else f"containerd on {node} does not run with runc and nvidia: {finding.message}"
 
 
-def _env_map(values: dict) -> dict[str, str]:
-    return {e["name"]: str(e.get("value")) for e in (((values.get("toolkit") or {}).get("env")) or [])}
-
-
 class OperatorRelease:
     name = "operator-release"
     depends = ("docker-runtime", "host-driver", "runc-dropin")
@@ -133,28 +132,36 @@ class OperatorRelease:
                            f"chart gpu-operator {s.chart_version} from {s.chart_repo}; values " + yaml.safe_dump(
                                values, default_flow_style=True, width=1000).strip())]
         changes = []
+        user, effective = ctx.helm.values(), ctx.helm.values(all_values=True)
+        _, value_changes, kept = merge_values(user, values, effective)
+        adopted = self._adopting(ctx)
+        if adopted:
+            result.kept.append(f"helm release {s.namespace}/{s.release} revision {rel.revision} ({rel.chart}), "
+                               "installed by other means: its own values are merged, not replaced; --rollback "
+                               f"returns to revision {rel.revision}")
+        result.kept += [f"value {k}" for k in kept]
+        what = "; ".join(value_changes)
         if rel.status != "deployed":
             changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                                  f"release status is {rel.status!r}, want deployed"))
+                                  f"release status is {rel.status!r}, want deployed" + (f"; {what}" if what else "")))
         elif rel.chart_version != s.chart_version:
             refused = f" ({DOWNGRADE_REFUSED})" if is_downgrade(rel.chart_version, s.chart_version) else ""
             changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                                  f"chart {rel.chart_version} -> {s.chart_version}{refused}"))
-        else:
-            have = ctx.helm.values()
-            diffs = []
-            if ((have.get("driver") or {}).get("enabled")) is not False:
-                diffs.append("driver.enabled -> false")
-            if ((have.get("cdi") or {}).get("enabled")) != values["cdi"]["enabled"]:
-                diffs.append(f"cdi.enabled -> {values['cdi']['enabled']}")
-            want_env, have_env = _env_map(values), _env_map(have)
-            for k, v in want_env.items():
-                if have_env.get(k) != v:
-                    diffs.append(f"toolkit.env {k}: {have_env.get(k)!r} -> {v!r}")
-            if diffs:
-                changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                                      "; ".join(diffs)))
+                                  f"chart {rel.chart_version} -> {s.chart_version}{refused}" + (f"; {what}" if what else "")))
+        elif value_changes:
+            changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
+                                  ("adopt: " if adopted else "") + what))
         return changes
+
+    @staticmethod
+    def _adopting(ctx: RunContext) -> bool:
+        """The release exists and the suite's record has no entry for it: someone else installed it."""
+        s = ctx.settings
+        try:
+            entries = ctx.record.entries()
+        except Exception:  # noqa: BLE001 - no record readable: judged as not the suite's
+            entries = []
+        return not any(e["kind"] == "helm-release" and e["target"] == f"{s.namespace}/{s.release}" for e in entries)
 
     def validate(self, ctx: RunContext, values: dict) -> None:
         """Before any change: the chart version exists and every value exists in the chart's values.yaml."""
@@ -173,6 +180,9 @@ class OperatorRelease:
         values, _ = desired_values(ctx)
         self.validate(ctx, values)
         before = ctx.helm.release()
+        if before is not None:
+            # An existing release keeps its own values (the playbooks', a hand install's): the suite's are merged in.
+            values, _, _ = merge_values(ctx.helm.values(), values)
         if before is not None and before.status.startswith("pending-"):
             # A helm operation is running, or was killed before it could finish (helm would refuse with "another
             # operation is in progress"). Neither an upgrade nor a rollback is safe then: change nothing, say so.
@@ -247,6 +257,15 @@ class ContainerdRestart:
     depends = ("operator-release",)
 
     def _dropin(self, ctx: RunContext) -> str | None:
+        """Where the toolkit's drop-in is to be: the suite's RUNTIME_DROP_IN_CONFIG (also before an adopted release
+        is upgraded to it: the plan names the file the new configuration writes), else the ClusterPolicy's."""
+        try:
+            values, _ = desired_values(ctx)
+            want = {e["name"]: e["value"] for e in values["toolkit"]["env"]}.get("RUNTIME_DROP_IN_CONFIG")
+            if want:
+                return want
+        except ConvergeError:
+            pass
         cp = ctx.kube.snapshot().cluster_policy or {}
         env = {e["name"]: e.get("value") for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
         return env.get("RUNTIME_DROP_IN_CONFIG", "/etc/containerd/conf.d/99-nvidia.toml")
@@ -287,17 +306,91 @@ class ContainerdRestart:
             elif restarted_for != _sha(text):
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart",
                                       f"load {dropin} (snap restart {CONTAINERD_SERVICE})"))
+            down = self._runtime_error(ctx, node)
+            if down:
+                changes.append(Change(self.name, node, f"containerd on {node}", "restart", REPAIR + (
+                    f"containerd fails to load its configuration ({down}) and no new toolkit pod can start on a "
+                    "NotReady node: restarted once with the previous toolkit's drop-in out of the way")))
+            for stale in self._stale_dropins(host, dropin):
+                changes.append(Change(
+                    self.name, node, f"{stale} on {node}", "delete",
+                    "the previous toolkit configuration's drop-in, still imported by containerd (its toolkit pod "
+                    "removes it when it stops; what is left then is removed before the restart, kept in the record)"))
         return changes
+
+    @staticmethod
+    def _runtime_error(ctx: RunContext, node: str) -> str | None:
+        """The node's NotReady message when its containerd refuses its configuration (waiting will not heal it)."""
+        obj = ctx.kube.snapshot().nodes.get(node)
+        if obj is None or ready(obj):
+            return None
+        msg = ready_message(obj)
+        return msg if any(m in msg for m in PERMANENT_RUNTIME_ERRORS) else None
+
+    def _repair(self, ctx: RunContext, host, node: str, dropin: str, result: Result) -> bool:
+        """A node whose containerd fails on the previous configuration (the playbooks' drop-in without runc on a
+        Docker host): move that drop-in out of the way (recorded), and restart containerd if what is left has
+        runc; True when the node is Ready again."""
+        for stale in self._stale_dropins(host, dropin):
+            ctx.host_record(node).file_changed(stale, host.read_text(stale))
+            ctx.host_record(node).backup_made(host.remove(stale).backup_path)
+        facts = containerd_facts(host)
+        eff = facts.effective
+        if eff is None or "runc" not in eff.runtimes or eff.default_runtime_name not in (None, "runc"):
+            found = facts.error or f"runtimes {sorted(eff.runtimes) if eff else []}"
+            result.node_failures[node] = (f"containerd on {node} fails to load its configuration and the files "
+                                          f"left give no runc default runtime ({found}); nothing restarted. Fix: "
+                                          "read `snap logs k8s.containerd` on the node")
+            return False
+        # Judged by a Ready condition only: the node's NotReady message from before the restart would read as
+        # the restart's own failure (_restart_and_wait stops at the first permanent error it sees).
+        res = host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+        kube = ctx.kube
+        try:
+            if not res.ok:
+                raise WaitTimeout(res.stderr.strip() or res.stdout.strip())
+            kube.wait_for(f"{node} to be Ready after the repair restart of containerd", kube.core.list_node,
+                          lambda objs: node in objs and ready(objs[node]), lambda _: [node],
+                          ctx.settings.timeout("node_ready"), field_selector=f"metadata.name={node}")
+        except WaitTimeout as exc:
+            obj = kube.snapshot(refresh=True).nodes.get(node) or {}
+            result.node_failures[node] = (f"containerd on {node} did not come back after the repair restart: "
+                                          f"{ready_message(obj) if obj else exc}. Fix: read `snap logs k8s.containerd` "
+                                          "on the node")
+            return False
+        return True
+
+    @staticmethod
+    def _stale_dropins(host, dropin: str | None) -> list[str]:
+        """Toolkit drop-ins of the same name as `dropin` in another directory containerd imports: the previous
+        configuration's (the playbooks' toolkit wrote /etc/containerd/conf.d/99-nvidia.toml). Read after ours,
+        its CRI table would replace ours (imports do not deep-merge)."""
+        if not dropin:
+            return []
+        facts = containerd_facts(host)
+        name = posixpath.basename(dropin)
+        return [p for p in facts.dropins() if posixpath.basename(p) == name and p != dropin]
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         dropin = self._dropin(ctx)
-        todo = sorted(changes, key=lambda c: c.node or "")
+        assert dropin
+        repaired_failed = set()
+        for ch in sorted((c for c in changes if c.detail.startswith(REPAIR)), key=lambda c: c.node or ""):
+            assert ch.node
+            if not self._repair(ctx, ctx.host(ch.node), ch.node, dropin, result):
+                repaired_failed.add(ch.node)
+        generation = self._wait_rendered(ctx, dropin)
+        todo = sorted({c.node: c for c in changes if c.node and c.node not in repaired_failed}.values(),
+                      key=lambda c: c.node or "")
         for i, ch in enumerate(todo):
             node = ch.node
             assert node
             host = ctx.host(node)
-            self._wait_toolkit(ctx, node)
+            self._wait_toolkit(ctx, node, generation)
             text = self._wait_dropin(ctx, host, node, dropin)
+            for stale in self._stale_dropins(host, dropin):
+                ctx.host_record(node).file_changed(stale, host.read_text(stale))
+                ctx.host_record(node).backup_made(host.remove(stale).backup_path)
             error = self._restart_and_wait(ctx, host, node)
             if error is None:
                 ctx.host_record(node).set_state("containerd_restarted_for", _sha(text))
@@ -317,22 +410,52 @@ class ContainerdRestart:
                                                   "(fix that node, then run --provision again)")
             return
 
-    def _wait_toolkit(self, ctx: RunContext, node: str) -> None:
+    def _wait_rendered(self, ctx: RunContext, dropin: str) -> str:
+        """Wait until the operator has rendered the toolkit DaemonSet for the current configuration (its image,
+        a generation the DaemonSet controller has counted, and the drop-in path `dropin`); return that
+        generation. After `helm upgrade` of an adopted release the DaemonSet runs the previous configuration
+        until the new operator holds its lease and has reconciled."""
+        kube, ns = ctx.kube, ctx.settings.namespace
+        cp = kube.get_cluster_policy()
+
+        def missing(objs: dict[str, dict]) -> list[str]:
+            out = not_rendered(cp, objs, [TOOLKIT_APP])
+            ds = objs.get(TOOLKIT_APP)
+            have = toolkit_dropin(ds) if ds else None
+            if ds is not None and not out and have != dropin:
+                out.append(f"{TOOLKIT_APP}: renders the drop-in {have or 'at the default path'}, want {dropin}")
+            return out
+
+        objs = kube.wait_for(f"the operator to render {TOOLKIT_APP} for {dropin}", kube.apps.list_namespaced_daemon_set,
+                             lambda o: not missing(o), missing, ctx.settings.timeout("toolkit_ready"), lambda _: "", ns,
+                             field_selector=f"metadata.name={TOOLKIT_APP}")
+        return str(objs[TOOLKIT_APP]["metadata"].get("generation", ""))
+
+    def _wait_toolkit(self, ctx: RunContext, node: str, generation: str | None = None) -> None:
+        """The node's toolkit pod of the DaemonSet's current template is ready (a pod of an earlier template runs
+        the previous configuration and wrote its drop-in elsewhere: it never counts)."""
         ns = ctx.settings.namespace
 
+        def current(p: dict) -> bool:
+            labels = p["metadata"].get("labels") or {}
+            return not p["metadata"].get("deletionTimestamp") and (
+                generation is None or labels.get(TEMPLATE_GENERATION) == generation)
+
         def done(pods: dict[str, dict]) -> bool:
-            return any(p["spec"].get("nodeName") == node and ready(p) for p in pods.values())
+            return any(p["spec"].get("nodeName") == node and current(p) and ready(p) for p in pods.values())
 
         def diagnostics(pods: dict[str, dict]) -> str:
             mine = [p for p in pods.values() if p["spec"].get("nodeName") == node]
-            lines = [f"{p['metadata']['name']}: phase {p.get('status', {}).get('phase')}" for p in mine]
+            lines = [f"{p['metadata']['name']}: phase {p.get('status', {}).get('phase')}, template generation "
+                     f"{(p['metadata'].get('labels') or {}).get(TEMPLATE_GENERATION)} (want {generation})" for p in mine]
             for p in mine:
                 lines += ctx.kube.events_for(p["metadata"]["name"], ns)[-3:]
             return "\n".join(lines) or f"no {TOOLKIT_APP} pod on {node}"
 
         # Only this node's pod: without the field selector each node's wait listed every toolkit pod of the fleet.
-        ctx.kube.wait_for(f"the container toolkit pod on {node} to be ready", ctx.kube.core.list_namespaced_pod,
-                          done, lambda _: [node], ctx.settings.timeout("toolkit_ready"), diagnostics, ns,
+        ctx.kube.wait_for(f"the container toolkit pod on {node} (template generation {generation}) to be ready",
+                          ctx.kube.core.list_namespaced_pod, done, lambda _: [node],
+                          ctx.settings.timeout("toolkit_ready"), diagnostics, ns,
                           label_selector=f"app={TOOLKIT_APP}", field_selector=f"spec.nodeName={node}")
 
     def _wait_dropin(self, ctx: RunContext, host, node: str, dropin: str) -> str:
@@ -408,6 +531,17 @@ def restore_containerd_baseline(host, baseline: dict[str, str], keep_backups: bo
         if facts.files.get(path) != text:
             host.write_text(path, text, backup=keep_backups)
     return host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+
+
+def toolkit_dropin(ds: dict) -> str | None:
+    """The drop-in host path a rendered toolkit DaemonSet writes (RUNTIME_DROP_IN_CONFIG_HOST_PATH, which the
+    operator sets from the ClusterPolicy's RUNTIME_DROP_IN_CONFIG). Pure."""
+    tmpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for c in (tmpl.get("containers") or []) + (tmpl.get("initContainers") or []):
+        for e in c.get("env") or []:
+            if e.get("name") == "RUNTIME_DROP_IN_CONFIG_HOST_PATH":
+                return e.get("value")
+    return None
 
 
 def _epoch(stamp: str | None) -> float:

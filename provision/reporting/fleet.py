@@ -25,13 +25,13 @@ FLEET_FILE = "fleet.html"
 TITLE_MESSAGE_LIMIT = 400
 
 _CLASS = {"passed": "p", "failed": "f", "broken": "b", "skipped": "s"}
-_GLYPH = {"p": "\u2713", "f": "\u2717", "b": "!", "s": "\u2013"}
+_GLYPH = {"p": "\u2713", "f": "\u2717", "b": "!", "s": "\u2013", "d": "\u2248"}
 _RANK = {"skipped": 0, "passed": 1, "broken": 2, "failed": 3}
 
 Check = tuple[str, str]  # (feature, scenario)
 
 _CSS = """
-:root{--p:#1a7f37;--f:#cf222e;--b:#e36209;--s:#afb8c1;--na:#f3f4f6;--line:#d0d7de;--mute:#57606a}
+:root{--d:#bf8700;--p:#1a7f37;--f:#cf222e;--b:#e36209;--s:#afb8c1;--na:#f3f4f6;--line:#d0d7de;--mute:#57606a}
 *{box-sizing:border-box}
 body{margin:0;font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#fff}
 header{padding:12px 16px 8px}
@@ -70,6 +70,7 @@ td{width:30px;min-width:30px;height:22px;padding:0;text-align:center;border:1px 
 td a,td span{display:block;line-height:20px;color:#fff;text-decoration:none;font-weight:700}
 td.p{background:var(--p)}td.f{background:var(--f)}td.b{background:var(--b)}td.s{background:var(--s)}
 td.s a,td.s span{color:#24292f}td.na{background:var(--na)}
+td.d{background:var(--d)}.legend .d{background:var(--d)}
 td.sum{width:auto;padding:0 8px;text-align:right;color:var(--f);font-weight:600;white-space:nowrap}
 tr:hover th,tr:hover td.sum{background:#eef1f4}
 td a:focus,td a:hover{outline:2px solid #0969da;outline-offset:-2px}
@@ -107,6 +108,13 @@ def _natural_key(name: str) -> tuple[Any, ...]:
 def _outcome(result: Mapping[str, Any]) -> str:
     outcome = result.get("outcome")
     return outcome if outcome in _RANK else "broken"
+
+
+def _drift_only(results: list[Mapping[str, Any]]) -> bool:
+    """Every failed result of a cell observed the right state and failed only on drift (summary.json's
+    "observation" "ok" with its "drift" lines): an unconverged node, not a broken one."""
+    failed = [r for r in results if _outcome(r) == "failed"]
+    return bool(failed) and all(r.get("observation") == "ok" and r.get("drift") for r in failed)
 
 
 def _e(value: Any) -> str:
@@ -240,7 +248,9 @@ def render_fleet(
                 continue
             worst = max(rs, key=lambda r: _RANK[_outcome(r)])
             cls = _CLASS[_outcome(worst)]
-            if cls in ("f", "b"):
+            if cls == "f" and _drift_only(rs):
+                cls = "d"
+            if cls in ("f", "b", "d"):
                 bad += 1
             href = cell_links.get((key, str(worst.get("nodeid") or ""))) or row_href
             title = _e(_cell_title(rs))
@@ -309,7 +319,8 @@ def render_fleet(
     out.append("</div>")
     out.append(
         '<div class="legend"><span><i class="p"></i>passed</span><span><i class="f"></i>failed (not conformant)</span>'
-        '<span><i class="b"></i>broken (could not check)</span><span><i class="s"></i>skipped</span>'
+        '<span><i class="b"></i>broken (could not check)</span>'
+        '<span><i class="d"></i>drift only (observed state right, not converged)</span><span><i class="s"></i>skipped</span>'
         '<span><i class="na"></i>not run</span></div></header>\n'
     )
     out.append('<main><table id="fleet"><thead><tr class="fr">')

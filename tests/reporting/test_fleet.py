@@ -119,6 +119,20 @@ def test_write_fleet_links_exist(sample_run: SampleRun) -> None:
     assert Path(faulty[0][1]).parts[:2] == ("html", FAULTY_NODE)
 
 
+def test_drift_only_cells_are_shown_apart_from_broken_nodes() -> None:
+    """summary.json's observation/drift (issue 21): a failure whose observation was right and only drift remains
+    is an unconverged node (class d), one whose observation failed stays failed (class f)."""
+    drift = {**_r("n1", "ready", "failed", "Observed (as desired): ... Drift only ..."), "observation": "ok",
+             "drift": ["[n1] create /etc/u.service on n1"]}
+    broken = {**_r("n2", "ready", "failed", "Observed: node n2 is NotReady ..."), "observation": "failed",
+              "drift": ["[n2] create /etc/u.service on n2"]}
+    html = render_fleet(_summary([drift, broken]), {})
+    rows = parse_rows(html)
+    assert rows["n1"]["cells"][0][0] == "d" and rows["n2"]["cells"][0][0] == "f"
+    assert rows["n1"]["class"] == "bad"   # still a problem: not in the desired state
+    assert "drift only" in html
+
+
 def test_health_column_shows_the_worst_health_outcome_with_measured_values() -> None:
     from provision.reporting.fleet import HEALTH_FEATURE
 
