@@ -52,6 +52,10 @@ def _all_pass(summary: dict, node: str | None) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- apiserver
+# The time-slicing converger watches the plugin pods of the new template become ready, then the nodes advertise.
+WATCHED = ("pods", "nodes")
+
+
 def test_apiserver_restarted_in_the_middle_of_a_watch_the_wait_resumes(fresh_lab, tmp_path: Path) -> None:
     """The kube-apiserver process is stopped and started again (same argv) while --provision watches the nodes
     for gpu-a's GPUs (slow-advertise): the wait resumes from its resourceVersion and the run passes."""
@@ -70,11 +74,11 @@ def test_apiserver_restarted_in_the_middle_of_a_watch_the_wait_resumes(fresh_lab
         marker = wait_until("the suite to restart the device plugin", plugin_restarted, timeout=300, every=0.2)
         since = marker_time = _received(marker)
 
-        def watching() -> dict | None:  # ... then watches the nodes until they advertise
+        def watching() -> dict | None:  # ... then watches its pods roll out, then the nodes until they advertise
             return next((e for e in audit_stream(lab, user, since) if e["verb"] == "watch"
-                         and (e.get("objectRef") or {}).get("resource") == "nodes"), None)
+                         and (e.get("objectRef") or {}).get("resource") in WATCHED), None)
 
-        wait_until("the suite to watch the nodes", watching, timeout=60, every=0.1)
+        wait_until("the suite to watch the plugin pods or the nodes", watching, timeout=60, every=0.1)
         stopped, back = restart_apiserver(lab)
         rc = proc.wait(timeout=400)
     finally:
@@ -89,8 +93,8 @@ def test_apiserver_restarted_in_the_middle_of_a_watch_the_wait_resumes(fresh_lab
     adv = [e for e in _twin_events(lab, "gpus-advertised", marker_time) if e["node"] == "gpu-a" and e["count"] == 4]
     assert adv and adv[-1]["t"] > back, (adv, stopped, back)
     resumed = [e for e in audit_stream(lab, user, stopped) if e["verb"] == "watch"
-               and (e.get("objectRef") or {}).get("resource") == "nodes" and "resourceVersion=" in e["requestURI"]]
-    assert resumed, "no watch of the nodes after the apiserver came back"
+               and (e.get("objectRef") or {}).get("resource") in WATCHED and "resourceVersion=" in e["requestURI"]]
+    assert resumed, "no watch of the pods or nodes after the apiserver came back"
     assert "timed out" not in output
 
 
