@@ -102,6 +102,11 @@ def load_ports(paths: LabPaths) -> dict[str, int]:
         ports = json.loads(paths.ports_file.read_text())
         if all(n in ports for n in PORT_NAMES):
             return ports
-    ports = {n: free_port() for n in PORT_NAMES}
+    ports: dict[str, int] = {}
+    for n in PORT_NAMES:  # distinct: two random picks of one lab must not meet
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[n] = port
     paths.ports_file.write_text(json.dumps(ports, indent=2))
     return ports
