@@ -294,7 +294,10 @@ def audit_stream(lab: Lab, user: str, since: float) -> list[dict]:
     """Every audit event of `user` since `since`, any stage (a watch shows up at ResponseStarted)."""
     out = []
     for f in sorted(Path(lab.status["audit_log"]).parent.glob("audit*.log")):
-        for line in f.read_text(errors="replace").splitlines():
+        text = f.read_text(errors="replace")
+        # the apiserver is appending while this reads: a last line without its newline is not complete yet
+        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+        for line in lines:
             if line and user in line:
                 ev = json.loads(line)
                 if ev.get("user", {}).get("username") == user and _ts(ev["requestReceivedTimestamp"]) >= since:
