@@ -149,7 +149,6 @@ class Twin:
         self.informers = {
             "nodes": Informer("nodes", self.core.list_node, self._on_node),
             "pods": Informer("pods", self.core.list_pod_for_all_namespaces, self._on_pod),
-            "daemonsets": Informer("daemonsets", self.apps.list_daemon_set_for_all_namespaces, self._on_ds),
             "deployments": Informer("deployments", self.apps.list_deployment_for_all_namespaces,
                                     self._on_operator_deployment, field_selector="metadata.name=gpu-operator"),
             "configmaps": Informer("configmaps", self.core.list_config_map_for_all_namespaces, lambda *_: None),
@@ -172,9 +171,6 @@ class Twin:
             # controller marks the pods right after the node, so look twice.
             for delay in (2.0, 10.0):
                 self.timers.after(delay, lambda: self._pods_ready_again(name))
-
-    def _on_ds(self, etype: str, obj: dict) -> None:
-        pass
 
     def _on_operator_deployment(self, etype: str, obj: dict) -> None:
         self.operator.deployment_changed(self.informers["deployments"].items())

@@ -13,6 +13,7 @@ import pytest
 
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import DEFAULT_SPEC
+from tests.suite.playbooks import RUNC_DROPIN  # the playbooks' own runc drop-in
 from tests.suite.runner import run_suite
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -20,14 +21,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 B = "/var/lib/k8s-containerd/k8s-containerd"
 NO_RUNC = 'no corresponding runtime configured in `containerd.runtimes` for `containerd` `default_runtime_name = "runc"'
 SCENARIO = "containerd's effective configuration has runc as default and nvidia"
-RUNC_DROPIN = """version = 2
-[plugins."io.containerd.grpc.v1.cri".containerd]
-default_runtime_name = "runc"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-SystemdCgroup = true
-"""
 PLAYBOOK_ENV = {"CONTAINERD_CONFIG": f"{B}/etc/containerd/config.toml",
                 "CONTAINERD_SOCKET": f"{B}/run/containerd/containerd.sock",
                 "CONTAINERD_SET_AS_DEFAULT": "true"}
