@@ -90,6 +90,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     }
     if HEALTH:
         summary["health"] = {node: HEALTH[node] for node in sorted(HEALTH)}
+    distributions = _distributions(setup)
+    if distributions:
+        summary["nodes"] = {node: {**(summary.get("nodes") or {}).get(node, {}), **d}
+                            for node, d in sorted(distributions.items())}
     summary["changes_since_previous"] = _changes_since_previous(setup, summary)
     (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _split_allure(setup)
@@ -147,6 +151,29 @@ def _driver_versions(setup: Setup) -> dict[str, str]:
         print(f"[gpu-conformance] could not read the nodes' driver labels: {exc}", file=sys.stderr)
         return {}
     return driver_versions(nodes, setup.nodes)
+
+
+def _distributions(setup: Setup) -> dict[str, dict]:
+    """Each GPU node's distribution: as the run's distribution gate found it (node object, else host files), else
+    from the node objects alone (provision/observe/distribution.py)."""
+    from provision.converge.distribution import read_distributions
+
+    found = read_distributions(setup.run_dir)
+    missing = [n for n in setup.nodes if n not in found]
+    if missing and not setup.settings.host_only:
+        from provision.kube import Kube, connect
+        from provision.observe.distribution import detect_node
+
+        try:
+            objs = Kube(connect(setup.settings), setup.settings).list_nodes()
+        except Exception:  # noqa: BLE001 - informational only
+            objs = {}
+        for n in missing:
+            if n in objs:
+                d = detect_node(objs[n])
+                found[n] = {"distribution": d.name, "evidence": d.evidence}
+    return {n: {"distribution": d.get("distribution"), "distribution_evidence": d.get("evidence")}
+            for n, d in found.items() if n in setup.nodes}
 
 
 def _split_allure(setup: Setup) -> None:

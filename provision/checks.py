@@ -264,7 +264,7 @@ def _dropin_name(ctx: RunContext) -> str:
 
 def containerd_dropins(ctx: RunContext, node: str) -> Finding:
     host = ctx.host(node)
-    facts = containerd_facts(host)
+    facts = containerd_facts(host, _node_layout(ctx, node))
     if facts.error:
         return Finding(False, _fix("a readable containerd config", facts.error, "fix the file named"))
     names = {posixpath.basename(p): p for p in facts.dropins()}
@@ -285,6 +285,15 @@ def containerd_dropins(ctx: RunContext, node: str) -> Finding:
                                       f"that the toolkit writes it there; {RUNC_DROPIN} is not needed"), att)
 
 
+def _node_layout(ctx: RunContext, node: str):
+    """The containerd layout of the node's distribution (provision/distribution.py); None: the host's files decide."""
+    from provision.distribution import layout_for
+
+    kube = getattr(ctx, "kube", None)
+    nodes = getattr(kube.snapshot(), "nodes", None) if kube is not None else None
+    return layout_for(ctx.host(node), (nodes or {}).get(node))
+
+
 def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set[str]) -> list[str]:
     """Where a drop-in called ``name`` lies that containerd does not read: next to or one folder below the
     root config's folder or /etc/containerd (e.g. /etc/containerd/config.d/, NVIDIA/nvidia-container-toolkit#1404)."""
@@ -298,7 +307,7 @@ def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set
 def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
     """runc (default) and nvidia: the node's own containerd decides (config dump); the resolver explains."""
     host = ctx.host(node)
-    facts = containerd_facts(host)
+    facts = containerd_facts(host, _node_layout(ctx, node))
     verdict = containerd_dump_mod.runtimes_verdict(containerd_dump(host, facts), facts.effective, facts.error)
     problems = list(verdict.problems)
     ok = verdict.ok
@@ -349,7 +358,7 @@ def _runtime_down(ctx: RunContext, node: str) -> str | None:
 
 def containerd_versions(ctx: RunContext, node: str) -> Finding:
     host = ctx.host(node)
-    facts = containerd_facts(host)
+    facts = containerd_facts(host, _node_layout(ctx, node))
     if facts.error or facts.effective is None:
         return Finding(False, _fix("a readable containerd config", str(facts.error), "fix the file named"))
     eff = facts.effective
@@ -648,7 +657,11 @@ def host_containerd(ctx: RunContext, node: str) -> Finding:
     from provision.hostfacts import BASE_DIR_FILE
 
     host = ctx.host(node)
-    facts = containerd_facts(host)
-    if facts.error and not host.exists(BASE_DIR_FILE):
+    facts = containerd_facts(host, _node_layout(ctx, node))
+    if facts.error and not host.exists(BASE_DIR_FILE) and facts.distribution == "k8s-snap":
         raise NotApplicable(f"no k8s-snap containerd on this host ({BASE_DIR_FILE} and {facts.root_path} absent)")
+    if facts.distribution == "kubeadm" and facts.effective is not None and "cri" in (
+            facts.effective.merged.get("disabled_plugins") or []):
+        # Docker's containerd.io config (CRI disabled): containerd for Docker, not for Kubernetes
+        raise NotApplicable(f"{facts.root_path} disables the CRI plugin: no Kubernetes containerd on this host")
     return containerd_runtimes(ctx, node)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from provision.hosts.access import HostAccess
 from provision.observe import containerd as ctd
 from provision.observe import containerd_dump as containerd_dump_mod
+from provision.observe import distribution as dist
 from provision.observe import docker_daemon, nvidia_smi
 
 BASE_DIR_FILE = "/var/snap/k8s/common/lock/.containerd-base-dir"
@@ -56,11 +57,16 @@ class ContainerdFacts:
     import_dirs: tuple[str, ...] = ()
     effective: ctd.EffectiveConfig | None = None
     error: str | None = None                              # a file that did not parse, or no root config
+    distribution: str = dist.K8S_SNAP                     # whose layout the files were read with
+    binary: str = ""                                      # that distribution's containerd binary
 
     @property
     def conf_d(self) -> str:
-        """The drop-in directory containerd imports (the snap's own conf.d first)."""
-        own = posixpath.join(self.base_dir, SNAP_LAYOUT, "etc/containerd/conf.d")
+        """The drop-in directory containerd imports (the distribution's own conf.d first)."""
+        if self.distribution == dist.K8S_SNAP:
+            own = posixpath.join(self.base_dir, SNAP_LAYOUT, "etc/containerd/conf.d")
+        else:
+            own = dist.layout(self.distribution).conf_d
         if own in self.import_dirs or not self.import_dirs:
             return own
         return self.import_dirs[0]
@@ -69,19 +75,31 @@ class ContainerdFacts:
         return sorted(p for p in self.files if p != self.root_path)
 
 
-def containerd_facts(host: HostAccess) -> ContainerdFacts:
-    base = (host.read_text(BASE_DIR_FILE) or "").strip() or DEFAULT_BASE_DIR
-    root = posixpath.join(base, SNAP_LAYOUT, "etc/containerd/config.toml")
-    socket = posixpath.join(base, SNAP_LAYOUT, "run/containerd/containerd.sock")
+def containerd_facts(host: HostAccess, layout: dist.Layout | None = None) -> ContainerdFacts:
+    """containerd's config files as the node's distribution lays them out (``layout``: provision/distribution.py
+    from the node object; None: k8s-snap's when the host has it, else the distribution the host's files show)."""
+    if layout is None:
+        found = dist.detect_host(host.exists)
+        if found.name not in (None, dist.K8S_SNAP):
+            layout = dist.layout(found.name)
+    if layout is None or layout.distribution == dist.K8S_SNAP:
+        base = (host.read_text(BASE_DIR_FILE) or "").strip() or DEFAULT_BASE_DIR
+        root = posixpath.join(base, SNAP_LAYOUT, "etc/containerd/config.toml")
+        socket = posixpath.join(base, SNAP_LAYOUT, "run/containerd/containerd.sock")
+        where = f"(base dir {base} from {BASE_DIR_FILE})"
+        name, binary = dist.K8S_SNAP, SNAP_CONTAINERD
+    else:
+        base, root, socket, name, binary = "", layout.root_config, layout.socket, layout.distribution, layout.binary
+        where = f"({name}'s containerd config)"
     root_text = host.read_text(root)
     if root_text is None:
         return ContainerdFacts(base, root, socket, error=f"containerd's config {root} does not exist on the host "
-                               f"(base dir {base} from {BASE_DIR_FILE})")
+                               f"{where}", distribution=name, binary=binary)
     files = {root: root_text}
     try:
         dirs = tuple(ctd.import_dirs(root_text, root))
     except ctd.ContainerdConfigError as exc:
-        return ContainerdFacts(base, root, socket, files, error=str(exc))
+        return ContainerdFacts(base, root, socket, files, error=str(exc), distribution=name, binary=binary)
     for d in dirs:
         for path in host.glob(posixpath.join(d, "*.toml")):
             text = host.read_text(path)
@@ -90,8 +108,8 @@ def containerd_facts(host: HostAccess) -> ContainerdFacts:
     try:
         eff = ctd.resolve(root, files)
     except ctd.ContainerdConfigError as exc:
-        return ContainerdFacts(base, root, socket, files, dirs, error=str(exc))
-    return ContainerdFacts(base, root, socket, files, dirs, eff)
+        return ContainerdFacts(base, root, socket, files, dirs, error=str(exc), distribution=name, binary=binary)
+    return ContainerdFacts(base, root, socket, files, dirs, eff, distribution=name, binary=binary)
 
 
 def has_docker(host: HostAccess) -> bool:
@@ -197,12 +215,21 @@ _DUMPS: dict[tuple, containerd_dump_mod.Dump] = {}
 
 
 def _containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dump_mod.Dump:
-    if host.exists(SNAP_CONTAINERD):
+    if facts.distribution != dist.K8S_SNAP:
+        # the distribution's own containerd with its own root config (k3s/RKE2/MicroK8s bundle theirs)
+        if not host.exists(facts.binary):
+            return containerd_dump_mod.Dump(ran=False, why=f"no containerd binary at {facts.binary} ({facts.distribution})")
+        binary, config = facts.binary, facts.root_path
+    elif host.exists(SNAP_CONTAINERD):
         binary, config = SNAP_CONTAINERD, facts.root_path
     elif not host.exists(BASE_DIR_FILE) and host.exists(VANILLA_CONTAINERD):
         binary, config = VANILLA_CONTAINERD, "/etc/containerd/config.toml"
     else:
         return containerd_dump_mod.Dump(ran=False, why=f"no containerd binary at {SNAP_CONTAINERD}")
+    return _run_dump(host, binary, config)
+
+
+def _run_dump(host: HostAccess, binary: str, config: str) -> containerd_dump_mod.Dump:
     argv = [binary, "--config", config, "config", "dump"]
     if host.spec.exec_mode == "path" and host.spec.root not in (None, "/"):
         argv = ["chroot", str(host.spec.root), *argv]

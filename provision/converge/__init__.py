@@ -1,10 +1,11 @@
 """The convergers, in the order their dependencies give (see provision/engine.py)."""
 
 from provision.converge.cluster import Discovery, TimeSlicing
+from provision.converge.distribution import DistributionGate
 from provision.converge.hosts import DockerRuntime, HostDriver, RuncDropIn
 from provision.converge.operator import ContainerdRestart, OperatorRelease
 
 
 def all_convergers() -> list:
-    return [DockerRuntime(), HostDriver(), RuncDropIn(), OperatorRelease(), ContainerdRestart(), TimeSlicing(),
-            Discovery()]
+    return [DistributionGate(), DockerRuntime(), HostDriver(), RuncDropIn(), OperatorRelease(), ContainerdRestart(),
+            TimeSlicing(), Discovery()]

@@ -199,7 +199,7 @@ class RuncDropIn:
     failed containerd restart can be reverted exactly."""
 
     name = "runc-dropin"
-    depends: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ("distribution",)   # --provision stops there on a distribution it does not change
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []

@@ -6,6 +6,7 @@ import os
 import posixpath
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime
 
 import yaml
@@ -14,11 +15,13 @@ from packaging.version import InvalidVersion, Version
 from provision.context import NoHostAccess, RunContext
 from provision.converge.adopt import merge_values
 from provision.converge.settle import TEMPLATE_GENERATION, not_rendered
+from provision.distribution import layout_for
 from provision.engine import Change, ConvergeError, Result
 from provision.helm import HelmError, unknown_value_paths
 from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
 from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
+from provision.observe import distribution as dist
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 REPAIR = "repair first: "
@@ -41,18 +44,49 @@ def _containerd_below_17(version: str) -> bool:
 
 
 def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
-    """Chart values that work on k8s-snap, read from the nodes themselves; plus notes on how."""
+    """Chart values that work on the GPU nodes' distribution (k8s-snap, kubeadm; k3s/RKE2/MicroK8s as the GPU
+    Operator docs give them), read from the nodes themselves; plus notes on how."""
     notes: list[str] = []
     base_dirs: dict[str, str] = {}
     conf_ds: dict[str, str] = {}
+    distributions: dict[str, str] = {}
+    layouts: dict[str, dist.Layout] = {}
+    snapshot_nodes = ctx.kube.snapshot().nodes
     for node in ctx.gpu_nodes:
         try:
-            facts = containerd_facts(ctx.host(node))
+            host = ctx.host(node)
+            lay = layout_for(host, snapshot_nodes.get(node))
+            facts = containerd_facts(host, lay)
         except (NoHostAccess, HostUnreachable) as exc:
             notes.append(f"{node}: containerd paths not read ({exc})")
+            found = dist.detect_node(snapshot_nodes.get(node) or {})
+            if found.name:
+                distributions[node] = found.name
+            continue
+        distributions[node] = facts.distribution
+        if lay is not None:
+            layouts[facts.distribution] = lay
+        if facts.distribution != dist.K8S_SNAP:
+            conf_ds[node] = facts.conf_d
             continue
         base_dirs[node] = facts.base_dir
         conf_ds[node] = facts.conf_d
+    mixed = dist.mixed_message(distributions)
+    if mixed:
+        raise ConvergeError(mixed)
+    kind = next(iter(distributions.values()), dist.K8S_SNAP)
+    if kind != dist.K8S_SNAP:
+        lay = layouts.get(kind) or dist.layout(kind)
+        if conf_ds and kind == dist.KUBEADM:
+            lay = replace(lay, conf_d=sorted(set(conf_ds.values()))[0])
+        env = dist.toolkit_env(lay)
+        notes.append(f"{kind} nodes ({', '.join(sorted(distributions))}): toolkit paths of {kind} "
+                     f"({lay.root_config}, socket {lay.socket})")
+        old = [n for n in ctx.gpu_nodes if _containerd_below_17(dist.node_info(snapshot_nodes.get(n) or {})[
+            "containerRuntimeVersion"])]
+        if old:
+            notes.append(f"cdi.enabled=false: containerd older than 1.7 on {', '.join(old)}")
+        return {"driver": {"enabled": False}, "toolkit": {"env": env}, "cdi": {"enabled": not old}}, notes
     bases = set(base_dirs.values())
     if len(bases) > 1:
         raise ConvergeError("GPU nodes use different containerd base dirs "
@@ -305,7 +339,7 @@ class ContainerdRestart:
                                       f"after the toolkit writes {dropin}"))
             elif restarted_for != _sha(text):
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart",
-                                      f"load {dropin} (snap restart {CONTAINERD_SERVICE})"))
+                                      f"load {dropin} ({' '.join(restart_argv(host))})"))
             down = self._runtime_error(ctx, node)
             if down:
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart", REPAIR + (
@@ -344,7 +378,7 @@ class ContainerdRestart:
             return False
         # Judged by a Ready condition only: the node's NotReady message from before the restart would read as
         # the restart's own failure (_restart_and_wait stops at the first permanent error it sees).
-        res = host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+        res = host.run(restart_argv(host), timeout=180, mutates=True)
         kube = ctx.kube
         try:
             if not res.ok:
@@ -471,9 +505,10 @@ class ContainerdRestart:
         once; otherwise it must be Ready again within the node_ready timeout. If the node posts nothing new,
         staying Ready through the runtime_settle window counts as back."""
         restarted = time.time()
-        res = host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+        argv = restart_argv(host)
+        res = host.run(argv, timeout=180, mutates=True)
         if not res.ok:
-            return f"`snap restart {CONTAINERD_SERVICE}` failed: {res.stderr.strip() or res.stdout.strip()}"
+            return f"`{' '.join(argv)}` failed: {res.stderr.strip() or res.stdout.strip()}"
         seen: dict[str, str] = {}
 
         def fresh_ready(objs: dict[str, dict]) -> bool:
@@ -530,7 +565,16 @@ def restore_containerd_baseline(host, baseline: dict[str, str], keep_backups: bo
     for path, text in baseline.items():
         if facts.files.get(path) != text:
             host.write_text(path, text, backup=keep_backups)
-    return host.run(["snap", "restart", CONTAINERD_SERVICE], timeout=180, mutates=True)
+    return host.run(restart_argv(host), timeout=180, mutates=True)
+
+
+def restart_argv(host) -> list[str]:
+    """How the host's containerd is restarted: `snap restart k8s.containerd` on k8s-snap (also when nothing is
+    detected, as before), `systemctl restart containerd` on kubeadm (provision/observe/distribution.py)."""
+    lay = layout_for(host)
+    if lay is None or lay.distribution == dist.K8S_SNAP:
+        return ["snap", "restart", CONTAINERD_SERVICE]
+    return list(lay.restart)
 
 
 def toolkit_dropin(ds: dict) -> str | None:

@@ -230,6 +230,9 @@ def render_fleet(
     columns = list(cluster_checks) + list(checks)
     node_rows = sorted(nodes, key=_natural_key)
     health_by_node = summary.get("health") if isinstance(summary.get("health"), Mapping) else {}
+    per_node = summary.get("nodes") if isinstance(summary.get("nodes"), Mapping) else {}
+    distribution = {str(k): str(v["distribution"]) for k, v in per_node.items()
+                    if isinstance(v, Mapping) and v.get("distribution")}
     has_health = any(c[0] == HEALTH_FEATURE for c in columns)
 
     counts = outcome_counts(summary)
@@ -260,6 +263,8 @@ def render_fleet(
             else:
                 tds.append(f'<td class="{cls}"><span title="{title}">{glyph}</span></td>')
         name = f'<a href="{_e(row_href)}">{_e(label)}</a>' if row_href else _e(label)
+        if key in distribution:   # the node's Kubernetes distribution (summary.json nodes.<node>.distribution)
+            name += f' <small class="dist" title="distribution">{_e(distribution[key])}</small>'
         cls_attr = ' class="bad"' if bad else ""
         attrs = f'{cls_attr} id="{_e(row_id)}" data-node="{_e(label)}"'
         cells_html = "".join(tds)

@@ -1,0 +1,55 @@
+"""Before any change: --provision changes only nodes of distributions it knows how to change (k8s-snap, kubeadm),
+and only when all GPU nodes run one distribution (the toolkit's settings are cluster-wide). Elsewhere it stops and
+says what to change by hand (provision/observe/distribution.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from provision.context import RunContext
+from provision.distribution import node_distribution
+from provision.engine import Change, ConvergeError, Result
+from provision.observe import distribution as dist
+
+DISTRIBUTIONS_FILE = "distributions.json"   # in the run folder: summary.json's per-node "distribution"
+
+
+def write_distributions(run_dir: Path, data: dict[str, dict[str, str | None]]) -> None:
+    path = Path(run_dir) / DISTRIBUTIONS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def read_distributions(run_dir: Path) -> dict[str, dict[str, str | None]]:
+    try:
+        return json.loads((Path(run_dir) / DISTRIBUTIONS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+class DistributionGate:
+    name = "distribution"
+    depends: tuple[str, ...] = ()
+
+    def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        found = {node: node_distribution(ctx, node) for node in ctx.gpu_nodes}
+        write_distributions(ctx.run_dir, {n: {"distribution": d.name, "evidence": d.evidence} for n, d in found.items()})
+        result.notes += [f"[{node}] distribution {d.name or 'not detected'} ({d.evidence})" for node, d in found.items()]
+        if ctx.settings.mode != "provision":
+            return []
+        known = {node: d.name for node, d in found.items() if d.name}
+        mixed = dist.mixed_message(known)
+        if mixed:
+            raise ConvergeError(mixed)
+        groups: dict[str, list[str]] = {}
+        for node, name in known.items():
+            groups.setdefault(name, []).append(node)
+        for name, nodes in sorted(groups.items()):
+            if name not in dist.PROVISIONABLE:
+                raise ConvergeError(dist.manual_steps(dist.layout(name), nodes))
+        return []
+
+    def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:  # pragma: no cover - no changes
+        return None
