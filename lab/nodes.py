@@ -13,6 +13,20 @@ from lab.spec import NodeSpec
 from lab.twin import nfd
 
 LAB_NODE_LABEL = "lab.gpu-conformance.io/node"
+# How each distribution's node reports itself (sources: lab/README.md "Distributions"). k8s-snap and kubeadm nodes
+# carry nothing of their own here: the default lab's nodes stay as they were (k8s-snap's k8sd.io/role label is
+# not set), and a v1.34 kubeadm node has no kubeadm-only label; the suite tells them apart by their host files.
+KUBELET_SUFFIX = {"k3s": "+k3s1", "rke2": "+rke2r1"}
+RUNTIME_SUFFIX = {"k3s": "-k3s1", "rke2": "-k3s1"}
+DISTRIBUTION_LABELS = {
+    "k3s": {"node.kubernetes.io/instance-type": "k3s"},
+    "rke2": {"node.kubernetes.io/instance-type": "rke2"},
+    "microk8s": {"microk8s.io/cluster": "true", "node.kubernetes.io/microk8s-worker": "microk8s-worker"},
+}
+DISTRIBUTION_ANNOTATIONS = {
+    "k3s": {"k3s.io/hostname": "{name}", "k3s.io/node-args": '["agent"]'},
+    "rke2": {"rke2.io/hostname": "{name}", "rke2.io/node-args": '["agent"]'},
+}
 
 
 def node_manifest(node: NodeSpec) -> dict:
@@ -31,21 +45,27 @@ def node_manifest(node: NodeSpec) -> dict:
         # NFD ran on this cluster before (standalone, or an earlier install): its labels are there from the
         # start. With nfd: chart only the chart's NFD worker pod puts them there (the twin plays it).
         labels.update(nfd.labels(node))
+    labels.update(DISTRIBUTION_LABELS.get(node.distribution, {}))
     labels.update(node.labels)
+    kubelet = versions.K8S_VERSION + KUBELET_SUFFIX.get(node.distribution, "")
+    runtime = f"containerd://{node.containerd_version}" + RUNTIME_SUFFIX.get(node.distribution, "")
+    annotations = {MANAGED_ANNOTATION: "fake"}
+    annotations.update({k.format(name=node.name): v.format(name=node.name)
+                        for k, v in DISTRIBUTION_ANNOTATIONS.get(node.distribution, {}).items()})
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": node.name, "labels": labels, "annotations": {MANAGED_ANNOTATION: "fake"}},
+        "metadata": {"name": node.name, "labels": labels, "annotations": annotations},
         "spec": {},
         "status": {
             "capacity": dict(resources),
             "allocatable": dict(resources),
             "nodeInfo": {
                 "architecture": node.arch,
-                "containerRuntimeVersion": f"containerd://{node.containerd_version}",
-                "kubeletVersion": versions.K8S_VERSION,
-                "kubeProxyVersion": versions.K8S_VERSION,
+                "containerRuntimeVersion": runtime,
+                "kubeletVersion": kubelet,
+                "kubeProxyVersion": kubelet,
                 "kernelVersion": node.kernel,
                 "operatingSystem": "linux",
                 "osImage": f"{node.os_id.capitalize()} {node.os_version} LTS",

@@ -29,6 +29,9 @@ FAULTS = (
     "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
 )
 NFD_MODES = ("preinstalled", "chart")
+# the Kubernetes distribution a node runs: its containerd paths and config files, its kubelet version string and
+# labels (lab/twin/hostview.py, lab/nodes.py; sources in lab/README.md "Distributions")
+DISTRIBUTIONS = ("k8s-snap", "kubeadm", "k3s", "rke2", "microk8s")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_SPEC = Path(__file__).resolve().parent / "specs" / "default.yaml"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
@@ -77,6 +80,7 @@ class NodeSpec:
     # DaemonSet labels it, as on a fresh cluster; the suite then needs --gpu-nodes to find GPU nodes).
     nfd: str = "preinstalled"
     k8s_snap_track: str = "1.34"     # picks containerd and the root config k8sd writes (docs/containerd.md)
+    distribution: str = "k8s-snap"   # k8s-snap | kubeadm | k3s | rke2 | microk8s (DISTRIBUTIONS)
 
     def __post_init__(self) -> None:
         if not self.containerd_version:
@@ -123,6 +127,9 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
     bad = [f for f in faults if f not in FAULTS]
     if bad:
         raise SpecError(f"{where} ({name}): unknown faults {bad}; known: {list(FAULTS)}")
+    if raw.get("distribution", "k8s-snap") not in DISTRIBUTIONS:
+        raise SpecError(f"{where} ({name}): distribution must be one of {list(DISTRIBUTIONS)}, got "
+                        f"{raw.get('distribution')!r}")
     if raw.get("nfd", "preinstalled") not in NFD_MODES:
         raise SpecError(f"{where} ({name}): nfd must be one of {list(NFD_MODES)}, got {raw.get('nfd')!r}")
     files: dict[str, Path] = {}

@@ -31,6 +31,7 @@ import tomlkit
 from lab import build_node
 from lab.build import BuildError
 from lab.twin.hostview import (
+    DISTRO_CONTAINERD,
     LOCK_FILE,
     containerd_root,
     ensure_dev_null,
@@ -108,8 +109,19 @@ def _base_dir(root: Path) -> str:
         return "/"   # k8s-snap without a custom base dir (classic confinement): containerd under /
 
 
+def _distribution(root: Path) -> str:
+    try:
+        return load_node(root).distribution
+    except FileNotFoundError:
+        return "k8s-snap"
+
+
 def snap_config_path(root: Path) -> str:
-    """The config.toml k8s-snap's containerd is started with (``--config``), as a host path."""
+    """The config.toml the node's containerd is started with (``--config``), as a host path: k8s-snap's under its
+    base dir; another distribution's from lab/twin/hostview.py DISTRO_CONTAINERD."""
+    distribution = _distribution(root)
+    if distribution != "k8s-snap":
+        return DISTRO_CONTAINERD[distribution]["config"]
     base = _base_dir(root)
     path = posixpath.join(containerd_root(base), "etc/containerd/config.toml")
     # k8s-snap's own lock file may already hold B/k8s-containerd (what k8sd uses as its containerd root);
@@ -121,6 +133,9 @@ def snap_config_path(root: Path) -> str:
 
 
 def snap_socket_path(root: Path) -> str:
+    distribution = _distribution(root)
+    if distribution != "k8s-snap":
+        return DISTRO_CONTAINERD[distribution]["socket"]
     return posixpath.join(posixpath.dirname(posixpath.dirname(posixpath.dirname(snap_config_path(root)))),
                           "run/containerd/containerd.sock")
 

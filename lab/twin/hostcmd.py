@@ -247,7 +247,7 @@ def _exec_line(root: Path, value: str) -> str | None:
 
 def _start_unit(root: Path, unit: str) -> tuple[bool, str, str | None]:
     """Start ``unit``: (ok, resulting ActiveState, failure message)."""
-    if unit in ("snap.k8s.containerd.service",):
+    if unit == _runtime_unit(root):
         ev = containerd.restart(root)
         return True, "active" if ev.daemon_up else "failed", ev.error
     if unit == "docker.service":
@@ -383,8 +383,19 @@ def systemctl_run(host_root: Path, argv: list[str]) -> Result:
     return 1, "", f'Unknown command verb "{cmd}".\n'
 
 
+def _runtime_unit(root: Path) -> str:
+    """The systemd unit of the containerd the kubelet uses (k8s-snap's; another distribution's: DISTRO_CONTAINERD)."""
+    from lab.twin.hostview import DISTRO_CONTAINERD
+
+    try:
+        distribution = load_node(root).distribution
+    except FileNotFoundError:
+        distribution = "k8s-snap"
+    return DISTRO_CONTAINERD.get(distribution, {}).get("unit", "snap.k8s.containerd.service")
+
+
 def _unit_message(root: Path, unit: str) -> str | None:
-    if unit == "snap.k8s.containerd.service":
+    if unit == _runtime_unit(root):
         return containerd.state(root).get("error")
     if unit == "docker.service":
         return (read_json(twin_dir(root) / "docker.json") or {}).get("error")
@@ -392,7 +403,7 @@ def _unit_message(root: Path, unit: str) -> str | None:
 
 
 def _active(root: Path, state: dict[str, Any], unit: str) -> str:
-    if unit == "snap.k8s.containerd.service":
+    if unit == _runtime_unit(root):
         st = containerd.state(root)
         return "active" if st.get("daemon_up", st.get("running", True)) else "failed"
     if unit == "docker.service":
