@@ -202,9 +202,14 @@ def node_ready(ctx: RunContext, node: str) -> Finding:
     obj = ctx.kube.snapshot().nodes.get(node)
     if obj is None:
         return Finding(False, _fix(f"node {node}", "no such node", "check --gpu-nodes"))
+    from provision.observe.distribution import K8S_SNAP, detect_node
+    from provision.observe.distribution import layout as dist_layout
+
+    kind = detect_node(obj).name
+    on_host = ("snap services k8s.containerd, journalctl -u snap.k8s.containerd" if kind in (None, K8S_SNAP)
+               else dist_layout(kind).logs)
     return Finding(ready(obj), _fix("Ready=True", ready_message(obj),
-                                    f"kubectl describe node {node}; on the host: snap services k8s.containerd, "
-                                    "journalctl -u snap.k8s.containerd"),
+                                    f"kubectl describe node {node}; on the host: {on_host}"),
                    observed=f"node {node} is Ready ({ready_message(obj)})" if ready(obj) else f"node {node} is NotReady")
 
 
@@ -334,9 +339,18 @@ def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
     seen = "; ".join(problems) or f"runtimes {list(verdict.runtimes)}"
     if verdict.notes:
         seen += " [" + "; ".join(verdict.notes) + "]"
-    generic = ("a drop-in whose CRI section lacks runc replaces the root's (no deep merge; canonical/k8s-snap#1991): "
-               "set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG to the snap's config.toml, then restart "
-               "k8s.containerd")
+    if facts.distribution == "k8s-snap":
+        generic = ("a drop-in whose CRI section lacks runc replaces the root's (no deep merge; canonical/k8s-snap#1991): "
+                   "set RUNTIME_CONFIG_SOURCE=file and CONTAINERD_CONFIG to the snap's config.toml, then restart "
+                   "k8s.containerd")
+    else:   # the node's own distribution's files and restart (provision/observe/distribution.py)
+        from provision.observe.distribution import layout as dist_layout
+
+        lay = dist_layout(facts.distribution)
+        generic = (f"({facts.distribution}) a drop-in whose CRI section lacks runc replaces the root's (no deep merge): "
+                   f"the toolkit must read {facts.root_path} (RUNTIME_CONFIG_SOURCE=file"
+                   + (f", CONTAINERD_CONFIG={lay.template}" if lay.template else f", CONTAINERD_CONFIG={facts.root_path}")
+                   + f"), then restart containerd ({' '.join(lay.restart)}); its log: {lay.logs}")
     if not fixes or len(fixes) < len(problems):
         fixes.append(generic)
     down = _runtime_down(ctx, node)

@@ -12,6 +12,7 @@ from provision.distribution import node_distribution
 from provision.engine import Change, ConvergeError, Result
 from provision.observe import distribution as dist
 
+OPERANDS_OFF = "nvidia.com/gpu.deploy.operands"   # =false: the GPU Operator runs no operand on the node
 DISTRIBUTIONS_FILE = "distributions.json"   # in the run folder: summary.json's per-node "distribution"
 
 
@@ -49,7 +50,36 @@ class DistributionGate:
         for name, nodes in sorted(groups.items()):
             if name not in dist.PROVISIONABLE:
                 raise ConvergeError(dist.manual_steps(dist.layout(name), nodes))
+        others = self._other_gpu_nodes(ctx, set(groups))
+        if others:
+            listed = "; ".join(f"{n} ({d})" for n, d in sorted(others.items()))
+            raise ConvergeError(
+                f"GPU nodes outside --gpu-nodes run another distribution ({listed}) and the GPU Operator will run its "
+                f"toolkit there too, with the {', '.join(sorted(groups))} containerd settings the suite would install "
+                "(the settings are cluster-wide): that node's containerd never gets the nvidia runtime and the "
+                "ClusterPolicy never becomes ready. --provision changes nothing. Keep the operator off those nodes "
+                f"(kubectl label node {' '.join(sorted(others))} {OPERANDS_OFF}=false) or provision them separately")
         return []
+
+    @staticmethod
+    def _other_gpu_nodes(ctx: RunContext, kinds: set[str]) -> dict[str, str]:
+        """GPU nodes (the GPU or NFD PCI label) not in this run's set, the operator's operands not turned off,
+        whose distribution differs from the run's."""
+        if not kinds:
+            return {}
+        out = {}
+        s = ctx.settings
+        selectors = [sel.partition("=") for sel in (s.node_selector, s.fallback_selector)]
+        for name, obj in ctx.kube.snapshot().nodes.items():
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if name in ctx.gpu_nodes or labels.get(OPERANDS_OFF) == "false":
+                continue
+            if not any(labels.get(k) == v for k, _, v in selectors):
+                continue
+            found = node_distribution(ctx, name).name
+            if found and found not in kinds:
+                out[name] = found
+        return out
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:  # pragma: no cover - no changes
         return None

@@ -150,3 +150,14 @@ def test_health_column_shows_the_worst_health_outcome_with_measured_values() -> 
     assert "2 GPU(s), 2 on the bus, max 41 C" in health["n2"][2] and "Xid 79" in health["n2"][2]
     assert "xid: GPU 0: Xid 79" in health["n2"][2]
     assert ">health</th>" not in render_fleet(_summary([_r("n1", "gpus", "passed")]), {})  # no health run: no column
+
+
+def test_each_node_row_shows_its_distribution() -> None:
+    summary = _summary([_r("kube-a", "gpus", "passed"), _r("k3s-a", "gpus", "failed"), _r("n3", "gpus", "passed")])
+    summary["nodes"] = {"kube-a": {"distribution": "kubeadm"}, "k3s-a": {"distribution": "k3s"},
+                        "n3": {"distribution": None}}
+    html = render_fleet(summary, {})
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr[^>]*data-node="([^"]+)"[^>]*><th>(.*?)</th>', html)}
+    assert '<small class="dist" title="distribution">kubeadm</small>' in rows["kube-a"]
+    assert '<small class="dist" title="distribution">k3s</small>' in rows["k3s-a"]
+    assert "dist" not in rows["n3"]   # not detected: no tag
