@@ -294,9 +294,13 @@ def _node_layout(ctx: RunContext, node: str):
     """The containerd layout of the node's distribution (provision/distribution.py); None: the host's files decide."""
     from provision.distribution import layout_for
 
-    kube = getattr(ctx, "kube", None)
-    nodes = getattr(kube.snapshot(), "nodes", None) if kube is not None else None
-    return layout_for(ctx.host(node), (nodes or {}).get(node))
+    def read():
+        kube = getattr(ctx, "kube", None)
+        nodes = getattr(kube.snapshot(), "nodes", None) if kube is not None else None
+        return layout_for(ctx.host(node), (nodes or {}).get(node))
+
+    # a node's distribution does not change within a run: read once per node (at most a few host reads)
+    return ctx.host_fact(node, "containerd-layout", read) if hasattr(ctx, "host_fact") else read()
 
 
 def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set[str]) -> list[str]:
