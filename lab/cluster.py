@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from lab import build, chartrepo, controlplane, kwok, pki, processes, versions
+from lab import build, chartrepo, controlplane, kwok, pki, podnet, processes, versions
 from lab.controlplane import LabError
 from lab.nodes import ensure_nodes
 from lab.spec import LabSpec, load
@@ -142,6 +142,8 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     chartrepo.prepare(paths, bin_dir / "helm", ports["charts"])
     processes.start(paths, "chartrepo", [sys.executable, "-m", "lab.chartrepo", "serve", str(paths.charts),
                                          str(ports["charts"])], cwd=Path(__file__).resolve().parent.parent)
+    net = podnet.claim(paths)   # the pods' addresses, before the twin hands any out
+    say(f"pod addresses {net.get('cidr') or net['base'] + ' (loopback)'}" + ("" if net["proxyable"] else f": {net['why']}"))
     processes.start(paths, "twin", [sys.executable, "-m", "lab.twin", "--state", str(paths.root),
                                     "--spec", str(spec.source)], cwd=Path(__file__).resolve().parent.parent)
     created = ensure_nodes(client.CoreV1Api(api), spec.nodes)
@@ -160,6 +162,7 @@ def down(paths: LabPaths | None = None) -> list[str]:
 
     paths = paths or LabPaths()
     stopped = [name for name in ALL_PROCESSES if processes.stop(paths, name)]
+    podnet.release(paths)
     if paths.root.exists():
         shutil.rmtree(paths.root, ignore_errors=True)
     return stopped
@@ -202,6 +205,7 @@ def status(paths: LabPaths | None = None) -> dict:
         "processes": procs,
         "nodes": nodes,
         "operator": _operator_status(paths),
+        "pod_network": podnet.load(paths),
     }
 
 
