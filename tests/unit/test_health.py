@@ -184,9 +184,10 @@ def test_bus_key_spellings_agree() -> None:
 # ------------------------------------------------------------------------------------------------ the host read
 def test_health_read_is_split_into_parts_and_parsed() -> None:
     out = (h200() + "\n@@gpu-conformance:smi rc=0\n0000:00:06.0 0302: 10de:2335 (rev a1)\n@@gpu-conformance:lspci rc=0\n"
-           "1764579600\n@@gpu-conformance:now rc=0\n\n@@gpu-conformance:dmesg-iso rc=0\nnot running\n"
-           "@@gpu-conformance:persistenced rc=0\n")
+           "1764579600\n@@gpu-conformance:now rc=0\n350735.21 5546033.93\n@@gpu-conformance:uptime rc=0\n"
+           "\n@@gpu-conformance:dmesg-iso rc=0\nnot running\n@@gpu-conformance:persistenced rc=0\n")
     i = health.inputs_from(split_health_output(out))
+    assert i.uptime_s == 350735.21
     assert i.log is not None and i.bus and i.bus[0].device == "2335" and i.kernel_source == "dmesg-iso"
     assert i.now == dt.datetime.fromtimestamp(1764579600, dt.UTC) and i.persistenced is False and not i.smi_error
     broken = health.inputs_from(split_health_output("NVIDIA-SMI has failed\n@@gpu-conformance:smi rc=9\n"))
@@ -194,10 +195,23 @@ def test_health_read_is_split_into_parts_and_parsed() -> None:
     assert not health.evaluate_memory(broken, T).ok
 
 
+def test_pcie_replay_rate_since_boot_warns_above_dcgms_limit() -> None:
+    """DCGM's DCGM_LIMIT_MAX_PCIREPLAY_RATE: 8 replays a minute. The rate is taken over the host's uptime; without
+    it, the count since the driver loaded against pcie_replays_warn."""
+    assert health.replay_warning("GPU 0", 0, 0, 600.0, 8.0, 100) is None
+    assert health.replay_warning("GPU 0", 4000, 0, 600.0, 8.0, 100) is None          # 6.7/min: under the limit
+    w = health.replay_warning("GPU 0", 6000, 1, 600.0, 8.0, 100)
+    assert w and "10.0/min" in w and "more than 8/min" in w and "rollovers 1" in w, w
+    assert health.replay_warning("GPU 0", 101, 0, None, 8.0, 100)                     # no uptime: the count
+    assert health.replay_warning("GPU 0", 99, 0, None, 8.0, 100) is None
+    assert health.replay_warning("GPU 0", None, None, 600.0, 8.0, 100) is None        # [N/A]
+
+
 def test_health_settings_are_validated() -> None:
     s = validate({"health": {"max_temperature_c": 80, "critical_xids": [79, 48]}})
     assert s.health["max_temperature_c"] == 80.0 and s.health["critical_xids"] == (48, 79)
-    assert s.health["xid_window_h"] == 24.0
+    assert s.health["xid_window_h"] == 24.0 and s.health["pcie_replay_rate_warn_per_min"] == 8.0
+    assert validate({"health": {"pcie_replay_rate_warn_per_min": 2}}).health["pcie_replay_rate_warn_per_min"] == 2.0
     for bad in ({"nope": 1}, {"critical_xids": "79"}, {"persistence_mode": "on"}, {"xid_window_h": -1}):
         with pytest.raises(SettingsError, match="health"):
             validate({"health": bad})
