@@ -181,7 +181,8 @@ def evaluate_xids(inputs: HealthInputs, thresholds: dict[str, Any]) -> Verdict:
 
     def line(x: int, who: str, src: str) -> str:
         d = xid_catalog.describe(x)
-        return f"{who}: Xid {x} ({d.meaning}; NVIDIA Xid catalogue) from the {src}"
+        cat = f"{d.mnemonic}, catalogue action {d.bucket}" if d.mnemonic else "NVIDIA Xid catalogue"
+        return f"{who}: Xid {x} ({d.meaning}; {cat}) from the {src}"
 
     bad = [(x, w, s) for x, w, s in events if x in critical]
     warn = [line(x, w, s) for x, w, s in events if x not in critical]

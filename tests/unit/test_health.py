@@ -163,7 +163,8 @@ def test_non_critical_xid_is_a_warning_and_dcgm_counts() -> None:
     v = health.evaluate_xids(inputs(h200(), kernel_source="journalctl", xids=events[1:]), T)
     assert v.ok and "Xid 154 (GPU Recovery Action Changed" in v.message()
     v = health.evaluate_xids(inputs(h200(), dcgm_xids={H200_UUID: 48}), T)
-    assert not v.ok and "DBE (Double Bit Error) ECC Error" in v.message() and "DCGM exporter" in v.message()
+    assert not v.ok and "DCGM exporter" in v.message()
+    assert "Double Bit ECC Error; ROBUST_CHANNEL_GPU_ECC_DBE, catalogue action WORKFLOW_XID_48" in v.message()
     assert health.evaluate_xids(inputs(h200(), kernel_error="dmesg refused"), T).not_applicable
 
 
@@ -271,3 +272,17 @@ def test_api_only_audit_still_reads_xids_from_the_exporter(monkeypatch, tmp_path
     with pytest.raises(NoHostAccess):
         health.check(ctx2, "n1", "xid")
 
+
+
+def test_every_catalogue_row_names_the_catalogues_mnemonic_and_bucket() -> None:
+    """Rows carry the catalogue's own mnemonic and immediate resolution bucket; every default critical Xid is one."""
+    from provision import xid_catalog
+    from provision.settings import DEFAULT_HEALTH
+
+    buckets = {"RESTART_APP", "RESET_GPU", "RESTART_BM", "IGNORE", "CONTACT_SUPPORT"}
+    for x in xid_catalog.CATALOG.values():
+        assert x.mnemonic and x.mnemonic == x.mnemonic.upper(), x
+        assert x.bucket in buckets or x.bucket.startswith(("WORKFLOW_", "XID_")), x
+    assert set(DEFAULT_HEALTH["critical_xids"]) <= set(xid_catalog.CATALOG)
+    assert xid_catalog.describe(79).bucket == "RESTART_BM" and xid_catalog.describe(95).bucket == "RESET_GPU"
+    assert xid_catalog.describe(9999).meaning == "see NVIDIA's Xid catalogue"
