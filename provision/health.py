@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from provision import xid_catalog
-from provision.checks import DCGM_APP, Finding, NotApplicable
+from provision.checks import DcgmUnavailable, Finding, NotApplicable, dcgm_scrape
 from provision.hostfacts import HealthRead
 from provision.observe import dcgm, nvidia_smi_xml, pci
 from provision.observe.kernel_log import XidEvent, bus_key, parse_xid_lines
@@ -380,25 +379,13 @@ EVALUATORS = {"xid": evaluate_xids, "memory": evaluate_memory, "pcie": evaluate_
 
 # ------------------------------------------------------------------------------------------------ DCGM
 def scrape_dcgm(ctx: Any, node: str) -> tuple[str | None, str | None]:
-    """(metrics text, None) from the node's DCGM exporter, or (None, why not): the same access as the metrics check."""
+    """(metrics text, None) from the node's DCGM exporter, or (None, why not): the metrics check's scrape, shared."""
     if ctx.kube is None:
         return None, "no cluster (--host-only)"
-    s, kube = ctx.settings, ctx.kube
-    pod = kube.snapshot().pod_on(DCGM_APP, node)
-    if pod is None:
-        return None, f"no {DCGM_APP} pod on {node}"
-    name = pod["metadata"]["name"]
     try:
-        if s.dcgm_access == "direct":
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip:
-                return None, f"pod {name} has no IP yet"
-            with urllib.request.urlopen(f"http://{ip}:9400/metrics", timeout=s.timeout("api")) as resp:
-                return resp.read().decode(), None
-        return kube.core.connect_get_namespaced_pod_proxy_with_path(f"{name}:9400", s.namespace, "metrics",
-                                                                    _request_timeout=kube.timeout), None
-    except Exception as exc:  # noqa: BLE001 - any transport error: DCGM is one source of two, said in the message
-        return None, f"{name} did not answer ({exc})"
+        return dcgm_scrape(ctx, node)[1], None
+    except DcgmUnavailable as exc:
+        return None, exc.why
 
 
 # ------------------------------------------------------------------------------------------------ checks

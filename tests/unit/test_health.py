@@ -286,3 +286,32 @@ def test_every_catalogue_row_names_the_catalogues_mnemonic_and_bucket() -> None:
     assert set(DEFAULT_HEALTH["critical_xids"]) <= set(xid_catalog.CATALOG)
     assert xid_catalog.describe(79).bucket == "RESTART_BM" and xid_catalog.describe(95).bucket == "RESET_GPU"
     assert xid_catalog.describe(9999).meaning == "see NVIDIA's Xid catalogue"
+
+
+def test_one_dcgm_scrape_per_node_is_shared_and_a_failure_is_asked_again(tmp_path) -> None:
+    """The metrics check and the Xid check read one scrape per node and run (through the apiserver's pod proxy by
+    default); a failed scrape is not remembered."""
+    from types import SimpleNamespace
+
+    from provision import checks
+    from provision.context import RunContext
+
+    calls: list[str] = []
+    answers = iter([OSError("connection refused"), "DCGM_FI_DEV_XID_ERRORS{UUID=\"GPU-1\"} 0\n"])
+
+    def proxy(name, ns, path, **_):
+        calls.append(f"{ns}/{name}/{path}")
+        got = next(answers)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    pod = {"metadata": {"name": "nvidia-dcgm-exporter-x"}, "status": {"podIP": "198.18.0.9"}}
+    kube = SimpleNamespace(snapshot=lambda: SimpleNamespace(pod_on=lambda app, node: pod), timeout=5,
+                           core=SimpleNamespace(connect_get_namespaced_pod_proxy_with_path=proxy))
+    ctx = RunContext(validate({}), kube, tmp_path, ("n1",))  # type: ignore[arg-type]
+    with pytest.raises(checks.DcgmUnavailable, match="did not answer"):
+        checks.dcgm_scrape(ctx, "n1")
+    assert health.scrape_dcgm(ctx, "n1") == ('DCGM_FI_DEV_XID_ERRORS{UUID="GPU-1"} 0\n', None)
+    assert checks.dcgm_scrape(ctx, "n1")[0] == "nvidia-dcgm-exporter-x"
+    assert calls == ["gpu-operator/nvidia-dcgm-exporter-x:9400/metrics"] * 2, calls
