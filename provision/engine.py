@@ -47,10 +47,17 @@ class Result:
     node_errors: dict[str, str] = field(default_factory=dict)     # could not check/converge: broken
     node_failures: dict[str, str] = field(default_factory=dict)   # converged and found wrong: failed
     node_skips: dict[str, str] = field(default_factory=dict)      # not applicable / unsupported
+    host_off: list[str] = field(default_factory=list)             # of node_skips: host checks are off (NoHostAccess)
     error: str | None = None                                      # the converger as a whole failed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)   # what another installer left that this converger leaves alone
+
+    def skip_host_off(self, node: str, exc: Exception) -> None:
+        """The node is skipped because host checks are off (its scenarios are then 'host checks off', not skips)."""
+        self.node_skips[node] = str(exc)
+        if node not in self.host_off:
+            self.host_off.append(node)
 
     def for_node(self, node: str | None) -> list[Change]:
         pending = self.remaining if self.mode == "provision" else self.planned
@@ -148,6 +155,7 @@ class Engine:
                 r.remaining = conv.plan(self.ctx, check)
                 r.node_errors.update(check.node_errors)
                 r.node_skips.update(check.node_skips)
+                r.host_off = sorted(set(r.host_off) | set(check.host_off))
                 r.node_failures.update(check.node_failures)
                 if r.remaining:
                     r.notes.append("still different after apply: " + "; ".join(c.line() for c in r.remaining))

@@ -143,7 +143,7 @@ def require_node_level(result: Result, node: str, cluster_too: bool = False, eng
         raise Broken(message)
     if node in result.node_skips:
         reason = result.node_skips[node]
-        if "host checks are off" in reason:
+        if node in result.host_off:
             raise NoHostAccess(reason)
         pytest.skip(reason)
     if result.error:

@@ -59,7 +59,7 @@ def _each_host(ctx: RunContext, result: Result):
         try:
             yield node, ctx.host(node)
         except NoHostAccess as exc:
-            result.node_skips[node] = str(exc)
+            result.skip_host_off(node, exc)
         except HostUnreachable as exc:
             result.node_errors[node] = str(exc)
 
