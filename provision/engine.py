@@ -21,6 +21,7 @@ from typing import Protocol
 
 from filelock import FileLock
 
+from provision import changes as changes_mod
 from provision.hosts.guard import WRITE_GUARD
 
 
@@ -31,10 +32,20 @@ class Change:
     target: str        # what changes, e.g. "/etc/docker/daemon.json on spark-1"
     action: str        # create | update | delete | install | upgrade | restart | label | patch
     detail: str = ""   # the diff itself, for the plan and the report
+    # What apply executes (provision/changes.py), exactly as planned; None for convergers not yet typed
+    payload: changes_mod.Payload | None = field(default=None, compare=True)
 
     def line(self) -> str:
         where = f"[{self.node}] " if self.node else ""
         return f"{where}{self.action} {self.target}" + (f": {self.detail}" if self.detail else "")
+
+    def to_json(self) -> dict:
+        return {"converger": self.converger, "node": self.node, "target": self.target, "action": self.action,
+                "detail": self.detail, "payload": changes_mod.to_json(self.payload)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Change:
+        return cls(**{**doc, "payload": changes_mod.from_json(doc.get("payload"))})
 
 
 @dataclass
@@ -64,13 +75,16 @@ class Result:
         return [c for c in pending if c.node == node]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        for k in ("planned", "applied", "remaining"):
+            doc[k] = [c.to_json() for c in getattr(self, k)]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> Result:
         r = cls(**{k: v for k, v in doc.items() if k not in ("planned", "applied", "remaining")})
         for k in ("planned", "applied", "remaining"):
-            setattr(r, k, [Change(**c) for c in doc.get(k, [])])
+            setattr(r, k, [Change.from_json(c) for c in doc.get(k, [])])
         return r
 
     def planned_for(self, node: str | None) -> list[Change]:
