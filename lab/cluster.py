@@ -56,12 +56,13 @@ def _install_kwok_crds(api: client.ApiClient, crd_dir: Path) -> None:
             if exc.status != 409:
                 raise
         name = doc["metadata"]["name"]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def established(name: str = name) -> None:
             crd = ext.read_custom_resource_definition(name)
-            if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
-                break
-            time.sleep(0.1)
+            if not any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                raise controlplane.NotYet(f"CRD {name} not Established")
+
+        controlplane.poll(f"CRD {name}", established, 30, 0.1)
 
 
 def _ready(node: client.V1Node) -> bool:
@@ -97,20 +98,18 @@ def wait_chart_repo(paths: LabPaths, port: int, timeout: float = 30.0) -> None:
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+    def answers() -> None:
         if processes.running(paths, "chartrepo") is None:
             raise LabError("the chart repository exited:\n" + processes.log_tail(paths, "chartrepo"))
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.yaml", timeout=2) as r:
-                if r.status == 200:
-                    return
+                if r.status != 200:
+                    raise controlplane.NotYet(f"HTTP {r.status}")
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise LabError(f"the chart repository on port {port} did not answer within {timeout:.0f}s ({last}):\n"
-                   + processes.log_tail(paths, "chartrepo"))
+            raise controlplane.NotYet(str(exc)) from None
+
+    controlplane.poll(f"the chart repository on port {port} did not answer", answers, timeout, 0.1,
+                      lambda: processes.log_tail(paths, "chartrepo"))
 
 
 def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool = False) -> dict:
