@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := chromium openssh-server openssh-client prometheus-pushgateway shellcheck mmdebstrap umoci runc
+APT_PACKAGES := chromium openssh-server openssh-client prometheus-pushgateway shellcheck mmdebstrap umoci runc iproute2
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: setup venv system-packages npm-packages lab-binaries linters venv-helm demo test lint unit lab-up lab-down bench gpu-host-check

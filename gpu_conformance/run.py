@@ -79,7 +79,9 @@ def lab_settings(spec: str | None, raw: dict) -> dict:
         st = cluster.status(paths)
     out = {
         "kubeconfig": st["kubeconfig"], "host_roots": {n["name"]: n["host_root"] for n in st["nodes"]},
-        "chart_repo": st["chart_repo"], "chart_repo_name": "lab", "helm": st["helm"], "dcgm_access": "direct",
+        "chart_repo": st["chart_repo"], "chart_repo_name": "lab", "helm": st["helm"],
+        # the DCGM exporters through the apiserver's pod proxy (the default) where the lab's pod IPs are proxyable
+        "dcgm_access": "proxy" if (st.get("pod_network") or {}).get("proxyable") else "direct",
         "lab_state": st["state_dir"],
     }
     if raw.get("host_backend") in (None, "lab"):

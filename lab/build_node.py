@@ -9,7 +9,7 @@
   ``github.com/NVIDIA/nvidia-container-toolkit`` at the version the chart's toolkit image tag names; go-nvml
   needs cgo, so it links statically with ``-linkmode external -extldflags -static``.
 
-Cache: ``~/.cache/gpu-node-conformance/lab/containerd-<version>/bin/{containerd,containerd-judge}`` and
+Cache: ``~/.cache/gpu-node-conformance/lab/containerd-<version>/bin/{containerd,containerd-judge-<sha>}`` and
 ``…/lab/toolkit-<version>/bin/toolkit-runtime``. Only the versions the default lab and ``make test`` use are
 built by :func:`ensure_node_binaries`; other versions are built on request (``python -m lab build-node
 --containerd v2.1.9``). See docs/containerd.md.
@@ -18,6 +18,7 @@ built by :func:`ensure_node_binaries`; other versions are built on request (``py
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import stat
@@ -81,8 +82,21 @@ def containerd_bin(version: str) -> Path:
                  f"python -m lab build-node --containerd {version}")
 
 
+def _judge_major(version: str) -> str:
+    """The judge for this containerd's API: 1.x; 2.0-2.2 (LoadConfig + MigrateConfig); 2.3+ (LoadConfigWithPlugins)."""
+    return "v1" if version.startswith("v1.") else ("v2.1" if int(version.split(".")[1]) < 3 else "v2")
+
+
+def judge_name(version: str) -> str:
+    """The judge's file name: named by its source's sha256, so a changed judge is rebuilt (and checkouts with
+    different judges can share the cache)."""
+    src = HERE / "containerd_judge" / _judge_major(version)
+    digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in ("main.go", "export.go"))).hexdigest()
+    return f"containerd-judge-{digest[:12]}"
+
+
 def judge_bin(version: str) -> Path:
-    return _need(containerd_dir(version) / "containerd-judge", f"the containerd judge for {version}",
+    return _need(containerd_dir(version) / judge_name(version), f"the containerd judge for {version}",
                  f"python -m lab build-node --containerd {version}")
 
 
@@ -140,10 +154,12 @@ def _nice(cmd: list[str]) -> list[str]:
 def ensure_containerd(version: str) -> Path:
     """containerd ``version`` and its judge, built once into the cache; returns the bin folder."""
     out = containerd_dir(version)
-    if (out / "containerd").is_file() and (out / "containerd-judge").is_file():
+    judge = judge_name(version)
+    targets = [t for t, name in (("./cmd/containerd", "containerd"), ("./cmd/containerd-judge", judge))
+               if not (out / name).is_file()]
+    if not targets:
         return out
-    # the judge for this containerd's API: 1.x; 2.0-2.2 (LoadConfig + MigrateConfig); 2.3+ (LoadConfigWithPlugins)
-    major = "v1" if version.startswith("v1.") else ("v2.1" if int(version.split(".")[1]) < 3 else "v2")
+    major = _judge_major(version)
     env = _env()
     versions.cache_root().mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -162,14 +178,16 @@ def ensure_containerd(version: str) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     ldflags = f"-s -w -X {_module(version)}/version.Version={version}"
     _run(_nice(["go", "build", "-mod=mod", "-trimpath", "-tags", CONTAINERD_TAGS, "-ldflags", ldflags,
-                "-o", str(tmp) + "/", "./cmd/containerd", "./cmd/containerd-judge"]),
-         src, env, f"build containerd {version} + judge")
-    for name in ("containerd", "containerd-judge"):
+                "-o", str(tmp) + "/", *targets]),
+         src, env, f"build {', '.join(t.rsplit('/', 1)[1] for t in targets)} {version}")
+    built = {t.rsplit("/", 1)[1]: n for t, n in (("./cmd/containerd", "containerd"), ("./cmd/containerd-judge", judge))
+             if t in targets}
+    for name in built:
         if not (tmp / name).is_file():
             raise BuildError(f"expected {name} in {tmp} after the build, found {sorted(os.listdir(tmp))}")
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("containerd", "containerd-judge"):
-        os.replace(tmp / name, out / name)
+    for name, final in built.items():
+        os.replace(tmp / name, out / final)
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(src, ignore_errors=True)
     _log(f"containerd {version}: built in {int(time.monotonic() - started)}s")

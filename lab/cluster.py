@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from lab import build, chartrepo, controlplane, kwok, pki, processes, versions
+from lab import build, chartrepo, controlplane, kwok, pki, podnet, processes, versions
 from lab.controlplane import LabError
 from lab.nodes import ensure_nodes
 from lab.spec import LabSpec, load
@@ -56,12 +56,13 @@ def _install_kwok_crds(api: client.ApiClient, crd_dir: Path) -> None:
             if exc.status != 409:
                 raise
         name = doc["metadata"]["name"]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def established(name: str = name) -> None:
             crd = ext.read_custom_resource_definition(name)
-            if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
-                break
-            time.sleep(0.1)
+            if not any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                raise controlplane.NotYet(f"CRD {name} not Established")
+
+        controlplane.poll(f"CRD {name}", established, 30, 0.1)
 
 
 def _ready(node: client.V1Node) -> bool:
@@ -97,20 +98,18 @@ def wait_chart_repo(paths: LabPaths, port: int, timeout: float = 30.0) -> None:
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+    def answers() -> None:
         if processes.running(paths, "chartrepo") is None:
             raise LabError("the chart repository exited:\n" + processes.log_tail(paths, "chartrepo"))
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.yaml", timeout=2) as r:
-                if r.status == 200:
-                    return
+                if r.status != 200:
+                    raise controlplane.NotYet(f"HTTP {r.status}")
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise LabError(f"the chart repository on port {port} did not answer within {timeout:.0f}s ({last}):\n"
-                   + processes.log_tail(paths, "chartrepo"))
+            raise controlplane.NotYet(str(exc)) from None
+
+    controlplane.poll(f"the chart repository on port {port} did not answer", answers, timeout, 0.1,
+                      lambda: processes.log_tail(paths, "chartrepo"))
 
 
 def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool = False) -> dict:
@@ -142,6 +141,8 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     chartrepo.prepare(paths, bin_dir / "helm", ports["charts"])
     processes.start(paths, "chartrepo", [sys.executable, "-m", "lab.chartrepo", "serve", str(paths.charts),
                                          str(ports["charts"])], cwd=Path(__file__).resolve().parent.parent)
+    net = podnet.claim(paths)   # the pods' addresses, before the twin hands any out
+    say(f"pod addresses {net.get('cidr') or net['base'] + ' (loopback)'}" + ("" if net["proxyable"] else f": {net['why']}"))
     processes.start(paths, "twin", [sys.executable, "-m", "lab.twin", "--state", str(paths.root),
                                     "--spec", str(spec.source)], cwd=Path(__file__).resolve().parent.parent)
     created = ensure_nodes(client.CoreV1Api(api), spec.nodes)
@@ -160,6 +161,7 @@ def down(paths: LabPaths | None = None) -> list[str]:
 
     paths = paths or LabPaths()
     stopped = [name for name in ALL_PROCESSES if processes.stop(paths, name)]
+    podnet.release(paths)
     if paths.root.exists():
         shutil.rmtree(paths.root, ignore_errors=True)
     return stopped
@@ -202,6 +204,7 @@ def status(paths: LabPaths | None = None) -> dict:
         "processes": procs,
         "nodes": nodes,
         "operator": _operator_status(paths),
+        "pod_network": podnet.load(paths),
     }
 
 

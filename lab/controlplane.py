@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import tenacity
 import yaml
 
 from lab import pki, processes
@@ -125,51 +126,67 @@ def get_json(paths: LabPaths, ports: dict[str, int], path: str, timeout: float =
     return json.loads(body) if body.startswith(("{", "[")) else body
 
 
+class NotYet(Exception):
+    """A lab component is not answering yet (retried until its deadline)."""
+
+
+def poll(what: str, check: Callable[[], None], timeout: float, every: float,
+         tail: Callable[[], str] | None = None) -> None:
+    """Call ``check`` every ``every`` s until it returns without NotYet, for at most ``timeout`` s; then LabError
+    with ``what``, the last reason and ``tail()`` (a log). Any other exception (a process that exited) stops at
+    once."""
+    try:
+        for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception_type(NotYet),
+                                         stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(every),
+                                         reraise=True):
+            with attempt:
+                check()
+    except NotYet as exc:
+        raise LabError(f"{what} after {timeout:.0f}s ({exc})" + (f":\n{tail()}" if tail else "")) from None
+
+
 def wait_apiserver(paths: LabPaths, ports: dict[str, int], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+    def ready() -> None:
         if processes.running(paths, "kube-apiserver") is None:
             raise LabError("kube-apiserver exited:\n" + processes.log_tail(paths, "kube-apiserver"))
         try:
-            if get_json(paths, ports, "/readyz") == "ok":
-                return
+            if get_json(paths, ports, "/readyz") != "ok":
+                raise NotYet("/readyz not ok")
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise LabError(f"kube-apiserver not ready after {timeout:.0f}s ({last}):\n"
-                   + processes.log_tail(paths, "kube-apiserver"))
+            raise NotYet(str(exc)) from None
+
+    poll("kube-apiserver not ready", ready, timeout, 0.2, lambda: processes.log_tail(paths, "kube-apiserver"))
 
 
 def wait_etcd(paths: LabPaths, ports: dict[str, int], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> None:
         if processes.running(paths, "etcd") is None:
             raise LabError("etcd exited:\n" + processes.log_tail(paths, "etcd"))
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{ports['etcd_client']}/health", timeout=1) as r:
-                if json.loads(r.read()).get("health") == "true":
-                    return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.1)
-    raise LabError("etcd not healthy:\n" + processes.log_tail(paths, "etcd"))
+                if json.loads(r.read()).get("health") != "true":
+                    raise NotYet("not healthy")
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            raise NotYet(str(exc)) from None
+
+    poll("etcd not healthy", healthy, timeout, 0.1, lambda: processes.log_tail(paths, "etcd"))
 
 
 def start(bin_dir: Path, paths: LabPaths, ports: dict[str, int]) -> None:
     prepare(paths, ports)
     processes.start(paths, "etcd", etcd_argv(bin_dir, paths, ports))
     wait_etcd(paths, ports)
-    for attempt in range(3):
+    def start_apiserver() -> None:
         processes.start(paths, "kube-apiserver", apiserver_argv(bin_dir, paths, ports))
         try:
             wait_apiserver(paths, ports)
-            break
         except LabError:
-            # Seen on a loaded 2-core machine: the apiserver dies at start without a word; a second start works.
             processes.stop(paths, "kube-apiserver")
-            if attempt == 2:
-                raise
+            raise
+
+    # Seen on a loaded 2-core machine: the apiserver dies at start without a word; a second start works.
+    tenacity.Retrying(retry=tenacity.retry_if_exception_type(LabError), stop=tenacity.stop_after_attempt(3),
+                      reraise=True)(start_apiserver)
     processes.start(paths, "kube-controller-manager", controller_manager_argv(bin_dir, paths))
     processes.start(paths, "kube-scheduler", scheduler_argv(bin_dir, paths))
 

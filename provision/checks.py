@@ -572,26 +572,52 @@ def _host_driver(ctx: RunContext, node: str) -> str | None:
     return next((g.driver_version for g in facts.gpus if g.driver_version), None)
 
 
+class DcgmUnavailable(Exception):
+    """The node's DCGM exporter could not be scraped: ``kind`` no-pod | no-ip | no-answer, ``pod`` its name."""
+
+    def __init__(self, kind: str, why: str, pod: str | None = None, detail: str = "") -> None:
+        super().__init__(why)
+        self.kind, self.why, self.pod, self.detail = kind, why, pod, detail
+
+
+def dcgm_scrape(ctx: RunContext, node: str) -> tuple[str, str]:
+    """(pod name, metrics text) of the node's DCGM exporter, through the apiserver's pod proxy (default) or the pod
+    IP (--dcgm-access direct). One scrape per node and run, shared by the metrics and the Xid checks; a failure is
+    not remembered (the next scenario asks again: under --provision the exporter may come up in between)."""
+    def read() -> tuple[str, str]:
+        s, kube = ctx.settings, ctx.kube
+        pod = kube.snapshot().pod_on(DCGM_APP, node)
+        if pod is None:
+            raise DcgmUnavailable("no-pod", f"no {DCGM_APP} pod on {node}")
+        name = pod["metadata"]["name"]
+        try:
+            if s.dcgm_access == "direct":
+                ip = (pod.get("status") or {}).get("podIP")
+                if not ip:
+                    raise DcgmUnavailable("no-ip", f"pod {name} has no IP yet", name)
+                with urllib.request.urlopen(f"http://{ip}:9400/metrics", timeout=s.timeout("api")) as resp:
+                    return name, resp.read().decode()
+            return name, kube.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{name}:9400", s.namespace, "metrics", _request_timeout=kube.timeout)
+        except (OSError, ApiException) as exc:
+            raise DcgmUnavailable("no-answer", f"{name} did not answer ({exc})", name, str(exc)) from None
+
+    return ctx.host_fact(node, "dcgm-scrape", read)
+
+
 def dcgm_metrics(ctx: RunContext, node: str) -> Finding:
-    s, kube = ctx.settings, ctx.kube
-    pod = kube.snapshot().pod_on(DCGM_APP, node)
-    if pod is None:
-        return Finding(False, _fix(f"a {DCGM_APP} pod on {node}", "none", "check the nvidia-dcgm-exporter DaemonSet "
-                                   "and the node's nvidia.com/gpu.deploy.dcgm-exporter label"))
-    name = pod["metadata"]["name"]
-    ip = (pod.get("status") or {}).get("podIP")
+    s = ctx.settings
     try:
-        if s.dcgm_access == "direct":
-            if not ip:
-                raise Broken(f"pod {name} has no IP yet")
-            with urllib.request.urlopen(f"http://{ip}:9400/metrics", timeout=s.timeout("api")) as resp:
-                text = resp.read().decode()
-        else:
-            text = kube.core.connect_get_namespaced_pod_proxy_with_path(f"{name}:9400", s.namespace, "metrics",
-                                                                        _request_timeout=kube.timeout)
-    except (OSError, ApiException) as exc:
+        text = dcgm_scrape(ctx, node)[1]
+    except DcgmUnavailable as exc:
+        if exc.kind == "no-pod":
+            return Finding(False, _fix(f"a {DCGM_APP} pod on {node}", "none", "check the nvidia-dcgm-exporter "
+                                       "DaemonSet and the node's nvidia.com/gpu.deploy.dcgm-exporter label"))
+        if exc.kind == "no-ip":
+            raise Broken(exc.why) from None
         return Finding(False, _fix(f"the DCGM exporter on {node} answering on :9400/metrics",
-                                   f"no answer ({exc})", f"kubectl -n {s.namespace} logs {name}; the exporter needs "
+                                   f"no answer ({exc.detail})",
+                                   f"kubectl -n {s.namespace} logs {exc.pod}; the exporter needs "
                                    "the nvidia runtime and a working driver"))
     try:
         scrape = dcgm.parse_metrics(text)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from filelock import FileLock
 
+from provision import changes as changes_mod
 from provision.hosts.guard import WRITE_GUARD
 
 
@@ -31,10 +32,20 @@ class Change:
     target: str        # what changes, e.g. "/etc/docker/daemon.json on spark-1"
     action: str        # create | update | delete | install | upgrade | restart | label | patch
     detail: str = ""   # the diff itself, for the plan and the report
+    # What apply executes (provision/changes.py), exactly as planned; None for convergers not yet typed
+    payload: changes_mod.Payload | None = field(default=None, compare=True)
 
     def line(self) -> str:
         where = f"[{self.node}] " if self.node else ""
         return f"{where}{self.action} {self.target}" + (f": {self.detail}" if self.detail else "")
+
+    def to_json(self) -> dict:
+        return {"converger": self.converger, "node": self.node, "target": self.target, "action": self.action,
+                "detail": self.detail, "payload": changes_mod.to_json(self.payload)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Change:
+        return cls(**{**doc, "payload": changes_mod.from_json(doc.get("payload"))})
 
 
 @dataclass
@@ -47,23 +58,33 @@ class Result:
     node_errors: dict[str, str] = field(default_factory=dict)     # could not check/converge: broken
     node_failures: dict[str, str] = field(default_factory=dict)   # converged and found wrong: failed
     node_skips: dict[str, str] = field(default_factory=dict)      # not applicable / unsupported
+    host_off: list[str] = field(default_factory=list)             # of node_skips: host checks are off (NoHostAccess)
     error: str | None = None                                      # the converger as a whole failed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)   # what another installer left that this converger leaves alone
+
+    def skip_host_off(self, node: str, exc: Exception) -> None:
+        """The node is skipped because host checks are off (its scenarios are then 'host checks off', not skips)."""
+        self.node_skips[node] = str(exc)
+        if node not in self.host_off:
+            self.host_off.append(node)
 
     def for_node(self, node: str | None) -> list[Change]:
         pending = self.remaining if self.mode == "provision" else self.planned
         return [c for c in pending if c.node == node]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        for k in ("planned", "applied", "remaining"):
+            doc[k] = [c.to_json() for c in getattr(self, k)]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> Result:
         r = cls(**{k: v for k, v in doc.items() if k not in ("planned", "applied", "remaining")})
         for k in ("planned", "applied", "remaining"):
-            setattr(r, k, [Change(**c) for c in doc.get(k, [])])
+            setattr(r, k, [Change.from_json(c) for c in doc.get(k, [])])
         return r
 
     def planned_for(self, node: str | None) -> list[Change]:
@@ -148,6 +169,7 @@ class Engine:
                 r.remaining = conv.plan(self.ctx, check)
                 r.node_errors.update(check.node_errors)
                 r.node_skips.update(check.node_skips)
+                r.host_off = sorted(set(r.host_off) | set(check.host_off))
                 r.node_failures.update(check.node_failures)
                 if r.remaining:
                     r.notes.append("still different after apply: " + "; ".join(c.line() for c in r.remaining))

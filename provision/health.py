@@ -11,13 +11,13 @@ Not Supported, a negative temperature limit) makes that part "not applicable" wi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from provision import xid_catalog
-from provision.checks import DCGM_APP, Finding, NotApplicable
+from provision.checks import DcgmUnavailable, Finding, NotApplicable, dcgm_scrape
 from provision.hostfacts import HealthRead
 from provision.observe import dcgm, nvidia_smi_xml, pci
 from provision.observe.kernel_log import XidEvent, bus_key, parse_xid_lines
@@ -39,6 +39,7 @@ class HealthInputs:
     bus_error: str | None = None
     bus_source: str | None = None
     now: dt.datetime | None = None                    # the host's clock
+    uptime_s: float | None = None                     # seconds since the host booted (/proc/uptime)
     kernel_source: str | None = None                  # journalctl | dmesg-iso | dmesg; None: not readable
     kernel_error: str | None = None
     xids: tuple[XidEvent, ...] = ()
@@ -76,6 +77,10 @@ def inputs_from(read: HealthRead) -> HealthInputs:
     now = read.part("now")
     if now and now[1] == 0 and now[2].strip().isdigit():
         kw["now"] = dt.datetime.fromtimestamp(int(now[2].strip()), dt.UTC)
+    up = read.part("uptime")
+    if up and up[1] == 0 and up[2].split():
+        with contextlib.suppress(ValueError):
+            kw["uptime_s"] = float(up[2].split()[0])
     kern = read.part("journalctl", "dmesg-iso", "dmesg", "kernel-log")
     if kern is not None:
         name, rc, text = kern
@@ -175,7 +180,8 @@ def evaluate_xids(inputs: HealthInputs, thresholds: dict[str, Any]) -> Verdict:
 
     def line(x: int, who: str, src: str) -> str:
         d = xid_catalog.describe(x)
-        return f"{who}: Xid {x} ({d.meaning}; NVIDIA Xid catalogue) from the {src}"
+        cat = f"{d.mnemonic}, catalogue action {d.bucket}" if d.mnemonic else "NVIDIA Xid catalogue"
+        return f"{who}: Xid {x} ({d.meaning}; {cat}) from the {src}"
 
     bad = [(x, w, s) for x, w, s in events if x in critical]
     warn = [line(x, w, s) for x, w, s in events if x not in critical]
@@ -232,6 +238,8 @@ def evaluate_pcie(inputs: HealthInputs, thresholds: dict[str, Any]) -> Verdict:
     if failed:
         return failed
     replay_warn = int(thresholds["pcie_replays_warn"])
+    rate_warn = float(thresholds["pcie_replay_rate_warn_per_min"])
+    minutes = inputs.uptime_s / 60 if inputs.uptime_s else None
     problems: list[str] = []
     warnings: list[str] = []
     na: list[str] = []
@@ -252,9 +260,9 @@ def evaluate_pcie(inputs: HealthInputs, thresholds: dict[str, Any]) -> Verdict:
                                 "power; check again under load)")
             else:
                 problems.append(text + f" under load ({g.performance_state or '?'})")
-        if g.pcie_replays is not None and g.pcie_replays > replay_warn:
-            warnings.append(f"{name}: {g.pcie_replays} PCIe replays since the driver loaded (more than {replay_warn}; "
-                            f"rollovers {g.pcie_replay_rollovers or 0}): a marginal link")
+        warning = replay_warning(name, g.pcie_replays, g.pcie_replay_rollovers, minutes, rate_warn, replay_warn)
+        if warning:
+            warnings.append(warning)
     measured = {"gpus": _gpus_measured(inputs)}
     if len(na) == len(inputs.gpus):
         return Verdict(True, "", "", "", not_applicable="; ".join(na), measured=measured)
@@ -263,6 +271,26 @@ def evaluate_pcie(inputs: HealthInputs, thresholds: dict[str, Any]) -> Verdict:
                    "reseat the GPU (and its riser / cable), check the slot's BIOS settings (link width, generation) "
                    "and the slot itself; a link that stays narrow after a reseat is an RMA",
                    warnings=warnings + na, measured=measured)
+
+
+def replay_warning(name: str, replays: int | None, rollovers: int | None, minutes: float | None, rate_warn: float,
+                   count_warn: int) -> str | None:
+    """A marginal PCIe link: the replay rate since the host booted above ``rate_warn`` per minute (DCGM's
+    DCGM_LIMIT_MAX_PCIREPLAY_RATE, 8/min, the maximum the driver team recommends); without the host's uptime,
+    the count since the driver loaded above ``count_warn``. The counter starts when the driver loads, at or
+    after boot, so the rate is a lower bound. Pure."""
+    if replays is None:
+        return None
+    roll = f"rollovers {rollovers or 0}"
+    if minutes:
+        rate = replays / minutes
+        if rate <= rate_warn:
+            return None
+        return (f"{name}: {replays} PCIe replays in {minutes:.0f} min since boot, {rate:.1f}/min (more than "
+                f"{rate_warn:g}/min; {roll}): a marginal link")
+    if replays <= count_warn:
+        return None
+    return f"{name}: {replays} PCIe replays since the driver loaded (more than {count_warn}; {roll}): a marginal link"
 
 
 def evaluate_throttling(inputs: HealthInputs, thresholds: dict[str, Any]) -> Verdict:
@@ -351,25 +379,13 @@ EVALUATORS = {"xid": evaluate_xids, "memory": evaluate_memory, "pcie": evaluate_
 
 # ------------------------------------------------------------------------------------------------ DCGM
 def scrape_dcgm(ctx: Any, node: str) -> tuple[str | None, str | None]:
-    """(metrics text, None) from the node's DCGM exporter, or (None, why not): the same access as the metrics check."""
+    """(metrics text, None) from the node's DCGM exporter, or (None, why not): the metrics check's scrape, shared."""
     if ctx.kube is None:
         return None, "no cluster (--host-only)"
-    s, kube = ctx.settings, ctx.kube
-    pod = kube.snapshot().pod_on(DCGM_APP, node)
-    if pod is None:
-        return None, f"no {DCGM_APP} pod on {node}"
-    name = pod["metadata"]["name"]
     try:
-        if s.dcgm_access == "direct":
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip:
-                return None, f"pod {name} has no IP yet"
-            with urllib.request.urlopen(f"http://{ip}:9400/metrics", timeout=s.timeout("api")) as resp:
-                return resp.read().decode(), None
-        return kube.core.connect_get_namespaced_pod_proxy_with_path(f"{name}:9400", s.namespace, "metrics",
-                                                                    _request_timeout=kube.timeout), None
-    except Exception as exc:  # noqa: BLE001 - any transport error: DCGM is one source of two, said in the message
-        return None, f"{name} did not answer ({exc})"
+        return dcgm_scrape(ctx, node)[1], None
+    except DcgmUnavailable as exc:
+        return None, exc.why
 
 
 # ------------------------------------------------------------------------------------------------ checks

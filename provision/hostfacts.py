@@ -139,6 +139,7 @@ else for d in /sys/bus/pci/devices/*; do
     printf '%s %s: 10de:%s\n' "${d##*/}" "$(cut -c3-6 "$d/class")" "$(cut -c3- "$d/device")"
 done; m sysfs 0; fi
 now=$(date -u +%s); echo "$now"; m now $?
+cat /proc/uptime 2>&1; m uptime $?
 kl() { grep -E 'NVRM: (Xid|The NVIDIA GPU|.*fallen off the bus)'; }
 if [ -n "$(journalctl -k -b -n 1 -q --no-pager 2>/dev/null)" ]; then
   journalctl -k -q --no-pager -o short-iso --since "@$((now - $1))" 2>/dev/null | kl; m journalctl 0

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import tenacity
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -246,21 +247,20 @@ class Kube:
                           write: Callable[[dict], Any], attempts: int = 5) -> bool:
         """Read-modify-write with the object's resourceVersion; on 409 re-read and re-apply the change so
         that whatever someone else wrote meanwhile is kept. Returns True when a write happened."""
-        for attempt in range(attempts):
+        def once() -> bool:
             current = read()
             desired = mutate(json.loads(json.dumps(current)))
             if desired is None:
                 return False
-            try:
-                WRITE_GUARD.check(action)
-                write(desired)
-                self.writes.append(action)
-                return True
-            except ApiException as exc:
-                if exc.status != 409 or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        return False
+            WRITE_GUARD.check(action)
+            write(desired)
+            self.writes.append(action)
+            return True
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, ApiException) and e.status == 409),
+            stop=tenacity.stop_after_attempt(attempts), wait=tenacity.wait_incrementing(0.05, 0.05), reraise=True)
+        return retrying(once)
 
     # --------------------------------------------------------------- waits (watch, no sleeps)
     def wait_for(self, what: str, list_fn: Callable[..., Any], done: Callable[[dict[str, dict]], bool],

@@ -116,7 +116,8 @@ DEFAULT_HEALTH: dict[str, Any] = {
     # Xids that fail the node (others are warnings): NVIDIA's Xid catalogue, memory / bus / NVLink / GSP errors
     "critical_xids": (48, 63, 64, 74, 79, 92, 94, 95, 119, 120),
     "max_temperature_c": 90.0,     # a GPU hotter than this fails the throttling scenario
-    "pcie_replays_warn": 100,      # PCIe replays since the driver loaded above this are a warning
+    "pcie_replays_warn": 100,      # without the host's uptime: PCIe replays since the driver loaded above this warn
+    "pcie_replay_rate_warn_per_min": 8.0,  # replays per minute since boot above this warn (DCGM's PCIe replay limit)
     "retired_pages_limit": 60,     # GPUs that retire pages (before Ampere): this many retired pages fail
     "persistence_mode": None,      # "Enabled" / "Disabled": asked for; None: not checked
     "persistenced": None,          # True: nvidia-persistenced must run; False: must not; None: not checked
@@ -130,9 +131,10 @@ def _health(raw: Any) -> dict[str, Any]:
     for k, v in raw.items():
         if k not in DEFAULT_HEALTH:
             raise _err(f"health.{k}", v, f"known health settings: {sorted(DEFAULT_HEALTH)}")
-        if k in ("xid_window_h", "max_temperature_c", "pcie_replays_warn", "retired_pages_limit"):
+        if k in ("xid_window_h", "max_temperature_c", "pcie_replays_warn", "retired_pages_limit",
+                 "pcie_replay_rate_warn_per_min"):
             if not isinstance(v, int | float) or isinstance(v, bool) or (k != "max_temperature_c" and v < 0):
-                raise _err(f"health.{k}", v, "a number (hours, degrees C or a count)")
+                raise _err(f"health.{k}", v, "a number (hours, degrees C, a count or a rate per minute)")
             out[k] = int(v) if k in ("pcie_replays_warn", "retired_pages_limit") else float(v)
         elif k == "critical_xids":
             if not isinstance(v, list | tuple) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0

@@ -54,11 +54,13 @@ def time_slicing(replicas, run, gpu_node):
         require_node_level(result, node, cluster_too=True, engine=run.engine)
     else:
         require_cluster_level(result)
+    run.settle_operands()   # --provision: the operands restarted for the config have settled before any Then
 
 
 @given("the GPU Operator is installed")
 def operator_installed(run):
     require_cluster_level(converged(run, "operator-release"))
+    run.settle_operands()   # --provision: the whole fleet converged and its operands settled before any Then
 
 
 @given("the discovery ConfigMap is published")

@@ -79,7 +79,8 @@ class RunState:
                           f"setting {setting}", allure.attachment_type.TEXT)
 
     def settle_operands(self) -> None:
-        """In a --provision run, once per process before the operands are verified: wait (watching) until the
+        """Part of the Given steps that provision (never of a Then, which only observes). In a --provision run,
+        once per process before the operands are verified: wait (watching) until the
         operator's pods have started and become Ready on the GPU nodes that provisioning did not fail, and the
         ClusterPolicy is ready (provision/converge/settle.py). What did not settle goes to the report; the
         checks that follow say which node and why."""
@@ -143,7 +144,7 @@ def require_node_level(result: Result, node: str, cluster_too: bool = False, eng
         raise Broken(message)
     if node in result.node_skips:
         reason = result.node_skips[node]
-        if "host checks are off" in reason:
+        if node in result.host_off:
             raise NoHostAccess(reason)
         pytest.skip(reason)
     if result.error:

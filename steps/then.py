@@ -26,13 +26,11 @@ def operator_available(run):
 
 @then(parsers.parse('ClusterPolicy cluster-policy is "{state}"'))
 def cluster_policy_state(run, state):
-    run.settle_operands()
     expect_finding(checks.cluster_policy_state(run.ctx, state))
 
 
 @then("every operand DaemonSet has a ready pod on each GPU node")
 def operands_ready(run):
-    run.settle_operands()
     expect_finding(checks.operands_ready(run.ctx))
 
 
@@ -94,7 +92,6 @@ def allocatable(run, node):
 
 @then("the GPU feature discovery labels show the physical count, replicas and a shared product")
 def gfd_labels(run, node):
-    run.settle_operands()
     expect_finding(checks.gfd_labels(run.ctx, node))
 
 
@@ -106,7 +103,6 @@ def vectoradd(run, node, text):
 
 @then("the DCGM exporter on the node reports a metric for every GPU of nvidia-smi")
 def dcgm_metrics(run, node):
-    run.settle_operands()
     expect_finding(checks.dcgm_metrics(run.ctx, node))
 
 

@@ -29,6 +29,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from lab import podnet
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import LabSpec, NodeSpec
 from lab.state import LabPaths
@@ -38,16 +39,16 @@ from lab.twin.informer import Informer
 from lab.twin.operator_process import OperatorSupervisor, State
 
 log = logging.getLogger("twin")
-POD_IP_BLOCK = 12  # bits: each lab hands out at most 4094 pod IPs from its own block of 127.0.0.0/8
+POD_IP_BLOCK = podnet.BLOCK_BITS  # each lab hands out at most 4094 pod IPs from its own block (lab/podnet.py)
 
 
 def pod_ip_base(paths: LabPaths) -> ipaddress.IPv4Address:
-    """The first pod IP of this lab. Several labs run side by side on one machine (tests start extra ones);
-    their pods must not share loopback IPs, or one lab's DCGM exporter answers (or fails to bind) for another's
-    pod. The block is picked from the lab's apiserver port, which no other running lab has."""
-    ports = json.loads(paths.ports_file.read_text()) if paths.ports_file.exists() else {}
-    slot = 1 + int(ports.get("apiserver", 0)) % ((1 << (24 - POD_IP_BLOCK)) - 1)
-    return ipaddress.ip_address("127.0.0.0") + (slot << POD_IP_BLOCK) + 1
+    """The first pod IP of this lab: its block of 198.18.0.0/15 (proxyable), or of 127.0.0.0/8 without root
+    (lab/podnet.py). Several labs run side by side on one machine: their pods never share an IP."""
+    doc = podnet.load(paths) or podnet.claim(paths)
+    return ipaddress.ip_address(doc["base"])
+
+
 WORKLOAD_RESOURCE = "nvidia.com/gpu"
 TASK_RETRIES = 120  # one a second: a task outlives an apiserver restart
 

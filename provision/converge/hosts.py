@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 
 from provision import expect
+from provision.changes import ChangedSincePlan, FileDelete, FileWrite, KeepBaseline, NodeLabels, UnitEnable, write_planned
 from provision.context import NoHostAccess, RunContext
 from provision.engine import Change, ConvergeError, Result
 from provision.hostfacts import DOCKER_DAEMON_JSON, containerd_facts, docker_config, has_docker, nvidia_smi_facts
@@ -59,9 +60,26 @@ def _each_host(ctx: RunContext, result: Result):
         try:
             yield node, ctx.host(node)
         except NoHostAccess as exc:
-            result.node_skips[node] = str(exc)
+            result.skip_host_off(node, exc)
         except HostUnreachable as exc:
             result.node_errors[node] = str(exc)
+
+
+def _write(ctx: RunContext, node: str, w: FileWrite) -> str | None:
+    """Apply one planned file write on the node (recorded for --rollback, backed up), then its `after` commands
+    when the file changed; the node's error, or None."""
+    host = ctx.host(node)
+    rec = ctx.host_record(node)
+    try:
+        written = write_planned(host, w, record=lambda: rec.file_changed(w.path, w.before))
+    except ChangedSincePlan as exc:
+        return str(exc)
+    rec.backup_made(written.backup_path)
+    for argv in w.after if written.changed else ():
+        res = host.run(list(argv), timeout=120, mutates=True)
+        if not res.ok:
+            return f"{' '.join(argv)} failed on {node}: {res.stderr.strip() or res.stdout.strip()}"
+    return None
 
 
 class DockerRuntime:
@@ -79,7 +97,7 @@ class DockerRuntime:
                 result.node_skips[node] = "Docker is not installed on this host (not applicable)"
                 continue
             try:
-                _, cfg = docker_config(host)
+                text, cfg = docker_config(host)
             except DaemonJsonError as exc:
                 result.node_failures[node] = (f"{exc}; fix the JSON by hand (the suite never overwrites a file it "
                                               "cannot parse), then run again")
@@ -92,25 +110,18 @@ class DockerRuntime:
                                    "(the playbooks write it whole; Docker settings it replaced cannot be recovered "
                                    "from it): left alone")
             if lines:
+                write = FileWrite(DOCKER_DAEMON_JSON, docker_daemon.render(after, like=text), before=text,
+                                  after=(("systemctl", "restart", "docker"),))
                 changes.append(Change(self.name, node, f"{DOCKER_DAEMON_JSON} on {node}", "update",
-                                      "; ".join(lines) + "; then restart docker"))
+                                      "; ".join(lines) + "; then restart docker", write))
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         for ch in changes:
-            assert ch.node
-            host = ctx.host(ch.node)
-            text, cfg = docker_config(host)
-            merged = docker_daemon.merge_nvidia_runtime(cfg or {})
-            if text is not None and merged == cfg:
-                continue  # fixed since the plan (or by hand): nothing to write, no restart
-            ctx.host_record(ch.node).file_changed(DOCKER_DAEMON_JSON, text)
-            written = host.write_text(DOCKER_DAEMON_JSON, docker_daemon.render(merged, like=text), backup=True)
-            ctx.host_record(ch.node).backup_made(written.backup_path)
-            if written.changed:
-                res = host.run(["systemctl", "restart", "docker"], timeout=120, mutates=True)
-                if not res.ok:
-                    result.node_errors[ch.node] = f"docker did not restart: {res.stderr.strip() or res.stdout}"
+            assert ch.node and isinstance(ch.payload, FileWrite)
+            err = _write(ctx, ch.node, ch.payload)
+            if err:
+                result.node_errors[ch.node] = err
 
 
 class HostDriver:
@@ -141,12 +152,13 @@ class HostDriver:
                 patch = {k: v for k, v in want.items() if labels.get(k) != v}
                 if patch:
                     changes.append(Change(self.name, node, f"node {node} labels", "label",
-                                          ", ".join(f"{k}={v}" for k, v in sorted(patch.items()))))
+                                          ", ".join(f"{k}={v}" for k, v in sorted(patch.items())),
+                                          NodeLabels(dict(sorted(patch.items())))))
                 continue
             stale = sorted(k for k, v in labels.items() if k.startswith(DEPLOY_PREFIX) and v == "false")
             if stale:
                 changes.append(Change(self.name, node, f"node {node} labels", "label",
-                                      "clear stale " + ", ".join(stale)))
+                                      "clear stale " + ", ".join(stale), NodeLabels(dict.fromkeys(stale))))
             for other in sorted(set(host.glob("/etc/systemd/system/*.service")) - {UNIT_PATH}):
                 if READY_FILE in (host.read_text(other) or ""):
                     result.kept.append(f"[{node}] {other} on {node}: another installer's unit for {READY_FILE} (the "
@@ -154,40 +166,36 @@ class HostDriver:
             unit = host.read_text(UNIT_PATH)
             if unit != UNIT_TEXT:
                 changes.append(Change(self.name, node, f"{UNIT_PATH} on {node}", "create" if unit is None else "update",
-                                      "oneshot unit recreating " + READY_FILE))
+                                      "oneshot unit recreating " + READY_FILE,
+                                      FileWrite(UNIT_PATH, UNIT_TEXT, before=unit, after=(("systemctl", "daemon-reload"),))))
             enabled = host.run(["systemctl", "is-enabled", UNIT_NAME]).stdout.strip() == "enabled"
             if not enabled or not host.exists(READY_FILE):
                 changes.append(Change(self.name, node, f"{UNIT_NAME} on {node}", "restart",
-                                      "systemctl enable --now (creates " + READY_FILE + ")"))
+                                      "systemctl enable --now (creates " + READY_FILE + ")", UnitEnable(UNIT_NAME)))
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         for ch in changes:
             assert ch.node
-            if ch.action == "label":
-                self._labels(ctx, ch)
-                continue
-            host = ctx.host(ch.node)
-            rec = ctx.host_record(ch.node)
-            if ch.target.startswith(UNIT_PATH):
-                rec.file_changed(UNIT_PATH, host.read_text(UNIT_PATH))
-                rec.backup_made(host.write_text(UNIT_PATH, UNIT_TEXT, backup=True).backup_path)
-                host.run(["systemctl", "daemon-reload"], timeout=60, mutates=True, check=True)
-            else:
-                rec.unit_enabled(UNIT_NAME)
-                res = host.run(["systemctl", "enable", "--now", UNIT_NAME], timeout=120, mutates=True)
+            p = ch.payload
+            if isinstance(p, NodeLabels):
+                self._labels(ctx, ch.node, p)
+            elif isinstance(p, FileWrite):
+                err = _write(ctx, ch.node, p)
+                if err:
+                    result.node_errors[ch.node] = err
+            elif isinstance(p, UnitEnable):
+                ctx.host_record(ch.node).unit_enabled(p.unit)
+                res = ctx.host(ch.node).run(["systemctl", "enable", "--now", p.unit], timeout=120, mutates=True)
                 if not res.ok:
-                    result.node_errors[ch.node] = f"{UNIT_NAME} failed on {ch.node}: {res.stderr or res.stdout}"
+                    result.node_errors[ch.node] = f"{p.unit} failed on {ch.node}: {res.stderr or res.stdout}"
+            else:
+                raise ConvergeError(f"{self.name}: no way to apply {ch.line()} ({type(p).__name__})")
 
-    def _labels(self, ctx: RunContext, ch: Change) -> None:
-        node = ch.node
-        assert node
+    @staticmethod
+    def _labels(ctx: RunContext, node: str, p: NodeLabels) -> None:
         current = ctx.kube.core.read_node(node, _request_timeout=ctx.kube.timeout).metadata.labels or {}
-        if ch.detail.startswith("clear stale "):
-            keys = [k.strip() for k in ch.detail.removeprefix("clear stale ").split(",")]
-            patch = {k: None for k in keys}
-        else:
-            patch = dict(kv.strip().split("=", 1) for kv in ch.detail.split(","))
+        patch = dict(p.labels)
         for k in patch:
             ctx.record.add("node-label", f"{node}:{k}", current.get(k))
         ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node, {"metadata": {"labels": patch}})
@@ -217,34 +225,37 @@ class RuncDropIn:
                 have = host.read_text(path)
                 if have != want:
                     changes.append(Change(self.name, node, f"{path} on {node}", "create" if have is None else "update",
-                                          "re-declare runc (default runtime) for containerd's CRI plugin"))
+                                          "re-declare runc (default runtime) for containerd's CRI plugin",
+                                          FileWrite(path, want, before=have)))
             if facts.conf_d != posixpath.dirname(PLAYBOOK_RUNC_DROPIN) and host.exists(PLAYBOOK_RUNC_DROPIN):
                 changes.append(Change(self.name, node, f"{PLAYBOOK_RUNC_DROPIN} on {node}", "delete",
                                       "the playbooks' runc drop-in: read after the toolkit's drop-in it replaces the "
                                       "CRI table and drops nvidia (its content kept in the record: --rollback puts "
-                                      "it back)"))
+                                      "it back)", FileDelete(PLAYBOOK_RUNC_DROPIN)))
             if not ctx.host_record(node).state().get("containerd_baseline"):
                 changes.append(Change(self.name, node, f"containerd baseline on {node}", "create",
-                                      "keep a copy of containerd's config files for an exact revert"))
+                                      "keep a copy of containerd's config files for an exact revert", KeepBaseline()))
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         # The baseline is kept before anything on the host changes.
-        for ch in sorted(changes, key=lambda c: not c.target.startswith("containerd baseline")):
+        for ch in sorted(changes, key=lambda c: not isinstance(c.payload, KeepBaseline)):
             assert ch.node
             host = ctx.host(ch.node)
-            facts = containerd_facts(host)
-            if facts.effective is None:
-                raise ConvergeError(f"containerd config on {ch.node}: {facts.error}")
             rec = ctx.host_record(ch.node)
-            if ch.target.startswith("containerd baseline"):
-                rec.set_state("containerd_baseline", {p: t for p, t in facts.files.items()})
+            p = ch.payload
+            if isinstance(p, KeepBaseline):
+                facts = containerd_facts(host)
+                if facts.effective is None:
+                    raise ConvergeError(f"containerd config on {ch.node}: {facts.error}")
+                rec.set_state("containerd_baseline", dict(facts.files.items()))
                 rec.set_state("validations_baseline", host.glob(VALIDATIONS_DIR + "/*"))
-                continue
-            if ch.target.startswith(PLAYBOOK_RUNC_DROPIN):
-                rec.file_changed(PLAYBOOK_RUNC_DROPIN, host.read_text(PLAYBOOK_RUNC_DROPIN))
-                rec.backup_made(host.remove(PLAYBOOK_RUNC_DROPIN).backup_path)
-                continue
-            path = posixpath.join(facts.conf_d, RUNC_DROPIN)
-            rec.file_changed(path, host.read_text(path))
-            rec.backup_made(host.write_text(path, ctd.render_runc_dropin(facts.effective.version), backup=True).backup_path)
+            elif isinstance(p, FileDelete):
+                rec.file_changed(p.path, host.read_text(p.path))
+                rec.backup_made(host.remove(p.path).backup_path)
+            elif isinstance(p, FileWrite):
+                err = _write(ctx, ch.node, p)
+                if err:
+                    result.node_errors[ch.node] = err
+            else:
+                raise ConvergeError(f"{self.name}: no way to apply {ch.line()} ({type(p).__name__})")

@@ -318,7 +318,7 @@ class ContainerdRestart:
             try:
                 host = ctx.host(node)
             except NoHostAccess as exc:
-                result.node_skips[node] = str(exc)
+                result.skip_host_off(node, exc)
                 continue
             except HostUnreachable as exc:
                 result.node_errors[node] = str(exc)

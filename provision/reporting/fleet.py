@@ -1,6 +1,7 @@
 """The fleet matrix: ``reports/<run-id>/fleet.html``, nodes as rows and checks as columns.
 
-One static file, no images, CSS classes per cell (no inline styles) and a few lines of vanilla JS for the
+Rendered from templates/fleet.html.j2 with Jinja2 (autoescaping: every summary value is escaped). One
+static file, no images, CSS classes per cell (no inline styles) and a few lines of vanilla JS for the
 search box and the "only problems" filter (also settable from the URL: ``fleet.html?q=node-1&problems=1``).
 Every cell links to the node's Allure report (to the test itself when it can be found there) and carries the
 result's message in its ``title``. Sized for 1000 nodes x 15 checks.
@@ -8,14 +9,17 @@ result's message in its ``title``. Sized for 1000 nodes x 15 checks.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup
 
 from provision.reporting import ALL_KEY, CLUSTER_KEY
 from provision.reporting.allure_split import is_dns1123_subdomain
@@ -117,10 +121,6 @@ def _drift_only(results: list[Mapping[str, Any]]) -> bool:
     return bool(failed) and all(r.get("observation") == "ok" and r.get("drift") for r in failed)
 
 
-def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
 def _fmt_time(value: Any) -> str:
     if not value:
         return "?"
@@ -172,12 +172,12 @@ def _cell_title(results: list[Mapping[str, Any]]) -> str:
 HEALTH_FEATURE = "The node's GPUs are healthy"  # features/gpu_health.feature
 
 
-def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] | None) -> str:
+def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] | None) -> dict[str, str]:
     """The node's health column: the worst outcome of its GPU health scenarios, with the measured values
-    (summary.json ``health``) in the title."""
+    (summary.json ``health``) in the title. An empty dict: the node has no health result."""
     rs = [r for r in results if r.get("feature") == HEALTH_FEATURE]
     if not rs:
-        return '<td class="na" data-col="health"></td>'
+        return {}
     worst = max(rs, key=lambda r: _RANK[_outcome(r)])
     cls = _CLASS[_outcome(worst)]
     lines = [f"GPU health: {_outcome(worst)}"]
@@ -190,7 +190,7 @@ def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] |
     if m.get("xids"):
         lines.append("Xid " + ", ".join(str(x.get("xid")) for x in m["xids"] if isinstance(x, Mapping)))
     lines += [f"{r.get('scenario')}: {str(r.get('message') or '')[:200]}" for r in rs if _outcome(r) in ("failed", "broken")]
-    return f'<td class="{cls}" data-col="health"><span title="{_e(chr(10).join(lines))}">{_GLYPH[cls]}</span></td>'
+    return {"cls": cls, "title": "\n".join(lines), "glyph": _GLYPH[cls]}
 
 
 def render_fleet(
@@ -235,19 +235,16 @@ def render_fleet(
                     if isinstance(v, Mapping) and v.get("distribution")}
     has_health = any(c[0] == HEALTH_FEATURE for c in columns)
 
-    counts = outcome_counts(summary)
     code = exit_code(summary)
-    problem_nodes = 0
-    out: list[str] = []
 
-    def row(key: str, label: str, row_id: str) -> tuple[str, bool]:
+    def row(key: str, label: str, row_id: str) -> dict[str, Any]:
         bad = 0
-        tds = []
+        tds: list[dict[str, str] | None] = []
         row_href = links.get(key)
         for check in columns:
             rs = cells.get((key, check))
             if not rs:
-                tds.append('<td class="na"></td>')
+                tds.append(None)
                 continue
             worst = max(rs, key=lambda r: _RANK[_outcome(r)])
             cls = _CLASS[_outcome(worst)]
@@ -256,96 +253,53 @@ def render_fleet(
             if cls in ("f", "b", "d"):
                 bad += 1
             href = cell_links.get((key, str(worst.get("nodeid") or ""))) or row_href
-            title = _e(_cell_title(rs))
-            glyph = _GLYPH[cls]
-            if href:
-                tds.append(f'<td class="{cls}"><a href="{_e(href)}" title="{title}">{glyph}</a></td>')
-            else:
-                tds.append(f'<td class="{cls}"><span title="{title}">{glyph}</span></td>')
-        name = f'<a href="{_e(row_href)}">{_e(label)}</a>' if row_href else _e(label)
-        if key in distribution:   # the node's Kubernetes distribution (summary.json nodes.<node>.distribution)
-            name += f' <small class="dist" title="distribution">{_e(distribution[key])}</small>'
-        cls_attr = ' class="bad"' if bad else ""
-        attrs = f'{cls_attr} id="{_e(row_id)}" data-node="{_e(label)}"'
-        cells_html = "".join(tds)
+            tds.append({"cls": cls, "href": href or "", "title": _cell_title(rs), "glyph": _GLYPH[cls]})
         node_results = [r for (k, _c), rs in cells.items() if k == key for r in rs]
-        health = _health_cell(node_results, health_by_node.get(key)) if has_health else ""
-        return f'<tr{attrs}><th>{name}</th><td class="sum">{bad or ""}</td>{health}{cells_html}</tr>', bad > 0
+        health = _health_cell(node_results, health_by_node.get(key)) if has_health else None
+        return {"id": row_id, "label": label, "href": row_href, "bad": bad, "cells": tds, "health": health,
+                # the node's Kubernetes distribution (summary.json nodes.<node>.distribution)
+                "distribution": distribution.get(key)}
 
-    body_rows = []
-    for node in node_rows:
-        html, bad = row(node, node, f"node-{node}")
-        problem_nodes += bad
-        body_rows.append(html)
-    cluster_row = row(CLUSTER_KEY, "cluster-wide", "cluster-wide")[0] if cluster_checks else ""
-
+    rows = [row(node, node, f"node-{node}") for node in node_rows]
     cluster = env.get("cluster") or "cluster"
     run_id = summary.get("run_id") or "?"
     mode = summary.get("mode") or env.get("mode") or "?"
     duration = _duration(summary.get("started"), summary.get("finished"))
-    title = f"GPU node conformance \u2014 {cluster} \u2014 {run_id}"
-    out.append('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">')
-    out.append('<meta name="viewport" content="width=device-width,initial-scale=1">')
     groups = _feature_groups(columns)
     widths = "".join(f".w{n}{{max-width:{n * 32 - 4}px}}" for n in sorted({span for _f, span in groups}))
-    out.append(f"<title>{_e(title)}</title><style>{_CSS}{widths}</style></head><body>\n<header>")
-    out.append(f"<h1>GPU node conformance: {_e(cluster)}</h1>")
     check_links: dict[tuple[str, str, str], str] = {}
     for (key, check), rs in cells.items():
         worst = max(rs, key=lambda r: _RANK[_outcome(r)])
         href = cell_links.get((key, str(worst.get("nodeid") or ""))) or links.get(key)
         if href:
             check_links[(key, *check)] = href
-    out.append(render_changes(summary.get("changes_since_previous"), check_links, node_ids=set(node_rows)))
-    meta = [
-        f"run <b>{_e(run_id)}</b>",
-        f"mode <b>{_e(mode)}</b>",
-        f"started {_e(_fmt_time(summary.get('started')))}",
-        f"finished {_e(_fmt_time(summary.get('finished')))}" + (f" ({_e(duration)})" if duration else ""),
-        f"Kubernetes {_e(env.get('kubernetes_version') or '?')}",
-        f"GPU operator chart {_e(env.get('operator_chart_version') or 'none')}",
-        f"suite {_e(env.get('suite_version') or '?')}",
+    meta: list[tuple[str, Any]] = [
+        ("run", run_id), ("mode", mode), (f"started {_fmt_time(summary.get('started'))}", None),
+        (f"finished {_fmt_time(summary.get('finished'))}" + (f" ({duration})" if duration else ""), None),
+        (f"Kubernetes {env.get('kubernetes_version') or '?'}", None),
+        (f"GPU operator chart {env.get('operator_chart_version') or 'none'}", None),
+        (f"suite {env.get('suite_version') or '?'}", None),
     ]
     if mode != "audit" and summary.get("changes") is not None:
-        meta.append(f"changes {_e(summary.get('changes'))}")
-    sep = " \u00b7 "
-    out.append(f'<p class="meta">{sep.join(meta)}</p>')
-    out.append(f'<p class="verdict v{code}">{_e(describe(code).capitalize())} (exit code {code})</p>')
-    out.append('<ul class="counts">')
-    out.append(f"<li><b>{len(node_rows)}</b> nodes</li>")
-    out.append(f'<li class="f"><b>{problem_nodes}</b> nodes with problems</li>')
-    for outcome in ("passed", "failed", "broken", "skipped"):
-        out.append(f'<li class="{_CLASS[outcome]}"><b>{counts[outcome]}</b> {outcome}</li>')
-    out.append("</ul>")
-    out.append('<div class="tools"><input type="search" id="q" placeholder="Search nodes\u2026" aria-label="Search nodes">')
-    out.append('<label><input type="checkbox" id="bad"> only problems</label><span id="shown"></span>')
-    if links.get(ALL_KEY):
-        out.append(f'<a href="{_e(links[ALL_KEY])}">Whole-run Allure report</a>')
-    out.append("</div>")
-    out.append(
-        '<div class="legend"><span><i class="p"></i>passed</span><span><i class="f"></i>failed (not conformant)</span>'
-        '<span><i class="b"></i>broken (could not check)</span>'
-        '<span><i class="d"></i>drift only (observed state right, not converged)</span><span><i class="s"></i>skipped</span>'
-        '<span><i class="na"></i>not run</span></div></header>\n'
-    )
-    out.append('<main><table id="fleet"><thead><tr class="fr">')
-    out.append('<th class="node" rowspan="2">node</th><th class="sum" rowspan="2">problems</th>')
-    if has_health:
-        out.append('<th class="sum" rowspan="2" title="worst outcome of the GPU health scenarios">health</th>')
-    for feature, span in groups:
-        out.append(f'<th class="feat" colspan="{span}" title="{_e(feature)}"><div class="w{span}">{_e(feature)}</div></th>')
-    out.append('</tr><tr class="sr">')
-    for feature, scenario in columns:
-        scope = "cluster-wide" if (feature, scenario) in cluster_checks else "per node"
-        tip = _e(f"{feature} \u203a {scenario} ({scope})")
-        out.append(f'<th class="chk" title="{tip}"><div>{_e(scenario)}</div></th>')
-    out.append("</tr></thead>\n")
-    if cluster_row:
-        out.append(f'<tbody class="cl">{cluster_row}</tbody>\n')
-    out.append("<tbody>")
-    out.append("\n".join(body_rows))
-    out.append(f"</tbody></table></main>\n<script>{_JS}</script>\n</body></html>\n")
-    return "".join(out)
+        meta.append((f"changes {summary.get('changes')}", None))
+    counts = outcome_counts(summary)
+    return _template("fleet.html.j2").render(
+        title=f"GPU node conformance \u2014 {cluster} \u2014 {run_id}", css=Markup(_CSS + widths), js=Markup(_JS),
+        cluster=cluster, changes=_changes_view(summary.get("changes_since_previous"), check_links, set(node_rows)),
+        meta=meta, code=code, verdict=describe(code).capitalize(), node_count=len(node_rows),
+        problem_nodes=sum(1 for r in rows if r["bad"]),
+        counts=[(_CLASS[o], counts[o], o) for o in ("passed", "failed", "broken", "skipped")],
+        whole_run_href=links.get(ALL_KEY), has_health=has_health, groups=groups,
+        columns=[{"scenario": sc, "tip": f"{f} \u203a {sc} ({'cluster-wide' if (f, sc) in cluster_checks else 'per node'})"}
+                 for f, sc in columns],
+        cluster_row=row(CLUSTER_KEY, "cluster-wide", "cluster-wide") if cluster_checks else None, rows=rows)
+
+
+@functools.cache
+def _template(name: str) -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("provision.reporting", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(name)
 
 
 CHANGES_LIMIT = 50
@@ -357,71 +311,48 @@ _CHANGE_SECTIONS = (
 )
 
 
-def _change_item(e: Mapping[str, Any], check_links: Mapping[tuple[str, str, str], str], node_ids: set[str]) -> str:
+def _change_item(e: Mapping[str, Any], check_links: Mapping[tuple[str, str, str], str],
+                 node_ids: set[str]) -> dict[str, Any]:
     node = e.get("node")
     key = CLUSTER_KEY if node is None else str(node)
-    where = f'<a href="#{_e("node-" + key if node is not None else "cluster-wide")}">{_e(node or "cluster-wide")}</a>' \
-        if node is None or key in node_ids else _e(key)
-    check = f"{e.get('feature') or ''} \u203a {e.get('scenario') or ''}"
-    href = check_links.get((key, str(e.get("feature") or ""), str(e.get("scenario") or "")))
-    check_html = f'<a href="{_e(href)}">{_e(check)}</a>' if href else _e(check)
-    was = e.get("previous_outcome") or "not run"
-    now = e.get("outcome") or "not run"
-    title = f' title="{_e(e.get("message"))}"' if e.get("message") else ""
-    return f"<li{title}>{where}: {check_html} <span class=\"was\">({_e(was)} \u2192 {_e(now)})</span></li>"
+    anchor = ("cluster-wide" if node is None else f"node-{key}") if node is None or key in node_ids else ""
+    return {"where": node or "cluster-wide", "anchor": anchor,
+            "check": f"{e.get('feature') or ''} \u203a {e.get('scenario') or ''}",
+            "href": check_links.get((key, str(e.get("feature") or ""), str(e.get("scenario") or ""))),
+            "was": e.get("previous_outcome") or "not run", "now": e.get("outcome") or "not run",
+            "message": e.get("message") or ""}
 
 
-def render_changes(changes: Any, check_links: Mapping[tuple[str, str, str], str], *, node_ids: set[str]) -> str:
+def _changes_view(changes: Any, check_links: Mapping[tuple[str, str, str], str], node_ids: set[str]) -> dict | None:
     """The fleet page's first section: what changed since the previous run (``changes_since_previous``).
 
     ``check_links``: href of the report of each ``(node or "_cluster", feature, scenario)``.
     """
     if not isinstance(changes, Mapping):
-        return ""
-    out = ['<section id="changes">']
-    prev = changes.get("previous")
+        return None
     if changes.get("error"):
-        out.append(f'<h2>Changes since the previous run</h2><p class="warn">{_e(changes["error"])}</p></section>')
-        return "".join(out)
-    if prev:
-        out.append(f"<h2>Since run {_e(prev.get('run_id'))} ({_e(_fmt_time(prev.get('started')))})</h2>")
-    else:
-        out.append("<h2>No previous run of this mode against this cluster</h2>"
-                   "<p class=\"meta\">Every problem of this run counts as new.</p>")
-    if changes.get("warning"):
-        out.append(f'<p class="warn">{_e(changes["warning"])}</p>')
+        return {"error": changes["error"]}
+    prev = changes.get("previous")
     counts = changes.get("counts") or {}
-    out.append('<ul class="counts">')
-    for kind, label, cls in (("new_failures", "new failures", "f"), ("nodes_gone", "nodes gone", "f"),
-                             ("new_nodes", "new nodes", "s"), ("fixed", "fixed", "p"),
-                             ("still_failing", "still failing", "b"), ("unchecked", "not checked now", "s")):
-        out.append(f'<li class="{cls}" id="n-{kind}"><b>{int(counts.get(kind) or 0)}</b> {label}</li>')
-    out.append("</ul>")
     gone = list(changes.get("nodes_gone") or ())
-    if gone:
-        items = "".join(f"<li>{_e(n)}</li>" for n in gone[:CHANGES_LIMIT])
-        more = f"<li>\u2026 and {len(gone) - CHANGES_LIMIT} more</li>" if len(gone) > CHANGES_LIMIT else ""
-        out.append(f'<div class="chg f" id="nodes_gone"><h3>Nodes gone (in the previous run, not in this one)</h3>'
-                   f"<ul>{items}{more}</ul></div>")
     new_nodes = list(changes.get("new_nodes") or ())
-    if new_nodes:
-        items = "".join(f'<li><a href="#node-{_e(n)}">{_e(n)}</a></li>' if n in node_ids else f"<li>{_e(n)}</li>"
-                        for n in new_nodes[:CHANGES_LIMIT])
-        more = f"<li>\u2026 and {len(new_nodes) - CHANGES_LIMIT} more</li>" if len(new_nodes) > CHANGES_LIMIT else ""
-        out.append(f'<div class="chg s" id="new_nodes"><h3>New nodes</h3><ul>{items}{more}</ul></div>')
+    sections = []
     for kind, label, cls in _CHANGE_SECTIONS:
         entries = list(changes.get(kind) or ())
-        if not entries:
-            continue
-        items = "".join(_change_item(e, check_links, node_ids) for e in entries[:CHANGES_LIMIT])
-        more = f"<li>\u2026 and {len(entries) - CHANGES_LIMIT} more (summary.json)</li>" \
-            if len(entries) > CHANGES_LIMIT else ""
-        body = f"<h3>{label}</h3><ul>{items}{more}</ul>"
-        if kind == "still_failing":
-            body = f"<details><summary>{label} ({len(entries)})</summary><ul>{items}{more}</ul></details>"
-        out.append(f'<div class="chg {cls}" id="{kind}">{body}</div>')
-    out.append("</section>")
-    return "".join(out)
+        if entries:
+            sections.append({"kind": kind, "label": label, "cls": cls, "total": len(entries),
+                             "folded": kind == "still_failing", "more": max(0, len(entries) - CHANGES_LIMIT),
+                             "entries": [_change_item(e, check_links, node_ids) for e in entries[:CHANGES_LIMIT]]})
+    return {
+        "error": None, "warning": changes.get("warning"),
+        "previous": {"run_id": prev.get("run_id"), "started": _fmt_time(prev.get("started"))} if prev else None,
+        "counts": [(kind, label, cls, int(counts.get(kind) or 0)) for kind, label, cls in (
+            ("new_failures", "new failures", "f"), ("nodes_gone", "nodes gone", "f"), ("new_nodes", "new nodes", "s"),
+            ("fixed", "fixed", "p"), ("still_failing", "still failing", "b"), ("unchecked", "not checked now", "s"))],
+        "nodes_gone": gone[:CHANGES_LIMIT], "nodes_gone_more": max(0, len(gone) - CHANGES_LIMIT),
+        "new_nodes": [(n, n in node_ids) for n in new_nodes[:CHANGES_LIMIT]],
+        "new_nodes_more": max(0, len(new_nodes) - CHANGES_LIMIT), "sections": sections,
+    }
 
 
 def _report_href(run_dir: Path, key: str) -> str | None:

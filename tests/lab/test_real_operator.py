@@ -200,6 +200,29 @@ def test_cluster_policy_is_ready_only_after_every_operand(op_lab: Lab):
     assert all(ok for state, ok in after if state == "ready"), "ready while an operand was not: " + str(seen)
 
 
+def test_the_dcgm_exporter_answers_through_the_apiservers_pod_proxy(op_lab: Lab):
+    """The suite's default DCGM path (--dcgm-access proxy): the apiserver proxies only to global unicast pod IPs;
+    the lab's pods have addresses of its own block of 198.18.0.0/15 (lab/podnet.py), so the real apiserver
+    forwards the suite identity's GET to the twin's exporter of that pod."""
+    import ipaddress
+
+    net = op_lab.status["pod_network"]
+    if not net["proxyable"]:
+        pytest.skip(net["why"])
+    pod = _wait("the DCGM exporter pod running with its IP", lambda: next(
+        (p for p in op_lab.core.list_namespaced_pod(NS, label_selector="app=nvidia-dcgm-exporter").items
+         if p.status.pod_ip and p.status.phase == "Running"), None))
+    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(net["cidr"]), (pod.status.pod_ip, net)
+    suite = client.CoreV1Api(op_lab.api("kubeconfig"))
+    body = _wait("metrics through the pod proxy", lambda: suite.connect_get_namespaced_pod_proxy_with_path(
+        f"{pod.metadata.name}:9400", NS, "metrics"), timeout=60)
+    assert "DCGM_FI_DEV_GPU_TEMP{" in body and 'Hostname="gpu-a"' in body, body[:400]
+    proxied = [e for e in op_lab.audit_events() if (e.get("objectRef") or {}).get("subresource") == "proxy"
+               and e["user"]["username"] == op_lab.status["suite_user"]]
+    assert proxied and all(e.get("responseStatus", {}).get("code") == 200 for e in proxied
+                           if e.get("stage") == "ResponseComplete"), proxied[-1:]
+
+
 def test_a_crash_of_the_operator_is_a_restart_of_its_pod(op_lab: Lab):
     before = cluster.status(op_lab.paths)["operator"]
     os.kill(before["pid"], signal.SIGKILL)

@@ -84,7 +84,8 @@ def test_everything_escaped() -> None:
     html = render_fleet(summary, {"n1": 'x"><script>alert(1)</script>'})
     assert "<script>alert" not in html
     assert html.count("<script>") == 1  # the page's own filter code
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&amp;" in html   # Jinja2's autoescape (markupsafe)
+    assert 'x&#34;&gt;&lt;script&gt;' in html                               # in an href attribute too
 
 
 def test_thousand_nodes_fifteen_checks() -> None:

@@ -52,7 +52,7 @@ def test_the_seeded_configs_start_with_runc(hosts: dict[str, Path], make_host) -
         ev = containerd.effective(root)
         assert ev.ok and ev.daemon_up and ev.error is None, ev
         assert ev.runtimes == ["runc"] and ev.default_runtime == "runc" and ev.config == SNAP_CONFIG
-    # containerd 2.3's config version is 4: the snap's version 3 root is migrated to 4 when loaded
+    # containerd 2.3's config version is 4: k8sd's version 2 root is migrated to 4 when loaded
     assert ev.cri_plugin == "io.containerd.cri.v1.runtime" and ev.version == 4 and ev.containerd_version == "2.3.7"
     assert containerd.effective(hosts["gpu-a"]).cri_plugin == "io.containerd.grpc.v1.cri"
 
@@ -106,6 +106,23 @@ def test_runc_drop_in_on_containerd_2_3(make_host) -> None:
     # the suite's verdict equals real containerd's, whatever it is
     assert verdict.ok == second.ok, (first, second, verdict)
     print("2.3 playbook values:", first["running"], first["runtimes"], "with 00-k8s-runc:", second.ok, second.runtimes)
+
+
+@pytest.mark.parametrize("track", ["1.35", "1.36"])
+def test_1991_does_not_break_containerd_2(make_host, track: str) -> None:
+    """The playbook values on a Docker node of a 2.x track: the toolkit still dumps Docker's containerd and writes a
+    version 2 drop-in without runc, but containerd 2.1/2.3 migrate k8sd's version 2 root and the drop-in together
+    and keep runc beside nvidia (found with the real programs; the suite's resolver predicted no runc: the node's
+    containerd wins and the verdict says so)."""
+    root = make_host(f"spark-{track.replace('.', '')}", base="spark-1", k8s_snap_track=track)
+    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    rec = _toolkit(root)
+    assert "runc" not in rec["runtimes"] and "nvidia" in rec["runtimes"], rec
+    st = containerd.state(root)
+    assert st["running"] and {"runc", "nvidia"} <= set(st["runtimes"]) and st["default_runtime"] == "runc", st
+    verdict = _ask_node(root)
+    assert verdict.source == "node" and verdict.ok and set(verdict.runtimes) == set(st["runtimes"]), verdict
+    assert any("the node's containerd wins" in n for n in verdict.notes), verdict
 
 
 def test_1_36_node_with_the_v26_3_toolkit(make_host) -> None:

@@ -92,13 +92,16 @@ def test_seed_is_idempotent_and_leaves_a_seeded_host_alone(paths: LabPaths, spec
     assert (root / "usr/bin/snap").read_text().startswith("#!")            # shims are refreshed
 
 
-def test_containerd_2_nodes_get_a_version_3_config(make_host) -> None:
+def test_containerd_2_nodes_get_k8sds_version_2_config_and_containerd_migrates_it(make_host) -> None:
+    """k8sd writes a version 2 root config on every track (defaultContainerdConfig in k8s-snap's release-1.35
+    branch and in canonical/k8sd for 1.36); containerd 2.3 migrates it to its v3 CRI plugin ids when it loads."""
     root = make_host("new", k8s_snap_track="1.36")
     cfg = tomllib.loads(hp(root, SNAP_CONFIG).read_text())
-    assert cfg["version"] == 3
-    rt = cfg["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]
-    assert rt["default_runtime_name"] == "runc" and "runc" in rt["runtimes"]
-    assert cfg["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"] == f"{B}/etc/containerd/hosts.d"
+    assert cfg["version"] == 2
+    cri = cfg["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["containerd"]["default_runtime_name"] == "runc" and "runc" in cri["containerd"]["runtimes"]
+    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert cri["registry"]["config_path"] == f"{B}/etc/containerd/hosts.d"
     ev = containerd.effective(root)
     assert ev.ok and ev.runtimes == ["runc"] and ev.cri_plugin == "io.containerd.cri.v1.runtime"
 

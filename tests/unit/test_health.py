@@ -163,7 +163,8 @@ def test_non_critical_xid_is_a_warning_and_dcgm_counts() -> None:
     v = health.evaluate_xids(inputs(h200(), kernel_source="journalctl", xids=events[1:]), T)
     assert v.ok and "Xid 154 (GPU Recovery Action Changed" in v.message()
     v = health.evaluate_xids(inputs(h200(), dcgm_xids={H200_UUID: 48}), T)
-    assert not v.ok and "DBE (Double Bit Error) ECC Error" in v.message() and "DCGM exporter" in v.message()
+    assert not v.ok and "DCGM exporter" in v.message()
+    assert "Double Bit ECC Error; ROBUST_CHANNEL_GPU_ECC_DBE, catalogue action WORKFLOW_XID_48" in v.message()
     assert health.evaluate_xids(inputs(h200(), kernel_error="dmesg refused"), T).not_applicable
 
 
@@ -184,9 +185,10 @@ def test_bus_key_spellings_agree() -> None:
 # ------------------------------------------------------------------------------------------------ the host read
 def test_health_read_is_split_into_parts_and_parsed() -> None:
     out = (h200() + "\n@@gpu-conformance:smi rc=0\n0000:00:06.0 0302: 10de:2335 (rev a1)\n@@gpu-conformance:lspci rc=0\n"
-           "1764579600\n@@gpu-conformance:now rc=0\n\n@@gpu-conformance:dmesg-iso rc=0\nnot running\n"
-           "@@gpu-conformance:persistenced rc=0\n")
+           "1764579600\n@@gpu-conformance:now rc=0\n350735.21 5546033.93\n@@gpu-conformance:uptime rc=0\n"
+           "\n@@gpu-conformance:dmesg-iso rc=0\nnot running\n@@gpu-conformance:persistenced rc=0\n")
     i = health.inputs_from(split_health_output(out))
+    assert i.uptime_s == 350735.21
     assert i.log is not None and i.bus and i.bus[0].device == "2335" and i.kernel_source == "dmesg-iso"
     assert i.now == dt.datetime.fromtimestamp(1764579600, dt.UTC) and i.persistenced is False and not i.smi_error
     broken = health.inputs_from(split_health_output("NVIDIA-SMI has failed\n@@gpu-conformance:smi rc=9\n"))
@@ -194,10 +196,23 @@ def test_health_read_is_split_into_parts_and_parsed() -> None:
     assert not health.evaluate_memory(broken, T).ok
 
 
+def test_pcie_replay_rate_since_boot_warns_above_dcgms_limit() -> None:
+    """DCGM's DCGM_LIMIT_MAX_PCIREPLAY_RATE: 8 replays a minute. The rate is taken over the host's uptime; without
+    it, the count since the driver loaded against pcie_replays_warn."""
+    assert health.replay_warning("GPU 0", 0, 0, 600.0, 8.0, 100) is None
+    assert health.replay_warning("GPU 0", 4000, 0, 600.0, 8.0, 100) is None          # 6.7/min: under the limit
+    w = health.replay_warning("GPU 0", 6000, 1, 600.0, 8.0, 100)
+    assert w and "10.0/min" in w and "more than 8/min" in w and "rollovers 1" in w, w
+    assert health.replay_warning("GPU 0", 101, 0, None, 8.0, 100)                     # no uptime: the count
+    assert health.replay_warning("GPU 0", 99, 0, None, 8.0, 100) is None
+    assert health.replay_warning("GPU 0", None, None, 600.0, 8.0, 100) is None        # [N/A]
+
+
 def test_health_settings_are_validated() -> None:
     s = validate({"health": {"max_temperature_c": 80, "critical_xids": [79, 48]}})
     assert s.health["max_temperature_c"] == 80.0 and s.health["critical_xids"] == (48, 79)
-    assert s.health["xid_window_h"] == 24.0
+    assert s.health["xid_window_h"] == 24.0 and s.health["pcie_replay_rate_warn_per_min"] == 8.0
+    assert validate({"health": {"pcie_replay_rate_warn_per_min": 2}}).health["pcie_replay_rate_warn_per_min"] == 2.0
     for bad in ({"nope": 1}, {"critical_xids": "79"}, {"persistence_mode": "on"}, {"xid_window_h": -1}):
         with pytest.raises(SettingsError, match="health"):
             validate({"health": bad})
@@ -257,3 +272,46 @@ def test_api_only_audit_still_reads_xids_from_the_exporter(monkeypatch, tmp_path
     with pytest.raises(NoHostAccess):
         health.check(ctx2, "n1", "xid")
 
+
+
+def test_every_catalogue_row_names_the_catalogues_mnemonic_and_bucket() -> None:
+    """Rows carry the catalogue's own mnemonic and immediate resolution bucket; every default critical Xid is one."""
+    from provision import xid_catalog
+    from provision.settings import DEFAULT_HEALTH
+
+    buckets = {"RESTART_APP", "RESET_GPU", "RESTART_BM", "IGNORE", "CONTACT_SUPPORT"}
+    for x in xid_catalog.CATALOG.values():
+        assert x.mnemonic and x.mnemonic == x.mnemonic.upper(), x
+        assert x.bucket in buckets or x.bucket.startswith(("WORKFLOW_", "XID_")), x
+    assert set(DEFAULT_HEALTH["critical_xids"]) <= set(xid_catalog.CATALOG)
+    assert xid_catalog.describe(79).bucket == "RESTART_BM" and xid_catalog.describe(95).bucket == "RESET_GPU"
+    assert xid_catalog.describe(9999).meaning == "see NVIDIA's Xid catalogue"
+
+
+def test_one_dcgm_scrape_per_node_is_shared_and_a_failure_is_asked_again(tmp_path) -> None:
+    """The metrics check and the Xid check read one scrape per node and run (through the apiserver's pod proxy by
+    default); a failed scrape is not remembered."""
+    from types import SimpleNamespace
+
+    from provision import checks
+    from provision.context import RunContext
+
+    calls: list[str] = []
+    answers = iter([OSError("connection refused"), "DCGM_FI_DEV_XID_ERRORS{UUID=\"GPU-1\"} 0\n"])
+
+    def proxy(name, ns, path, **_):
+        calls.append(f"{ns}/{name}/{path}")
+        got = next(answers)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    pod = {"metadata": {"name": "nvidia-dcgm-exporter-x"}, "status": {"podIP": "198.18.0.9"}}
+    kube = SimpleNamespace(snapshot=lambda: SimpleNamespace(pod_on=lambda app, node: pod), timeout=5,
+                           core=SimpleNamespace(connect_get_namespaced_pod_proxy_with_path=proxy))
+    ctx = RunContext(validate({}), kube, tmp_path, ("n1",))  # type: ignore[arg-type]
+    with pytest.raises(checks.DcgmUnavailable, match="did not answer"):
+        checks.dcgm_scrape(ctx, "n1")
+    assert health.scrape_dcgm(ctx, "n1") == ('DCGM_FI_DEV_XID_ERRORS{UUID="GPU-1"} 0\n', None)
+    assert checks.dcgm_scrape(ctx, "n1")[0] == "nvidia-dcgm-exporter-x"
+    assert calls == ["gpu-operator/nvidia-dcgm-exporter-x:9400/metrics"] * 2, calls

@@ -3,8 +3,9 @@
 // Built by lab/build_node.py inside a copy of containerd's own module (as cmd/containerd-judge), so it uses
 // containerd's own code: the default config of cmd/containerd, server/config.LoadConfig (what `containerd`
 // runs at start), then, as server.New does, MigrateConfig when the merged version is below the current one,
-// server.LoadPlugins (the plugin
-// graph without disabled plugins), each plugin's config decoded as server.New does, and the CRI plugins'
+// server.LoadPlugins (the plugin graph without disabled plugins), each loaded plugin's ConfigMigration for
+// every version from the loaded one (the CRI plugins' v2 -> v3 move), each plugin's config decoded as
+// server.New does, and the CRI plugins'
 // validation (internal/cri/config ValidateRuntimeConfig / ValidateImageConfig / ValidateServerConfig).
 // Plugins are not started. With --root it chroots first (the lab node's host view). Prints one JSON object.
 package main
@@ -69,7 +70,8 @@ func main() {
 		emit()
 		return
 	}
-	if cfg.Version < version.ConfigVersion { // server.New
+	loadedVersion := cfg.Version
+	if loadedVersion < version.ConfigVersion { // server.New
 		if err := cfg.MigrateConfig(ctx); err != nil {
 			out.Error = err.Error()
 			emit()
@@ -88,6 +90,18 @@ func main() {
 		out.Error = err.Error()
 		emit()
 		return
+	}
+	// server.New: each plugin's own migration, one version at a time, after LoadPlugins
+	for v := loadedVersion; v < version.ConfigVersion; v++ {
+		for _, p := range plugins {
+			if p.ConfigMigration != nil {
+				if err := p.ConfigMigration(ctx, v, cfg.Plugins); err != nil {
+					out.Error = err.Error()
+					emit()
+					return
+				}
+			}
+		}
 	}
 	out.DaemonUp = true
 	errs := map[string]string{runtimeID: fmt.Sprintf("plugin %s is not loaded (disabled_plugins)", runtimeID)}

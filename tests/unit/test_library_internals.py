@@ -1,0 +1,103 @@
+"""The private internals of allure-python-commons, allure-pytest-bdd, pytest-bdd and testinfra that the suite
+still relies on, each with the reason (a measured figure, or a feature the library has no public API for).
+When a release changes one of them, its test here fails naming the file of ours to update, instead of the
+reports or the SSH backend breaking silently. The tested versions are pinned in pyproject.toml."""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _broken(what: str, ours: str) -> str:
+    return (f"{what} changed in the installed release; {ours} relies on it. Update {ours} for the new release, "
+            "or pin the library to the range in pyproject.toml")
+
+
+def test_installed_versions_are_in_the_pinned_ranges() -> None:
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = {Requirement(d).name: Requirement(d) for d in deps}
+    for name in ("allure-python-commons", "allure-pytest-bdd", "pytest-bdd", "pytest-testinfra"):
+        assert name in pinned, f"{name} is not pinned in pyproject.toml: the suite uses its internals"
+        have = Version(metadata.version(name))
+        assert pinned[name].specifier.contains(have), f"{name} {have} is outside the pinned {pinned[name].specifier}"
+
+
+def test_allure_file_logger_report_item() -> None:
+    """provision/reporting/allure_writer.py: the file logger's per-result writer (json.dumps instead of
+    json.dump, about 1 ms per scenario at 1000 nodes)."""
+    from allure_commons.logger import AllureFileLogger
+    from allure_commons.model2 import TestResult
+
+    ours = "provision/reporting/allure_writer.py"
+    assert callable(getattr(AllureFileLogger, "_report_item", None)), _broken("AllureFileLogger._report_item", ours)
+    assert list(inspect.signature(AllureFileLogger._report_item).parameters) == ["self", "item"], \
+        _broken("AllureFileLogger._report_item(self, item)", ours)
+    assert "_report_dir" in inspect.getsource(AllureFileLogger.__init__), _broken("AllureFileLogger._report_dir", ours)
+    assert getattr(TestResult, "file_pattern", None) == "{prefix}-result.json", _broken("TestResult.file_pattern", ours)
+
+
+def test_fast_writer_writes_what_the_logger_writes(tmp_path) -> None:
+    """The replacement writes the same JSON as allure's own writer, so reports do not change."""
+    import json
+    from types import MethodType
+
+    from allure_commons.logger import AllureFileLogger
+    from allure_commons.model2 import Label, TestResult
+
+    from provision.reporting.allure_writer import _report_item
+
+    item = TestResult(name="s", uuid="u", fullName="f", labels=[Label(name="host", value="gpu-a")])
+    theirs, ours = AllureFileLogger(str(tmp_path / "a")), AllureFileLogger(str(tmp_path / "b"))
+    ours._report_item = MethodType(_report_item, ours)  # type: ignore[method-assign]
+    theirs.report_result(item)
+    ours.report_result(item)
+    (a,), (b,) = (list((tmp_path / d).glob("*-result.json")) for d in ("a", "b"))
+    assert json.loads(a.read_text()) == json.loads(b.read_text())
+
+
+def test_allure_pytest_bdd_item_stash_key() -> None:
+    """provision/heap.py: what allure-pytest-bdd keeps per item (its ExceptionInfo and frames) is dropped when the
+    item is done (most of the memory that grew with the number of nodes)."""
+    storage = pytest.importorskip("allure_pytest_bdd.storage")
+    assert isinstance(getattr(storage, "ALLURE_PYTEST_BDD_HASHKEY", None), pytest.StashKey), \
+        _broken("allure_pytest_bdd.storage.ALLURE_PYTEST_BDD_HASHKEY (a pytest.StashKey)", "provision/heap.py")
+
+
+def test_pytest_bdd_scenario_registry() -> None:
+    """gpu_conformance/reporting.py: the feature and scenario names of an item for summary.json (pytest-bdd has no
+    public API from an item to its scenario)."""
+    import importlib
+
+    scenario_mod = importlib.import_module("pytest_bdd.scenario")   # `pytest_bdd.scenario` is also a function
+    reg = getattr(scenario_mod, "scenario_wrapper_template_registry", None)
+    assert reg is not None and hasattr(reg, "get"), \
+        _broken("pytest_bdd.scenario.scenario_wrapper_template_registry", "gpu_conformance/reporting.py")
+
+
+def test_testinfra_paramiko_backend_hooks() -> None:
+    """provision/hosts/access.py StrictParamikoBackend: OpenSSH's host-key rules (testinfra's own backend accepts
+    any host key); it overrides the ``client`` cached property and reads the backend's host/timeout/ssh options."""
+    import testinfra.backend
+    import testinfra.backend.base
+    from testinfra.backend.paramiko import ParamikoBackend
+
+    ours = "provision/hosts/access.py"
+    assert "client" in vars(ParamikoBackend), _broken("ParamikoBackend.client", ours)
+    assert callable(getattr(ParamikoBackend, "_load_ssh_config", None)), _broken("ParamikoBackend._load_ssh_config",
+                                                                                 ours)
+    params = inspect.signature(ParamikoBackend.__init__).parameters
+    for name in ("ssh_config", "ssh_identity_file", "timeout"):
+        assert name in params, _broken(f"ParamikoBackend(..., {name}=)", ours)
+    assert callable(getattr(testinfra.backend, "parse_hostspec", None)), _broken("testinfra.backend.parse_hostspec",
+                                                                                 ours)
+    assert isinstance(getattr(testinfra.backend.base, "CommandResult", None), type), \
+        _broken("testinfra.backend.base.CommandResult", ours)
