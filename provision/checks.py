@@ -397,6 +397,10 @@ def allocatable(ctx: RunContext, node: str) -> Finding:
     renameByDefault / rename: nvidia.com/gpu.shared, nvidia.com/gpu 0) and its MIG strategy (single: the GPUs
     are MIG devices, counted by GFD; mixed: nvidia.com/mig-<profile> plus the non-MIG GPUs). Full MIG checks are
     another issue: here MIG configurations are recognised, not verified device by device."""
+    from provision import mig
+
+    if mig.node_mode(ctx, node) is not None:  # a MIG node: judged in MIG mode (features/mig.feature's check)
+        return mig.check_advertised(ctx, node)
     obj = ctx.kube.snapshot().nodes.get(node) or {}
     alloc = (obj.get("status") or {}).get("allocatable") or {}
     labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -446,6 +450,10 @@ def allocatable(ctx: RunContext, node: str) -> Finding:
 def gfd_labels(ctx: RunContext, node: str) -> Finding:
     """GFD's labels under the node's device-plugin config: -SHARED on the product only when time-sliced without
     a rename, the MIG product (<model>-MIG-<profile>) and MIG-device count under MIG strategy single."""
+    from provision import mig
+
+    if mig.node_mode(ctx, node) is not None:  # a MIG node: judged in MIG mode (features/mig.feature's check)
+        return mig.check_gfd(ctx, node)
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     got = gfd.parse_labels(labels)
     sharing = expect.node_sharing(ctx, node)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from provision.context import NoHostAccess, RunContext
 from provision.hosts.results import HostUnreachable
@@ -59,16 +60,44 @@ def mig_parted_configs(ctx: RunContext) -> tuple[dict[str, list[obs.MigEntry]] |
     if not data:
         return None, f"ConfigMap {ctx.settings.namespace}/{name} (the MIG manager's mig-parted config) not found"
     key = "config.yaml" if "config.yaml" in data else next(iter(data))
-    return obs.parse_mig_parted_config(data[key], f"ConfigMap {name} key {key}"), f"ConfigMap {name}"
+    return _parsed(data[key], f"ConfigMap {name} key {key}"), f"ConfigMap {name}"
+
+
+@lru_cache(maxsize=8)
+def _parsed(text: str, source: str) -> dict[str, list[obs.MigEntry]]:
+    """One parse per config text (every node's checks read the same ConfigMap)."""
+    return obs.parse_mig_parted_config(text, source)
+
+
+def desired_strategy(settings_strategies: Mapping[str, str], node: str, product: str | None) -> str | None:
+    """single | mixed from the setting mig_strategies (node name, then GPU product); None when not set."""
+    if node in settings_strategies:
+        return settings_strategies[node]
+    if product and product in settings_strategies:
+        return settings_strategies[product]
+    return None
+
+
+def effective_strategy(ctx: RunContext, node: str) -> str:
+    """The MIG strategy the node's device plugin and GFD run with: MIG_STRATEGY, which the operator sets from
+    ClusterPolicy spec.mig.strategy, overrides the config file's flags.migStrategy (the plugin's precedence:
+    flag, then environment, then config file); without it the node's config key decides."""
+    from provision import expect
+
+    spec = (ctx.kube.snapshot().cluster_policy or {}).get("spec") or {}
+    return (spec.get("mig") or {}).get("strategy") or expect.node_sharing(ctx, node).mig_strategy
 
 
 def node_mode(ctx: RunContext, node: str) -> MigMode | None:
     """The node's MIG mode, or None for a node judged as before (no MIG)."""
     from provision import expect
 
-    want = desired_profile(ctx.settings.mig_profiles, node, expect.product(ctx, node))
+    label = _labels(ctx, node).get(obs.CONFIG_LABEL)
+    if not ctx.settings.mig_profiles and (not label or label == obs.DISABLED):
+        return None   # the common case, decided without nvidia-smi or the mig-parted config
+    product = expect.product(ctx, node)
+    want = desired_profile(ctx.settings.mig_profiles, node, product)
     if want is None:
-        label = _labels(ctx, node).get(obs.CONFIG_LABEL)
         want = (label, f"node label {obs.CONFIG_LABEL}") if label else None
     if want is None:
         return None
@@ -78,7 +107,10 @@ def node_mode(ctx: RunContext, node: str) -> MigMode | None:
         configs = None
     if not obs.profile_enables_mig(configs, want[0]):
         return None
-    return MigMode(want[0], want[1], expect.node_sharing(ctx, node).mig_strategy)
+    strategy = desired_strategy(ctx.settings.mig_strategies, node, product)
+    if strategy is None:
+        strategy = "single" if want[1].startswith("setting") else effective_strategy(ctx, node)
+    return MigMode(want[0], want[1], strategy)
 
 
 # ------------------------------------------------------------------------------------------ pure judges
@@ -113,18 +145,19 @@ def judge_devices(smi_list: str, configs: Mapping[str, list[obs.MigEntry]], mode
 
 def judge_allocatable(alloc: Mapping[str, str], labels: Mapping[str, str], mode: MigMode, devices: dict[str, int],
                       physical_without_mig: int, replicas: int) -> list[str]:
-    """Allocatable and GFD's MIG labels for the devices nvidia-smi lists (profile -> count).
+    """Allocatable and GFD's MIG labels for the devices nvidia-smi lists (profile -> count)."""
+    return (judge_advertised(alloc, labels, mode, devices, physical_without_mig, replicas)
+            + judge_gfd(labels, mode, devices))
 
-    single: nvidia.com/gpu = MIG devices x time-slicing replicas, GFD gpu.count = MIG devices, gpu.product
-    <model>-MIG-<profile>, gpu.slices.gi/ci present. mixed: nvidia.com/mig-<profile> = the GFD
-    nvidia.com/mig-<profile>.count label = the devices nvidia-smi lists (x that profile's GFD replicas), and
-    nvidia.com/gpu = the GPUs without MIG x replicas."""
+
+def judge_advertised(alloc: Mapping[str, str], labels: Mapping[str, str], mode: MigMode, devices: dict[str, int],
+                     physical_without_mig: int, replicas: int) -> list[str]:
+    """single: nvidia.com/gpu = MIG devices x time-slicing replicas. mixed: nvidia.com/mig-<profile> = the
+    devices nvidia-smi lists x that profile's GFD replicas, and nvidia.com/gpu = the GPUs without MIG x replicas."""
     got = obs.parse_labels(labels)
-    problems = []
     total = sum(devices.values())
-    if got.strategy not in (None, mode.strategy):
-        problems.append(f"GFD nvidia.com/mig.strategy={got.strategy} (the device plugin uses {mode.strategy})")
     if mode.strategy == "single":
+        problems = []
         if len(devices) > 1:
             problems.append(f"strategy single needs one MIG profile on the node, nvidia-smi lists {sorted(devices)} "
                             "(use strategy mixed for mixed profiles)")
@@ -132,6 +165,42 @@ def judge_allocatable(alloc: Mapping[str, str], labels: Mapping[str, str], mode:
         want = total * replicas
         if have != want:
             problems.append(f"allocatable {GPU}={have} (want {total} MIG devices x {replicas} replicas = {want})")
+        return problems
+    if mode.strategy != "mixed":
+        return [f"the device plugin's MIG strategy is {mode.strategy}: MIG devices are not advertised (set "
+                "ClusterPolicy spec.mig.strategy to single or mixed)"]
+    problems = []
+    for profile in sorted(set(devices) | set(got.mixed)):
+        n = devices.get(profile, 0)
+        rep = got.mixed_replicas.get(profile, 1) or 1
+        have = int(alloc.get(f"nvidia.com/mig-{profile}", "0") or 0)
+        if have != n * rep:
+            problems.append(f"allocatable nvidia.com/mig-{profile}={have} (want {n} x {rep} replicas = {n * rep})")
+    have_gpu = int(alloc.get(GPU, "0") or 0)
+    if have_gpu != physical_without_mig * replicas:
+        problems.append(f"allocatable {GPU}={have_gpu} (want {physical_without_mig} GPUs without MIG x {replicas})")
+    return problems
+
+
+def judge_gfd(labels: Mapping[str, str], mode: MigMode, devices: dict[str, int] | None) -> list[str]:
+    """single: GFD gpu.count = MIG devices, gpu.product <model>-MIG-<profile>, gpu.slices.gi/ci present.
+    mixed: nvidia.com/mig-<profile>.count = the devices nvidia-smi lists, for every profile. devices None (no
+    nvidia-smi): only that GFD labels MIG devices at all under the strategy."""
+    got = obs.parse_labels(labels)
+    problems = []
+    if devices is None:
+        if mode.strategy == "single" and not (got.single_profile and got.single_count):
+            problems.append(f"GFD nvidia.com/gpu.product={labels.get('nvidia.com/gpu.product')}, gpu.count="
+                            f"{labels.get('nvidia.com/gpu.count')} (want <model>-MIG-<profile> and the MIG devices)")
+        elif mode.strategy == "mixed" and not any(got.mixed.values()):
+            problems.append("no GFD nvidia.com/mig-<profile>.count label counts a MIG device")
+        if got.strategy not in (None, mode.strategy):
+            problems.append(f"GFD nvidia.com/mig.strategy={got.strategy} (the device plugin uses {mode.strategy})")
+        return problems
+    if got.strategy not in (None, mode.strategy):
+        problems.append(f"GFD nvidia.com/mig.strategy={got.strategy} (the device plugin uses {mode.strategy})")
+    if mode.strategy == "single":
+        total = sum(devices.values())
         if got.single_count != total:
             problems.append(f"GFD nvidia.com/gpu.count={labels.get('nvidia.com/gpu.count')} (want {total} MIG devices)")
         profile = next(iter(devices), None)
@@ -140,22 +209,11 @@ def judge_allocatable(alloc: Mapping[str, str], labels: Mapping[str, str], mode:
                             f"<model>-MIG-{profile})")
         if None in got.slices:
             problems.append("GFD labels nvidia.com/gpu.slices.gi / .ci missing")
-        return problems
-    if mode.strategy != "mixed":
-        return [f"the device plugin's MIG strategy is {mode.strategy}: MIG devices are not advertised (set "
-                "ClusterPolicy spec.mig.strategy to single or mixed)"]
-    for profile in sorted(set(devices) | set(got.mixed)):
-        n = devices.get(profile, 0)
-        rep = got.mixed_replicas.get(profile, 1) or 1
-        have = int(alloc.get(f"nvidia.com/mig-{profile}", "0") or 0)
-        label = got.mixed.get(profile)
-        if label != n:
-            problems.append(f"GFD nvidia.com/mig-{profile}.count={label} (nvidia-smi lists {n})")
-        if have != n * rep:
-            problems.append(f"allocatable nvidia.com/mig-{profile}={have} (want {n} x {rep} replicas = {n * rep})")
-    have_gpu = int(alloc.get(GPU, "0") or 0)
-    if have_gpu != physical_without_mig * replicas:
-        problems.append(f"allocatable {GPU}={have_gpu} (want {physical_without_mig} GPUs without MIG x {replicas})")
+    elif mode.strategy == "mixed":
+        for profile in sorted(set(devices) | set(got.mixed)):
+            if got.mixed.get(profile) != devices.get(profile, 0):
+                problems.append(f"GFD nvidia.com/mig-{profile}.count={got.mixed.get(profile)} (nvidia-smi lists "
+                                f"{devices.get(profile, 0)})")
     return problems
 
 
@@ -187,3 +245,263 @@ def host_available(ctx: RunContext, node: str) -> bool:
         return True
     except (NoHostAccess, HostUnreachable):
         return False
+
+
+# ------------------------------------------------------------------------------------------ the checks
+def _finding(ok: bool, mode: MigMode, node: str, expected: str, problems: list[str], fix: str):
+    from provision.checks import Finding, _fix
+
+    found = "; ".join(problems) or "as expected"
+    return Finding(ok, f"{node} judged in {mode.words()}: " + _fix(expected, found, fix),
+                   observed=f"{node} in {mode.words()}: {found}")
+
+
+def require_mode(ctx: RunContext, node: str) -> MigMode:
+    from provision.checks import NotApplicable
+
+    mode = node_mode(ctx, node)
+    if mode is None:
+        raise NotApplicable(f"{node} is not in MIG mode (no mig_profiles setting for it or its GPU, no "
+                            f"{obs.CONFIG_LABEL} label asking for MIG): judged without MIG")
+    return mode
+
+
+def _node_obj(ctx: RunContext, node: str) -> tuple[dict, dict]:
+    obj = ctx.kube.snapshot().nodes.get(node) or {}
+    return ((obj.get("status") or {}).get("allocatable") or {}), ((obj.get("metadata") or {}).get("labels") or {})
+
+
+def check_state(ctx: RunContext, node: str):
+    mode = require_mode(ctx, node)
+    _, labels = _node_obj(ctx, node)
+    problems = judge_state(labels, mode)
+    return _finding(not problems, mode, node, f"{obs.CONFIG_LABEL}={mode.profile} and {obs.STATE_LABEL}=success",
+                    problems, f"label the node {obs.CONFIG_LABEL}={mode.profile} (pytest features/ --provision) and "
+                    "read the nvidia-mig-manager pod's log on the node; state failed: the GPUs may be in use or "
+                    "need a reboot")
+
+
+def _devices(ctx: RunContext, node: str, mode: MigMode) -> tuple[list[str], dict[str, int], int, str]:
+    """(problems, profile -> devices nvidia-smi lists, GPUs without MIG, nvidia-smi -L text) of the node."""
+    from provision import expect
+
+    rc, text = smi_list(ctx, node)
+    if rc != 0:
+        return [f"nvidia-smi -L exited {rc}: {text.strip()[:200]}"], {}, 0, text
+    configs, where = mig_parted_configs(ctx)
+    if configs is None:
+        from provision.outcomes import Broken
+
+        raise Broken(f"cannot tell which MIG devices profile {mode.profile} gives: {where}")
+    problems, _ = judge_devices(text, configs, mode)
+    devices: dict[str, int] = {}
+    for d in parse_mig_devices(text):
+        devices[d.profile] = devices.get(d.profile, 0) + 1
+    facts = expect.smi(ctx, node)
+    without = sum(1 for g in facts.gpus if (g.mig_mode or "").lower() != "enabled") if facts.usable else 0
+    return problems, devices, without, text
+
+
+def check_devices(ctx: RunContext, node: str):
+    from provision.checks import NotApplicable
+
+    mode = require_mode(ctx, node)
+    try:
+        problems, devices, _, text = _devices(ctx, node, mode)
+    except NoHostAccess as exc:
+        raise NotApplicable(f"host checks are off: nvidia-smi -L cannot be read on {node} ({exc})") from exc
+    f = _finding(not problems and bool(devices), mode, node,
+                 f"the MIG devices the mig-parted config {mode.profile} gives each GPU, in nvidia-smi -L",
+                 problems or ([] if devices else ["no MIG devices listed"]),
+                 f"check the nvidia-mig-manager pod's log on {node}; relabel {obs.CONFIG_LABEL} to re-apply")
+    f.attachments["nvidia-smi -L"] = text
+    return f
+
+
+def check_advertised(ctx: RunContext, node: str):
+    from provision import expect
+
+    mode = require_mode(ctx, node)
+    alloc, labels = _node_obj(ctx, node)
+    try:
+        _, devices, without, _ = _devices(ctx, node, mode)
+    except (NoHostAccess, HostUnreachable):   # no host: GFD's counts stand for nvidia-smi
+        got = obs.parse_labels(labels)
+        devices = dict(got.mixed) if mode.strategy == "mixed" else (
+            {got.single_profile: got.single_count or 0} if got.single_profile else {})
+        without = 0
+    replicas = expect.replicas(ctx, node)
+    problems = judge_advertised(alloc, labels, mode, devices, without, replicas)
+    running = effective_strategy(ctx, node)
+    if running != mode.strategy:
+        problems.insert(0, f"the device plugin runs with MIG strategy {running} (ClusterPolicy spec.mig.strategy, "
+                        f"else its config's flags.migStrategy), the node wants {mode.strategy}")
+    resource = GPU if mode.strategy == "single" else "nvidia.com/mig-<profile>"
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(alloc.items()) if k.startswith("nvidia.com/")) or "none"
+    return _finding(not problems, mode, node, f"allocatable {resource} = the MIG devices x {replicas} time-slicing "
+                    f"replicas ({', '.join(f'{n}x {p}' for p, n in sorted(devices.items())) or 'no devices'})",
+                    problems + ([] if not problems else [f"allocatable {shown}"]),
+                    "check the device-plugin pod on the node: it must run with the MIG strategy of ClusterPolicy "
+                    "spec.mig.strategy and restart after a MIG change")
+
+
+def check_gfd(ctx: RunContext, node: str):
+    mode = require_mode(ctx, node)
+    _, labels = _node_obj(ctx, node)
+    try:
+        _, devices, _, _ = _devices(ctx, node, mode)
+    except (NoHostAccess, HostUnreachable):
+        devices = None   # no nvidia-smi: GFD's labels are judged on their own
+    problems = judge_gfd(labels, mode, devices)
+    return _finding(not problems, mode, node, f"GFD labels for MIG strategy {mode.strategy}", problems,
+                    "GFD relabels when it restarts; check the gpu-feature-discovery pod on the node")
+
+
+def check_dcgm(ctx: RunContext, node: str):
+    from provision.health import scrape_dcgm
+
+    mode = require_mode(ctx, node)
+    text, why = scrape_dcgm(ctx, node)
+    if text is None:
+        return _finding(False, mode, node, "the DCGM exporter answering", [why or "no answer"],
+                        "check the nvidia-dcgm-exporter pod on the node")
+    try:
+        _, devices, _, _ = _devices(ctx, node, mode)
+        count = sum(devices.values())
+    except (NoHostAccess, HostUnreachable):
+        _, labels = _node_obj(ctx, node)
+        got = obs.parse_labels(labels)
+        count = sum(got.mixed.values()) if mode.strategy == "mixed" else (got.single_count or 0)
+    problems = judge_dcgm(text, count)
+    return _finding(not problems, mode, node, f"a DCGM series per MIG instance ({count}, labels GPU_I_PROFILE and "
+                    "GPU_I_ID)", problems, "restart the nvidia-dcgm-exporter pod on the node after a MIG change")
+
+
+# ------------------------------------------------------------------------------------------ provisioning
+def desired_modes(ctx: RunContext, nodes: list[str]) -> dict[str, MigMode]:
+    """The nodes the desired state (setting mig_profiles) puts in MIG mode, with their strategy."""
+    from provision import expect
+
+    if not ctx.settings.mig_profiles:
+        return {}
+    try:
+        configs, _ = mig_parted_configs(ctx)
+    except obs.MigConfigError:
+        configs = None
+    out = {}
+    for node in nodes:
+        product = expect.product(ctx, node)
+        want = desired_profile(ctx.settings.mig_profiles, node, product)
+        if want is not None and obs.profile_enables_mig(configs, want[0]):
+            strategy = desired_strategy(ctx.settings.mig_strategies, node, product) or "single"
+            out[node] = MigMode(want[0], want[1], strategy)
+    return out
+
+
+def chart_values(ctx: RunContext) -> tuple[dict, list[str]]:
+    """ClusterPolicy spec.mig.strategy through the chart value mig.strategy: the one strategy of the MIG nodes,
+    or "" (unset: each node's device-plugin config key carries its flags.migStrategy) when they differ. {} (the
+    chart's default) without MIG nodes."""
+    strategies = sorted({m.strategy for m in desired_modes(ctx, list(ctx.gpu_nodes)).values()})
+    if not strategies:
+        return {}, []
+    if len(strategies) == 1:
+        return {"mig": {"strategy": strategies[0]}}, []
+    return {"mig": {"strategy": ""}}, [f"mig.strategy unset: MIG nodes use {strategies}; each node's device-plugin "
+                                      "config key carries its flags.migStrategy (MIG_STRATEGY would override it)"]
+
+
+def _profiles_of(configs: Mapping[str, list[obs.MigEntry]] | None, profile: str) -> list[str]:
+    if not configs or profile not in configs:
+        return []
+    return sorted({p for e in configs[profile] if e.mig_enabled for p, n in e.mig_devices.items() if n})
+
+
+def timeslicing_keys(ctx: RunContext, nodes: list[str], data: dict[str, str], labels: dict[str, str]) -> None:
+    """Device-plugin config keys for MIG nodes (flags.migStrategy of the node's strategy; under mixed the MIG
+    resources nvidia.com/mig-<profile> are time-sliced too), added to the time-slicing ConfigMap's data, and the
+    node -> key labels. Nodes without MIG keep what time-slicing gave them."""
+    from provision import expect
+    from provision.observe.timeslicing import render_config
+
+    modes = desired_modes(ctx, nodes)
+    if not modes:
+        return
+    try:
+        configs, _ = mig_parted_configs(ctx)
+    except obs.MigConfigError:
+        configs = None
+    for node, mode in sorted(modes.items()):
+        product = expect.product(ctx, node)
+        base = labels.get(node)
+        key = f"{base}-mig-{mode.strategy}" if base else f"mig-{mode.strategy}"
+        profiles = _profiles_of(configs, mode.profile) if mode.strategy == "mixed" else []
+        rendered = render_config(ctx.settings.replicas_for(product), mig_strategy=mode.strategy,
+                                 mig_resources=[f"nvidia.com/mig-{p}" for p in profiles])
+        if key in data and data[key] != rendered:   # two mixed nodes with other profiles: one key holds both
+            rendered = render_config(ctx.settings.replicas_for(product), mig_strategy=mode.strategy,
+                                     mig_resources=sorted(set(_resources_in(data[key])) |
+                                                          {f"nvidia.com/mig-{p}" for p in profiles}))
+        data[key] = rendered
+        labels[node] = key
+
+
+def _resources_in(config_text: str) -> list[str]:
+    import yaml
+
+    doc = yaml.safe_load(config_text) or {}
+    return [r["name"] for r in ((doc.get("sharing") or {}).get("timeSlicing") or {}).get("resources") or []
+            if str(r.get("name", "")).startswith("nvidia.com/mig-")]
+
+
+def expected_devices(ctx: RunContext, node: str, mode: MigMode) -> int | None:
+    """How many MIG devices the node will have under its profile: the mig-parted config's layout when every
+    entry that may apply gives the same count, else nvidia-smi -L's when it matches one; None when unknown."""
+    try:
+        configs, _ = mig_parted_configs(ctx)
+    except obs.MigConfigError:
+        return None
+    if configs is None or mode.profile not in configs:
+        return None
+    try:
+        rc, text = smi_list(ctx, node)
+        gpus = [g.index for g in parse_list(text)] if rc == 0 else []
+    except (NoHostAccess, HostUnreachable, NvidiaSmiParseError):
+        rc, text, gpus = 1, "", []
+    if not gpus:
+        from provision import expect
+
+        count, _ = expect.physical_gpus(ctx, node)
+        gpus = list(range(count or 0))
+    totals = {sum(sum(layout.values()) for layout in per_gpu)
+              for per_gpu in _combinations([obs.candidate_layouts(configs, mode.profile, g) or [{}] for g in gpus])}
+    if len(totals) == 1:
+        return totals.pop()
+    if rc == 0 and not judge_devices(text, configs, mode)[0]:
+        return len(parse_mig_devices(text))
+    return None
+
+
+def _combinations(options: list[list[dict[str, int]]]) -> list[list[dict[str, int]]]:
+    out: list[list[dict[str, int]]] = [[]]
+    for opts in options:
+        out = [[*prev, o] for prev in out for o in opts][:64]
+    return out
+
+
+def expected_gpu_allocatable(ctx: RunContext, node: str, replicas: int) -> tuple[bool, int | None]:
+    """(the node is a MIG node of the desired state, nvidia.com/gpu it should advertise): single = MIG devices x
+    replicas, mixed = GPUs without MIG x replicas (0: the MIG manager puts every GPU of the node in MIG mode)."""
+    mode = desired_modes(ctx, [node]).get(node)
+    if mode is None:
+        return False, None
+    if mode.strategy == "mixed":
+        return True, 0
+    n = expected_devices(ctx, node, mode)
+    return True, None if n is None else n * replicas
+
+
+def expected_replicas_label(ctx: RunContext, node: str, replicas: int) -> int:
+    """GFD's nvidia.com/gpu.replicas: under mixed the full-GPU labels of MIG-enabled GPUs carry no sharing (0)."""
+    mode = desired_modes(ctx, [node]).get(node)
+    return 0 if mode is not None and mode.strategy == "mixed" else replicas

@@ -76,6 +76,8 @@ class Settings:
     pushgateway_job: str = "gpu-conformance"
     # MIG: node name or GPU product (as nvidia-smi names it) -> mig-parted config (nvidia.com/mig.config value)
     mig_profiles: dict[str, str] = field(default_factory=dict)
+    # MIG: node name or GPU product -> single | mixed (the device plugin's MIG strategy there; default single)
+    mig_strategies: dict[str, str] = field(default_factory=dict)
 
     @property
     def provisioning(self) -> bool:
@@ -109,6 +111,7 @@ DEFAULT_TIMEOUTS = {
     "cluster_policy": 600.0,  # --provision: operand pods started on every GPU node, ClusterPolicy ready
     "operands_settle": 45.0,  # --provision: how long a started operand pod may take to become Ready
     "api": 10.0,              # one API request (connect + read)
+    "mig": 900.0,             # --provision: the MIG manager applying a node's nvidia.com/mig.config (may reboot)
 }
 
 
@@ -243,6 +246,7 @@ def validate(raw: dict[str, Any]) -> Settings:
         raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
     _validate_reporting(s)
     _validate_mig_profiles(s.mig_profiles)
+    _validate_mig_strategies(s.mig_strategies)
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:
@@ -293,3 +297,12 @@ def _validate_mig_profiles(raw: Any) -> None:
         if not valid_profile_name(value):
             raise _err(f"mig_profiles[{key!r}]", value, "a mig-parted config name usable as a label value, such as "
                        "all-1g.10gb, all-balanced or all-disabled")
+
+
+MIG_STRATEGIES = ("single", "mixed")
+
+
+def _validate_mig_strategies(raw: Any) -> None:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and v in MIG_STRATEGIES for k, v in raw.items()):
+        raise _err("mig_strategies", raw, f'a table of node name or GPU product -> one of {MIG_STRATEGIES}, such as '
+                   '{gpu-b = "mixed"}')

@@ -2,9 +2,10 @@
 
 from provision.converge.cluster import Discovery, TimeSlicing
 from provision.converge.hosts import DockerRuntime, HostDriver, RuncDropIn
+from provision.converge.mig import MigConfig
 from provision.converge.operator import ContainerdRestart, OperatorRelease
 
 
 def all_convergers() -> list:
-    return [DockerRuntime(), HostDriver(), RuncDropIn(), OperatorRelease(), ContainerdRestart(), TimeSlicing(),
+    return [DockerRuntime(), HostDriver(), RuncDropIn(), OperatorRelease(), ContainerdRestart(), MigConfig(), TimeSlicing(),
             Discovery()]
