@@ -492,7 +492,10 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
     s, kube = ctx.settings, ctx.kube
     ns = s.suite_namespace
     name = f"vectoradd-{node[:40]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
-    resource = expect.node_sharing(ctx, node).resource(GPU)  # nvidia.com/gpu.shared where time-slicing renames it
+    from provision import mig
+
+    # nvidia.com/gpu.shared where time-slicing renames it; a MIG resource on a node of MIG strategy mixed
+    resource = mig.workload_resource(ctx, node) or expect.node_sharing(ctx, node).resource(GPU)
     body = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {MANAGED_BY: SUITE, "app": "gpu-conformance-vectoradd"}},

@@ -505,3 +505,16 @@ def expected_replicas_label(ctx: RunContext, node: str, replicas: int) -> int:
     """GFD's nvidia.com/gpu.replicas: under mixed the full-GPU labels of MIG-enabled GPUs carry no sharing (0)."""
     mode = desired_modes(ctx, [node]).get(node)
     return 0 if mode is not None and mode.strategy == "mixed" else replicas
+
+
+def workload_resource(ctx: RunContext, node: str) -> str | None:
+    """The resource a workload pod asks for on a MIG node of strategy mixed (one of its nvidia.com/mig-<profile>
+    with devices, the smallest first); None elsewhere (nvidia.com/gpu, or its renamed resource)."""
+    mode = node_mode(ctx, node)
+    if mode is None or mode.strategy != "mixed":
+        return None
+    alloc, _ = _node_obj(ctx, node)
+    have = sorted((k for k, v in alloc.items() if k.startswith("nvidia.com/mig-") and int(v or 0) > 0),
+                  key=lambda k: (int(k.removeprefix("nvidia.com/mig-").split("g", 1)[0] or 0)
+                                 if k.removeprefix("nvidia.com/mig-")[:1].isdigit() else 99, k))
+    return have[0] if have else None
