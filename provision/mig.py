@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from provision.context import NoHostAccess, RunContext
 from provision.hosts.results import HostUnreachable
@@ -281,25 +282,46 @@ def check_state(ctx: RunContext, node: str):
                     "need a reboot")
 
 
-def _devices(ctx: RunContext, node: str, mode: MigMode) -> tuple[list[str], dict[str, int], int, str]:
-    """(problems, profile -> devices nvidia-smi lists, GPUs without MIG, nvidia-smi -L text) of the node."""
+class Listed(NamedTuple):
+    problems: list[str]          # nvidia-smi -L against the profile
+    devices: dict[str, int]      # profile -> devices nvidia-smi lists
+    without: int                 # GPUs without MIG mode (nvidia-smi mig.mode.current)
+    text: str                    # nvidia-smi -L
+    total: int = 0               # GPUs nvidia-smi lists
+
+    @property
+    def mig_off(self) -> bool:
+        """No GPU has MIG mode on (the MIG manager did not apply, or failed): the plugin and GFD then see
+        full GPUs, whatever the strategy (GFD: single without MIG-enabled devices is the none strategy)."""
+        return self.total > 0 and self.without == self.total
+
+
+def _devices(ctx: RunContext, node: str, mode: MigMode) -> Listed:
+    """What nvidia-smi on the node lists, judged against the node's profile."""
     from provision import expect
 
     rc, text = smi_list(ctx, node)
     if rc != 0:
-        return [f"nvidia-smi -L exited {rc}: {text.strip()[:200]}"], {}, 0, text
+        return Listed([f"nvidia-smi -L exited {rc}: {text.strip()[:200]}"], {}, 0, text)
     configs, where = mig_parted_configs(ctx)
     if configs is None:
         from provision.outcomes import Broken
 
         raise Broken(f"cannot tell which MIG devices profile {mode.profile} gives: {where}")
     problems, _ = judge_devices(text, configs, mode)
+    try:
+        gpus, listed = parse_list(text), parse_mig_devices(text)
+    except NvidiaSmiParseError:
+        return Listed(problems, {}, 0, text)
     devices: dict[str, int] = {}
-    for d in parse_mig_devices(text):
+    for d in listed:
         devices[d.profile] = devices.get(d.profile, 0) + 1
+    # MIG-enabled: a GPU with MIG devices in -L (read after any MIG change of this run), or one nvidia-smi's query
+    # says is Enabled (MIG on without devices); the query may have been read before the MIG manager ran.
     facts = expect.smi(ctx, node)
-    without = sum(1 for g in facts.gpus if (g.mig_mode or "").lower() != "enabled") if facts.usable else 0
-    return problems, devices, without, text
+    on = {d.gpu_index for d in listed} | (
+        {g.index for g in facts.gpus if (g.mig_mode or "").lower() == "enabled"} if facts.usable else set())
+    return Listed(problems, devices, sum(1 for g in gpus if g.index not in on), text, len(gpus))
 
 
 def check_devices(ctx: RunContext, node: str):
@@ -307,7 +329,7 @@ def check_devices(ctx: RunContext, node: str):
 
     mode = require_mode(ctx, node)
     try:
-        problems, devices, _, text = _devices(ctx, node, mode)
+        problems, devices, _, text, _ = _devices(ctx, node, mode)
     except NoHostAccess as exc:
         raise NotApplicable(f"host checks are off: nvidia-smi -L cannot be read on {node} ({exc})") from exc
     f = _finding(not problems and bool(devices), mode, node,
@@ -323,15 +345,22 @@ def check_advertised(ctx: RunContext, node: str):
 
     mode = require_mode(ctx, node)
     alloc, labels = _node_obj(ctx, node)
+    replicas = expect.replicas(ctx, node)
     try:
-        _, devices, without, _ = _devices(ctx, node, mode)
+        listed = _devices(ctx, node, mode)
+        devices, without = listed.devices, listed.without
+        if listed.mig_off:   # the MIG scenarios report why; the plugin advertises the full GPUs
+            devices, without = {}, listed.total
     except (NoHostAccess, HostUnreachable):   # no host: GFD's counts stand for nvidia-smi
         got = obs.parse_labels(labels)
         devices = dict(got.mixed) if mode.strategy == "mixed" else (
             {got.single_profile: got.single_count or 0} if got.single_profile else {})
         without = 0
-    replicas = expect.replicas(ctx, node)
-    problems = judge_advertised(alloc, labels, mode, devices, without, replicas)
+    if mode.strategy == "single" and not devices and without:
+        problems = [] if int(alloc.get(GPU, "0") or 0) == without * replicas else [
+            f"allocatable {GPU}={alloc.get(GPU, '0')} (MIG off: want {without} GPUs x {replicas} replicas)"]
+    else:
+        problems = judge_advertised(alloc, labels, mode, devices, without, replicas)
     running = effective_strategy(ctx, node)
     if running != mode.strategy:
         problems.insert(0, f"the device plugin runs with MIG strategy {running} (ClusterPolicy spec.mig.strategy, "
@@ -349,7 +378,16 @@ def check_gfd(ctx: RunContext, node: str):
     mode = require_mode(ctx, node)
     _, labels = _node_obj(ctx, node)
     try:
-        _, devices, _, _ = _devices(ctx, node, mode)
+        listed = _devices(ctx, node, mode)
+        devices = listed.devices
+        if listed.mig_off:   # GFD labels full GPUs (the MIG scenarios report why MIG is off)
+            from provision.observe import gfd
+
+            count = gfd.parse_labels(labels).count
+            problems = [] if count == listed.total else [f"GFD nvidia.com/gpu.count={count} (MIG off: want "
+                                                          f"{listed.total} GPUs)"]
+            return _finding(not problems, mode, node, "GFD labels for the node's GPUs (MIG off)", problems,
+                            "GFD relabels when it restarts; check the gpu-feature-discovery pod on the node")
     except (NoHostAccess, HostUnreachable):
         devices = None   # no nvidia-smi: GFD's labels are judged on their own
     problems = judge_gfd(labels, mode, devices)
@@ -366,8 +404,7 @@ def check_dcgm(ctx: RunContext, node: str):
         return _finding(False, mode, node, "the DCGM exporter answering", [why or "no answer"],
                         "check the nvidia-dcgm-exporter pod on the node")
     try:
-        _, devices, _, _ = _devices(ctx, node, mode)
-        count = sum(devices.values())
+        count = sum(_devices(ctx, node, mode).devices.values())
     except (NoHostAccess, HostUnreachable):
         _, labels = _node_obj(ctx, node)
         got = obs.parse_labels(labels)
@@ -495,6 +532,16 @@ def expected_gpu_allocatable(ctx: RunContext, node: str, replicas: int) -> tuple
     mode = desired_modes(ctx, [node]).get(node)
     if mode is None:
         return False, None
+    try:   # what the plugin advertises for the partitions the GPUs have now (the MIG scenarios judge those)
+        listed = _devices(ctx, node, mode)
+        if listed.total:
+            if listed.mig_off:
+                return True, listed.total * replicas
+            return True, (listed.without if mode.strategy == "mixed" else sum(listed.devices.values())) * replicas
+    except (NoHostAccess, HostUnreachable):
+        pass
+    except Exception:  # noqa: BLE001 - no mig-parted config yet (Broken): fall back to the config's layout
+        pass
     if mode.strategy == "mixed":
         return True, 0
     n = expected_devices(ctx, node, mode)
@@ -504,7 +551,15 @@ def expected_gpu_allocatable(ctx: RunContext, node: str, replicas: int) -> tuple
 def expected_replicas_label(ctx: RunContext, node: str, replicas: int) -> int:
     """GFD's nvidia.com/gpu.replicas: under mixed the full-GPU labels of MIG-enabled GPUs carry no sharing (0)."""
     mode = desired_modes(ctx, [node]).get(node)
-    return 0 if mode is not None and mode.strategy == "mixed" else replicas
+    if mode is None or mode.strategy != "mixed":
+        return replicas
+    try:
+        listed = _devices(ctx, node, mode)
+        if listed.total and listed.without:   # full GPUs left: GFD labels their sharing
+            return replicas
+    except Exception:  # noqa: BLE001 - no host access or no mig-parted config: assume the MIG manager's layout
+        pass
+    return 0
 
 
 def workload_resource(ctx: RunContext, node: str) -> str | None:
