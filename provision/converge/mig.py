@@ -20,7 +20,7 @@ class MigConfig:
 
     def _supported(self, ctx: RunContext, result: Result | None = None) -> list[str]:
         skip: set[str] = set(result.node_failures) | set(result.node_errors) if result else set()
-        if ctx.engine is not None:
+        if ctx.engine is not None and ctx.settings.provisioning:   # --plan and the audit show every node's label
             skip |= set(ctx.engine.ensure("host-driver").node_skips) | ctx.engine.unhealthy_nodes()
         return [n for n in ctx.gpu_nodes if n not in skip]
 

@@ -35,7 +35,7 @@ def mig_lab(module_lab_factory):
 @pytest.fixture(scope="module")
 def provisioned(mig_lab, tmp_path_factory):
     return run_suite(mig_lab, tmp_path_factory.mktemp("mig-provision"), "--provision", "--no-workload",
-                     "--gpu-nodes", ",".join(NODES))
+                     "--gpu-nodes", ",".join(NODES), timeout=1200)
 
 
 def _bad(run, node):
