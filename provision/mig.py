@@ -263,7 +263,7 @@ def require_mode(ctx: RunContext, node: str) -> MigMode:
     mode = node_mode(ctx, node)
     if mode is None:
         raise NotApplicable(f"{node} is not in MIG mode (no mig_profiles setting for it or its GPU, no "
-                            f"{obs.CONFIG_LABEL} label asking for MIG): judged without MIG")
+                            f"{obs.CONFIG_LABEL} label asking for MIG): judged without MIG (not applicable)")
     return mode
 
 
@@ -331,7 +331,7 @@ def check_devices(ctx: RunContext, node: str):
     try:
         problems, devices, _, text, _ = _devices(ctx, node, mode)
     except NoHostAccess as exc:
-        raise NotApplicable(f"host checks are off: nvidia-smi -L cannot be read on {node} ({exc})") from exc
+        raise NotApplicable(f"host checks are off: nvidia-smi -L cannot be read on {node} ({exc}; not applicable)") from exc
     f = _finding(not problems and bool(devices), mode, node,
                  f"the MIG devices the mig-parted config {mode.profile} gives each GPU, in nvidia-smi -L",
                  problems or ([] if devices else ["no MIG devices listed"]),

@@ -56,10 +56,12 @@ def test_provision_then_audit_judges_each_node_in_its_mode(mig_lab, provisioned,
                                                            "state": "success", "source": None}
     assert nodes["mig-mixed"]["mig"]["strategy"] == "mixed" and nodes["mig-failed"]["mig"]["state"] == "failed"
     assert "plain" not in nodes
-    # the devices as the twin's MIG manager made them, seen through the suite's own parsing
-    single = {r["scenario"]: r["message"] for r in audit.results("mig-single")}
-    assert "judged in MIG mode (strategy single, profile all-1g.10gb)" in single[
-        "The node advertises physical GPUs times replicas"]
+    # time-slicing (4 replicas) multiplies the MIG devices: 7x 1g.10gb under single, each profile under mixed
+    single = mig_lab.core.read_node("mig-single").status.allocatable
+    mixed = mig_lab.core.read_node("mig-mixed").status.allocatable
+    assert single["nvidia.com/gpu"] == "28", single
+    assert (mixed["nvidia.com/gpu"], mixed["nvidia.com/mig-1g.10gb"], mixed["nvidia.com/mig-3g.40gb"]) == (
+        "0", "8", "4"), mixed
 
 
 def test_the_failed_mig_manager_fails_exactly_its_node(provisioned):
