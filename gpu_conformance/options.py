@@ -93,6 +93,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--replicas", "time-slicing replicas per GPU, an integer >= 2 (default 4)", "replicas"),
     Option("--replica-profile", "'GPU product=replicas' profile chosen through nvidia.com/device-plugin.config "
            "(repeatable)", "replica_profiles", _profiles, kind="append"),
+    Option("--mig-profile", "'node or GPU product=mig-parted config' desired MIG profile, applied by the node label "
+           "nvidia.com/mig.config (repeatable)", "mig_profiles", _profiles, kind="append"),
+    Option("--mig-strategy", "'node or GPU product=single|mixed' MIG strategy of a MIG node (repeatable; default "
+           "single)", "mig_strategies", _profiles, kind="append"),
     Option("--chart-version", "GPU Operator chart version (default v26.3.0)", "chart_version"),
     Option("--chart-repo", "GPU Operator chart repository URL", "chart_repo"),
     Option("--min-driver", "minimum NVIDIA driver major version (default 470; the workload image's CUDA raises it "

@@ -54,6 +54,8 @@ def _drift_fields(exc: BaseException | None, report: pytest.TestReport) -> dict:
 
 HEALTH: dict[str, dict] = {}  # node -> measured GPU health values (summary.json `health`)
 HEALTH_PROPERTY = "gpu_conformance_health"
+NODES: dict[str, dict] = {}  # node -> fields about how it was judged (summary.json `nodes`: e.g. {"mig": {...}})
+NODE_PROPERTY = "gpu_conformance_node"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -63,6 +65,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         elif key == HEALTH_PROPERTY and report.when == "call":
             entry = json.loads(value)
             HEALTH.setdefault(entry["node"] or "", {}).update(entry["measured"])
+        elif key == NODE_PROPERTY:
+            entry = json.loads(value)
+            NODES.setdefault(entry["node"] or "", {}).update(entry["fields"])
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -90,10 +95,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     }
     if HEALTH:
         summary["health"] = {node: HEALTH[node] for node in sorted(HEALTH)}
-    distributions = _distributions(setup)
-    if distributions:
-        summary["nodes"] = {node: {**(summary.get("nodes") or {}).get(node, {}), **d}
-                            for node, d in sorted(distributions.items())}
+    nodes = {node: dict(fields) for node, fields in NODES.items()}
+    for node, d in _distributions(setup).items():
+        nodes.setdefault(node, {}).update(d)
+    if nodes:
+        summary["nodes"] = {node: {**(summary.get("nodes") or {}).get(node, {}), **nodes[node]} for node in sorted(nodes)}
     summary["changes_since_previous"] = _changes_since_previous(setup, summary)
     (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _split_allure(setup)

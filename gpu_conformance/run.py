@@ -86,6 +86,12 @@ def lab_settings(spec: str | None, raw: dict) -> dict:
     }
     if raw.get("host_backend") in (None, "lab"):
         out["host_backend"] = "lab"
+    # the lab's inventory: a node spec's mig {profile, strategy} is that node's desired MIG state
+    mig_nodes = [n for n in st["nodes"] if (n.get("mig") or {}).get("profile")]
+    if mig_nodes and not raw.get("mig_profiles"):
+        out["mig_profiles"] = {n["name"]: n["mig"]["profile"] for n in mig_nodes}
+    if mig_nodes and not raw.get("mig_strategies"):
+        out["mig_strategies"] = {n["name"]: n["mig"].get("strategy", "single") for n in mig_nodes}
     # helm's repository list and cache for the lab live in the lab's folder, not in the user's ~/.config/helm.
     home = Path(st["state_dir"]) / "helm-home"
     os.environ.setdefault("HELM_CONFIG_HOME", str(home / "config"))

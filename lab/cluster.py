@@ -186,6 +186,7 @@ def status(paths: LabPaths | None = None) -> dict:
                 "control_plane": n.control_plane, "docker": n.docker, "faults": list(n.faults),
                 "host_root": str(paths.host_root(n.name)),
                 "dcgm_url": twin_ports.get(n.name),
+                **({"mig": n.mig} if n.mig else {}),
             })
     return {
         "running": running,

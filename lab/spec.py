@@ -27,7 +27,11 @@ FAULTS = (
     "pcie-x8",                # GPU 0: current_link_width 8x of 16x in -q -x
     "hw-slowdown",            # GPU 0: clocks_event_reason_hw_slowdown Active in -q -x
     "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
+    # MIG (features/mig.feature)
+    "mig-state-failed",       # the MIG manager cannot apply the node's nvidia.com/mig.config: state failed, no devices
 )
+MIG_STRATEGIES = ("single", "mixed")
+MIG_PROFILE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 NFD_MODES = ("preinstalled", "chart")
 # the Kubernetes distribution a node runs: its containerd paths and config files, its kubelet version string and
 # labels (lab/twin/hostview.py, lab/nodes.py; sources in lab/README.md "Distributions")
@@ -51,6 +55,7 @@ class Timing:
     pod_start_s: float = 0.2
     workload_s: float = 0.3
     slow_advertise_s: float = 3.0
+    mig_apply_s: float = 1.0   # the MIG manager: nvidia.com/mig.config.state pending -> success
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,10 @@ class NodeSpec:
     nfd: str = "preinstalled"
     k8s_snap_track: str = "1.34"     # picks containerd and the root config k8sd writes (docs/containerd.md)
     distribution: str = "k8s-snap"   # k8s-snap | kubeadm | k3s | rke2 | microk8s (DISTRIBUTIONS)
+    # MIG: {"strategy": single|mixed, "profile": <mig-parted config>, "capable": bool}, None = no MIG key. profile and
+    # strategy are the node's desired state (--lab hands them to the suite as mig_profiles / mig_strategies, as an
+    # inventory would); capable is the hardware (GFD's nvidia.com/mig.capable). The GPUs start with MIG disabled.
+    mig: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.containerd_version:
@@ -144,6 +153,10 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
     smi_path = (base / str(smi)).resolve() if smi else None
     if smi_path is not None and not smi_path.is_dir():
         raise SpecError(f"{where} ({name}): nvidia_smi folder {smi_path} does not exist")
+    if raw.get("mig") is not None:
+        raw = {**raw, "mig": _mig(raw["mig"], f"{where} ({name})")}
+    if "mig-state-failed" in faults and not raw.get("mig"):
+        raise SpecError(f"{where} ({name}): fault mig-state-failed needs a MIG node: add mig: {{profile: ...}}")
     kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi")}
     if "driver" in kwargs:
         kwargs["driver"] = str(kwargs["driver"])
@@ -152,6 +165,27 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
     if "compute_cap" in kwargs:
         kwargs["compute_cap"] = str(kwargs["compute_cap"])
     return NodeSpec(**kwargs, files=files, faults=faults, nvidia_smi=smi_path)
+
+
+def _mig(raw: object, where: str) -> dict:
+    """The node's `mig` key: {strategy: single|mixed (default single), profile: a mig-parted config name,
+    capable: bool (default true)}."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: mig must be a mapping {{strategy, profile, capable}}, got {raw!r}")
+    unknown = set(raw) - {"strategy", "profile", "capable"}
+    if unknown:
+        raise SpecError(f"{where}: unknown mig keys {sorted(unknown)}; allowed: capable, profile, strategy")
+    strategy = raw.get("strategy", "single")
+    if strategy not in MIG_STRATEGIES:
+        raise SpecError(f"{where}: mig.strategy must be one of {list(MIG_STRATEGIES)}, got {strategy!r}")
+    profile = raw.get("profile")
+    if profile is not None and (not isinstance(profile, str) or not MIG_PROFILE.fullmatch(profile)):
+        raise SpecError(f"{where}: mig.profile must be a mig-parted config name such as all-1g.10gb or all-balanced "
+                        f"(a label value), got {profile!r}")
+    capable = raw.get("capable", True)
+    if not isinstance(capable, bool):
+        raise SpecError(f"{where}: mig.capable must be true or false, got {capable!r}")
+    return {"strategy": strategy, "profile": profile, "capable": capable}
 
 
 def load(path: Path | None = None) -> LabSpec:

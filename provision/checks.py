@@ -424,6 +424,10 @@ def allocatable(ctx: RunContext, node: str) -> Finding:
     renameByDefault / rename: nvidia.com/gpu.shared, nvidia.com/gpu 0) and its MIG strategy (single: the GPUs
     are MIG devices, counted by GFD; mixed: nvidia.com/mig-<profile> plus the non-MIG GPUs). Full MIG checks are
     another issue: here MIG configurations are recognised, not verified device by device."""
+    from provision import mig
+
+    if mig.node_mode(ctx, node) is not None:  # a MIG node: judged in MIG mode (features/mig.feature's check)
+        return mig.check_advertised(ctx, node)
     obj = ctx.kube.snapshot().nodes.get(node) or {}
     alloc = (obj.get("status") or {}).get("allocatable") or {}
     labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -473,6 +477,10 @@ def allocatable(ctx: RunContext, node: str) -> Finding:
 def gfd_labels(ctx: RunContext, node: str) -> Finding:
     """GFD's labels under the node's device-plugin config: -SHARED on the product only when time-sliced without
     a rename, the MIG product (<model>-MIG-<profile>) and MIG-device count under MIG strategy single."""
+    from provision import mig
+
+    if mig.node_mode(ctx, node) is not None:  # a MIG node: judged in MIG mode (features/mig.feature's check)
+        return mig.check_gfd(ctx, node)
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
     got = gfd.parse_labels(labels)
     sharing = expect.node_sharing(ctx, node)
@@ -511,7 +519,10 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
     s, kube = ctx.settings, ctx.kube
     ns = s.suite_namespace
     name = f"vectoradd-{node[:40]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
-    resource = expect.node_sharing(ctx, node).resource(GPU)  # nvidia.com/gpu.shared where time-slicing renames it
+    from provision import mig
+
+    # nvidia.com/gpu.shared where time-slicing renames it; a MIG resource on a node of MIG strategy mixed
+    resource = mig.workload_resource(ctx, node) or expect.node_sharing(ctx, node).resource(GPU)
     body = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {MANAGED_BY: SUITE, "app": "gpu-conformance-vectoradd"}},

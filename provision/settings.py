@@ -74,6 +74,10 @@ class Settings:
     metrics_file: str | None = None  # node-exporter textfile (*.prom) for the run's metrics
     pushgateway: str | None = None  # Pushgateway URL the run's metrics are pushed to
     pushgateway_job: str = "gpu-conformance"
+    # MIG: node name or GPU product (as nvidia-smi names it) -> mig-parted config (nvidia.com/mig.config value)
+    mig_profiles: dict[str, str] = field(default_factory=dict)
+    # MIG: node name or GPU product -> single | mixed (the device plugin's MIG strategy there; default single)
+    mig_strategies: dict[str, str] = field(default_factory=dict)
 
     @property
     def provisioning(self) -> bool:
@@ -107,6 +111,7 @@ DEFAULT_TIMEOUTS = {
     "cluster_policy": 600.0,  # --provision: operand pods started on every GPU node, ClusterPolicy ready
     "operands_settle": 45.0,  # --provision: how long a started operand pod may take to become Ready
     "api": 10.0,              # one API request (connect + read)
+    "mig": 900.0,             # --provision: the MIG manager applying a node's nvidia.com/mig.config (may reboot)
 }
 
 
@@ -242,6 +247,8 @@ def validate(raw: dict[str, Any]) -> Settings:
     if s.host_backend == "lab" and not s.host_roots:
         raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
     _validate_reporting(s)
+    _validate_mig_profiles(s.mig_profiles)
+    _validate_mig_strategies(s.mig_strategies)
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:
@@ -277,3 +284,27 @@ def _validate_reporting(s: Settings) -> None:
             raise _err("pushgateway", s.pushgateway, "the Pushgateway's URL, e.g. http://pushgateway:9091")
     if not isinstance(s.pushgateway_job, str) or not s.pushgateway_job or "/" in s.pushgateway_job:
         raise _err("pushgateway_job", s.pushgateway_job, "a job name without '/'")
+
+
+def _validate_mig_profiles(raw: Any) -> None:
+    """mig_profiles = {"<node or GPU product>" = "<mig-parted config>"} (the nvidia.com/mig.config value)."""
+    from provision.observe.mig import valid_profile_name
+
+    if not isinstance(raw, dict):
+        raise _err("mig_profiles", raw, 'a table such as {"NVIDIA H100 80GB HBM3" = "all-1g.10gb", gpu-b = '
+                   '"all-balanced"} (node name or GPU product -> mig-parted config)')
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.strip():
+            raise _err("mig_profiles", key, "keys are node names or GPU products as nvidia-smi names them")
+        if not valid_profile_name(value):
+            raise _err(f"mig_profiles[{key!r}]", value, "a mig-parted config name usable as a label value, such as "
+                       "all-1g.10gb, all-balanced or all-disabled")
+
+
+MIG_STRATEGIES = ("single", "mixed")
+
+
+def _validate_mig_strategies(raw: Any) -> None:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and v in MIG_STRATEGIES for k, v in raw.items()):
+        raise _err("mig_strategies", raw, f'a table of node name or GPU product -> one of {MIG_STRATEGIES}, such as '
+                   '{gpu-b = "mixed"}')

@@ -68,5 +68,21 @@ def discovery_published(run):
     require_cluster_level(converged(run, "discovery"))
 
 
+@given("its MIG configuration is applied")
+def mig_configured(node, run, request):
+    """MIG nodes (provision/mig.py node_mode): the mig-config converger's result for the node; the mode the node
+    is judged in goes to summary.json `nodes.<node>.mig`. Nodes without MIG go on (their Then steps skip)."""
+    import json
+
+    from provision import mig
+
+    require_node_level(converged(run, "mig-config", node), node, engine=run.engine)
+    mode = mig.node_mode(run.ctx, node)
+    if mode is not None:
+        labels = (run.ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+        request.node.user_properties.append(("gpu_conformance_node", json.dumps(
+            {"node": node, "fields": {"mig": mode.to_json(labels.get("nvidia.com/mig.config.state"))}})))
+
+
 __all__ = [n for n in dir() if not n.startswith("_") and n not in ("pytest", "given", "parsers", "reset_drift")]
 _ = pytest

@@ -162,3 +162,42 @@ def health_presence(run, node, request):
 @then("persistence mode and the persistence daemon are as the desired state asks")
 def health_persistence(run, node, request):
     _health(run, node, "persistence", request)
+
+
+# ------------------------------------------------------------------------------------------------ MIG
+@then("the MIG manager has applied the node's MIG profile")
+def mig_state(run, node):
+    from provision import mig
+
+    expect_check(mig.check_state, run.ctx, node)
+
+
+@then("nvidia-smi lists the MIG devices the profile gives each GPU")
+def mig_devices(run, node):
+    from provision import mig
+
+    expect_check(mig.check_devices, run.ctx, node)
+
+
+@then("the node advertises its MIG devices under the resource of its MIG strategy")
+def mig_advertised(run, node):
+    from provision import mig
+
+    run.settle_operands()
+    expect_check(mig.check_advertised, run.ctx, node)
+
+
+@then("GPU feature discovery labels the MIG devices")
+def mig_gfd(run, node):
+    from provision import mig
+
+    run.settle_operands()
+    expect_check(mig.check_gfd, run.ctx, node)
+
+
+@then("the DCGM exporter reports every MIG instance")
+def mig_dcgm(run, node):
+    from provision import mig
+
+    run.settle_operands()
+    expect_check(mig.check_dcgm, run.ctx, node)

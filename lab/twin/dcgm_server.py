@@ -28,17 +28,25 @@ _FB = (
 )
 
 
-def render(node: NodeSpec, gpus: list) -> str:
+_MIG_ONLY = (("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active.", None),)
+
+
+def render(node: NodeSpec, gpus: list, mig_state: dict | None = None) -> str:
+    """The exporter's text; with MIG instances (lab/twin/mig.py) their samples follow each GPU family's."""
+    from lab.twin import mig
+
     unified = any(g.memory_total_mib is None for g in gpus)
     out: list[str] = []
-    for name, kind, help_text, value in _METRICS + (() if unified else _FB):
+    families = _METRICS + (() if unified else _FB) + (_MIG_ONLY if mig.enabled(mig_state or {}) else ())
+    for name, kind, help_text, value in families:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
-        for g in gpus:
+        for g in gpus if value is not None else ():
             labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.pci_bus_id}",device="nvidia{g.index}",'
                       f'modelName="{g.name}",Hostname="{node.name}",DCGM_FI_DRIVER_VERSION="{g.driver_version}"')
             v = 79 if name == "DCGM_FI_DEV_XID_ERRORS" and "xid-79" in node.faults and g.index == 0 else value(g)
             out.append(f"{name}{{{labels}}} {v}")
+        out += mig.dcgm_rows(name, node, gpus, mig_state or {})
     return "\n".join(out) + "\n"
 
 
@@ -52,11 +60,16 @@ class Servers:
         self.endpoints_file: Path = paths.root / "twin-endpoints.json"
 
     def start(self, uid: str, ip: str, node: NodeSpec, gpus: list) -> str:
-        body = render(node, gpus).encode()
+        from lab.twin import mig
+
+        root = self.paths.host_root(node.name)
+        plain = render(node, gpus).encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/metrics":
+                    state = mig.read(root) if node.mig is not None else {}
+                    body = render(node, gpus, state).encode() if mig.enabled(state) else plain
                     self.send_response(200)
                     self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                     self.send_header("Content-Length", str(len(body)))

@@ -405,10 +405,18 @@ def run(host_root: Path, argv: list[str]) -> tuple[int, str, str]:
     records = gpus_for(node)
     folder = node.nvidia_smi or H200_CAPTURE
     unadapted = is_unadapted(node)
+    mig_state: dict = {}
+    if node.mig is not None:   # the MIG manager's partitions (lab/twin/mig.py)
+        from lab.twin import mig
+
+        mig_state = mig.read(host_root)
+        records = mig.with_mig_mode(records, mig_state)
 
     if not argv:
         return 0, table(records, folder), ""
     if argv in (["-L"], ["--list-gpus"]):
+        if mig_state:
+            return 0, mig.list_lines(records, mig_state), ""
         if unadapted and (folder / "smi-L.txt").exists():
             return 0, (folder / "smi-L.txt").read_text(), ""
         return 0, list_gpus(records), ""

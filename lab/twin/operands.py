@@ -24,6 +24,7 @@ OPERANDS = (
     Operand("gpu-feature-discovery", "gfd", "gpu-feature-discovery"),
     Operand("nvidia-operator-validator", "validator", "nvidia-operator-validator"),
     Operand("nvidia-driver-daemonset", "driver", "nvidia-driver-ctr"),
+    Operand("nvidia-mig-manager", "migManager", "nvidia-mig-manager"),
 )
 BY_APP = {o.app: o for o in OPERANDS}
 DRIVER = BY_APP["nvidia-driver-daemonset"]

@@ -18,6 +18,11 @@ class Sharing:
     rename_by_default: bool = False
     error: str | None = None        # what the plugin logs when the config is unusable
     config_key: str | None = None
+    mig_strategy: str | None = None   # the config's flags.migStrategy (MIG_STRATEGY in the env overrides it)
+    resources: tuple[tuple[str, int], ...] = ()   # time-sliced resource -> replicas (nvidia.com/mig-* too)
+
+    def replicas_of(self) -> dict[str, int]:
+        return {"nvidia.com/gpu": self.replicas, **dict(self.resources)}
 
     @property
     def shared(self) -> bool:
@@ -42,6 +47,11 @@ def choose(node_labels: dict[str, str], cm_name: str, default_key: str, configma
     if not isinstance(doc, dict) or doc.get("version") != "v1":
         return Sharing(error="unable to parse config file: unknown version (want v1)", config_key=key)
     ts = ((doc.get("sharing") or {}).get("timeSlicing") or {})
+    flags = doc.get("flags") if isinstance(doc.get("flags"), dict) else {}
+    mig = {"mig_strategy": flags.get("migStrategy"), "resources": tuple(
+        (r["name"], r["replicas"]) for r in ts.get("resources") or []
+        if isinstance(r, dict) and str(r.get("name", "")).startswith("nvidia.com/mig-")
+        and isinstance(r.get("replicas"), int) and r["replicas"] >= 2)}
     for res in ts.get("resources") or []:
         if res.get("name") == "nvidia.com/gpu":
             replicas = res.get("replicas")
@@ -49,8 +59,8 @@ def choose(node_labels: dict[str, str], cm_name: str, default_key: str, configma
                 return Sharing(error=f"invalid time-slicing config: number of replicas must be >= 2, got {replicas!r}",
                                config_key=key)
             return Sharing(replicas=replicas, rename_by_default=bool(ts.get("renameByDefault", False)),
-                           config_key=key)
-    return Sharing(config_key=key)
+                           config_key=key, **mig)
+    return Sharing(config_key=key, **mig)
 
 
 def product_label(product: str, sharing: Sharing) -> str:

@@ -33,7 +33,7 @@ from lab import podnet
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import LabSpec, NodeSpec
 from lab.state import LabPaths
-from lab.twin import containerd, dcgm_server, hook_jobs, nfd, operands, outputs, plugin_config, podspec
+from lab.twin import containerd, dcgm_server, hook_jobs, mig, nfd, operands, outputs, plugin_config, podspec
 from lab.twin.gpus import gpus_for
 from lab.twin.informer import Informer
 from lab.twin.operator_process import OperatorSupervisor, State
@@ -115,6 +115,9 @@ class Twin:
         self.informers: dict[str, Informer] = {}
         self.operator_pods: dict[str, dict] = {}   # uid -> the chart's operator pod (its status follows the process)
         self.operator = OperatorSupervisor(paths, api, self._operator_changed)
+        self.mig_pods: dict[str, dict] = {}        # node -> its running nvidia-mig-manager pod
+        self.mig_busy: set[str] = set()            # nodes whose MIG manager is applying a config
+        self.plugin_pods: dict[str, dict] = {}     # node -> the device-plugin pod that advertised last
 
     # ----------------------------------------------------------------- plumbing
     def _submit(self, fn: Callable[[], None], attempt: int = 0) -> None:
@@ -167,6 +170,8 @@ class Twin:
             was = self.node_ready.pop(name, None) if etype == "DELETED" else self.node_ready.get(name)
             if etype != "DELETED":
                 self.node_ready[name] = ready
+        if etype != "DELETED" and name in self.mig_pods:
+            self._submit(lambda: self._mig_manage(name))
         if was == "Unknown" and ready == "True" and name in self.nodes:
             # Back after missed heartbeats (a loaded machine at 1000 nodes): see _pods_ready_again. The node
             # controller marks the pods right after the node, so look twice.
@@ -268,7 +273,8 @@ class Twin:
     def _requests_gpu(pod: dict) -> bool:
         for c in pod["spec"].get("containers", []):
             res = c.get("resources") or {}
-            if WORKLOAD_RESOURCE in (res.get("limits") or {}) or WORKLOAD_RESOURCE in (res.get("requests") or {}):
+            names = set(res.get("limits") or {}) | set(res.get("requests") or {})
+            if WORKLOAD_RESOURCE in names or any(n.startswith("nvidia.com/mig-") for n in names):
                 return True
         return False
 
@@ -539,6 +545,13 @@ class Twin:
         if op.component == "validator":
             self._validate(pod, node)
             return
+        if op.component == "migManager":
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
+            with self.lock:
+                self.mig_pods[node.name] = pod
+            self._submit(lambda: self._mig_manage(node.name))
+            return
         self._set_running(pod, ready=True)
         self._set_state(uid, "running")
 
@@ -563,6 +576,8 @@ class Twin:
         sharing = plugin_config.choose(labels, cm_name, default_key, cm)
         self.plugin_sharing[node.name] = sharing
         gpus = 0 if "gpu-missing" in node.faults else node.gpus
+        plugin_env = podspec.env(pod, podspec.container(pod, "nvidia-device-plugin"))
+        strategy = plugin_env.get("MIG_STRATEGY") or sharing.mig_strategy or "none"  # env over the config file
         log_text = outputs.DEVICE_PLUGIN_START + (f"E {sharing.error}\n" if sharing.error else "") + (
             f"Running with time-slicing: {sharing.replicas} replicas per GPU\n" if sharing.shared else
             "No sharing configured\n") + ("No devices found. Waiting indefinitely.\n" if not gpus else "")
@@ -573,16 +588,103 @@ class Twin:
                 return
             self._write_logs(pod, log_text)
             self._label_gfd(node)
-            self._advertise(node.name, gpus * sharing.replicas)
+            if node.mig is not None:
+                with self.lock:
+                    self.plugin_pods[node.name] = pod
+                counts = self._advertise_mig(node, gpus, strategy, sharing)
+            else:
+                counts = {WORKLOAD_RESOURCE: gpus * sharing.replicas}
+                self._advertise(node.name, gpus * sharing.replicas)
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
-            self.record("gpus-advertised", node=node.name, count=gpus * sharing.replicas)
+            self.record("gpus-advertised", node=node.name, count=counts[WORKLOAD_RESOURCE])
         self.timers.after(delay, ready)
 
     def _advertise(self, node: str, count: int) -> None:
         _sent(self.core.patch_node_status(node, {"status": {"capacity": {WORKLOAD_RESOURCE: str(count)},
                                                             "allocatable": {WORKLOAD_RESOURCE: str(count)}}},
                                           _preload_content=False))
+
+    def _advertise_mig(self, node: NodeSpec, gpus: int, strategy: str, sharing: plugin_config.Sharing
+                       ) -> dict[str, int]:
+        """A MIG node's resources (lab/twin/mig.py advertised); MIG resources it no longer has go to 0, as kubelet
+        keeps a resource name a device plugin stopped advertising."""
+        counts = mig.advertised(gpus, mig.read(self._host_root(node.name)), strategy, sharing.replicas_of())
+        obj = self.informers["nodes"].get(f"/{node.name}") or {}
+        have = (obj.get("status") or {}).get("capacity") or {}
+        res = {k: "0" for k in have if k.startswith("nvidia.com/mig-")} | {k: str(v) for k, v in counts.items()}
+        _sent(self.core.patch_node_status(node.name, {"status": {"capacity": res, "allocatable": res}},
+                                          _preload_content=False))
+        return counts
+
+    def _mig_manage(self, node_name: str) -> None:
+        """The MIG manager: apply the node's nvidia.com/mig.config when it differs from what the GPUs have."""
+        node = self.nodes[node_name]
+        with self.lock:
+            pod = self.mig_pods.get(node_name)
+            if pod is None or node_name in self.mig_busy:
+                return
+        if not self._alive(pod):
+            with self.lock:
+                self.mig_pods.pop(node_name, None)
+            return
+        obj = self.informers["nodes"].get(f"/{node_name}") or {"metadata": {}}
+        labels = obj["metadata"].get("labels") or {}
+        want = labels.get(mig.CONFIG_LABEL)
+        root = self._host_root(node_name)
+        state = mig.read(root)
+        if not want or (want == state.get("config") and labels.get(mig.STATE_LABEL) == state.get("state")):
+            return
+        with self.lock:
+            self.mig_busy.add(node_name)
+        _sent(self.core.patch_node(node_name, {"metadata": {"labels": {mig.STATE_LABEL: "pending"}}},
+                                   _preload_content=False))
+
+        def apply() -> None:
+            try:
+                ctr = podspec.container(pod, "nvidia-mig-manager")
+                cm_name = podspec.configmap_at(pod, ctr, mig.MIG_PARTED_MOUNT)
+                cm = self.informers["configmaps"].get(f"{pod['metadata']['namespace']}/{cm_name}") if cm_name else None
+                text = ((cm or {}).get("data") or {}).get("config.yaml")
+                try:
+                    if "mig-state-failed" in node.faults:
+                        raise mig.MigError("error applying MIG configuration: the GPUs are in use (fault "
+                                           "mig-state-failed)")
+                    if not (node.mig or {}).get("capable", True):
+                        raise mig.MigError(f"error applying MIG configuration: {node.product} does not support MIG")
+                    if text is None:
+                        raise mig.MigError(f"error reading mig-parted config: ConfigMap {cm_name} has no config.yaml")
+                    per_gpu = mig.layout(text, want, node)
+                except mig.MigError as exc:
+                    mig.write(root, {**state, "config": want, "state": "failed", "error": str(exc)})
+                    self._write_logs(pod, f"{exc}\nChanging the 'nvidia.com/mig.config.state' label to 'failed'\n")
+                    _sent(self.core.patch_node(node_name, {"metadata": {"labels": {mig.STATE_LABEL: "failed"}}},
+                                               _preload_content=False))
+                    return
+                mig.write(root, mig.partition(node, [g.uuid for g in gpus_for(node)], per_gpu, want))
+                self._mig_operands_again(node)
+                self._write_logs(pod, f"Applying the selected MIG config {want}\n"
+                                      "Changing the 'nvidia.com/mig.config.state' label to 'success'\n")
+                _sent(self.core.patch_node(node_name, {"metadata": {"labels": {mig.STATE_LABEL: "success"}}},
+                                           _preload_content=False))
+                self.record("mig-applied", node=node_name, config=want)
+            finally:
+                with self.lock:
+                    self.mig_busy.discard(node_name)
+                self.timers.after(0.2, lambda: self._submit(lambda: self._mig_manage(node_name)))
+        self.timers.after(self.timing.mig_apply_s, lambda: self._submit(apply))
+
+    def _mig_operands_again(self, node: NodeSpec) -> None:
+        """After a MIG change the MIG manager restarts the GPU operands: the device plugin advertises the new
+        devices and GFD relabels (the DCGM exporter reads the partitions on each scrape)."""
+        with self.lock:
+            pod = self.plugin_pods.get(node.name)
+        if pod is not None and self._alive(pod):
+            sharing = self.plugin_sharing.get(node.name, plugin_config.Sharing())
+            env = podspec.env(pod, podspec.container(pod, "nvidia-device-plugin"))
+            gpus = 0 if "gpu-missing" in node.faults else node.gpus
+            self._advertise_mig(node, gpus, env.get("MIG_STRATEGY") or sharing.mig_strategy or "none", sharing)
+        self._label_gfd(node)
 
     def _gfd_pod(self, node: str) -> dict | None:
         return next((p for p in self.informers["pods"].items()
@@ -616,6 +718,10 @@ class Twin:
         }
         if records and records[0].memory_total_mib is not None:
             want["nvidia.com/gpu.memory"] = str(records[0].memory_total_mib)
+        if node.mig is not None:   # GFD's MIG labels (lab/twin/mig.py gfd_labels); the config's flag under no env
+            strategy = gfd_env.get("MIG_STRATEGY") or sharing.mig_strategy or "none"
+            want = mig.gfd_labels(node, mig.read(self._host_root(node.name)), strategy, sharing.replicas_of(),
+                                  {**want, "nvidia.com/mig.strategy": strategy}, labels)
         patch = {k: v for k, v in want.items() if labels.get(k) != v}
         if patch:
             _sent(self.core.patch_node(node.name, {"metadata": {"labels": patch}}, _preload_content=False))
@@ -651,8 +757,11 @@ class Twin:
         self._set_state(uid, "running")
 
     def _allocatable(self, node: str) -> int:
+        """GPUs the node advertises: nvidia.com/gpu plus the MIG resources of strategy mixed (the validator's
+        plugin validation accepts either)."""
         obj = self.informers["nodes"].get(f"/{node}") or {}
-        return int(((obj.get("status") or {}).get("allocatable") or {}).get(WORKLOAD_RESOURCE, "0") or 0)
+        alloc = (obj.get("status") or {}).get("allocatable") or {}
+        return sum(int(v or 0) for k, v in alloc.items() if k == WORKLOAD_RESOURCE or k.startswith("nvidia.com/mig-"))
 
     # ----------------------------------------------------------------- hosts -> nodes
     def _watch_hosts(self) -> None:

@@ -3,9 +3,10 @@
 from provision.converge.cluster import Discovery, TimeSlicing
 from provision.converge.distribution import DistributionGate
 from provision.converge.hosts import DockerRuntime, HostDriver, RuncDropIn
+from provision.converge.mig import MigConfig
 from provision.converge.operator import ContainerdRestart, OperatorRelease
 
 
 def all_convergers() -> list:
     return [DistributionGate(), DockerRuntime(), HostDriver(), RuncDropIn(), OperatorRelease(), ContainerdRestart(),
-            TimeSlicing(), Discovery()]
+            MigConfig(), TimeSlicing(), Discovery()]

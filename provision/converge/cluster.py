@@ -57,9 +57,19 @@ def desired_timeslicing(ctx: RunContext, nodes: list[str]) -> tuple[dict[str, st
     return data, SINGLE_KEY, labels
 
 
+def _with_mig(ctx: RunContext, nodes: list[str], desired: tuple[dict[str, str], str, dict[str, str]]
+              ) -> tuple[dict[str, str], str, dict[str, str]]:
+    """desired_timeslicing plus the config keys of MIG nodes (provision/mig.py timeslicing_keys)."""
+    from provision import mig
+
+    data, default, labels = desired
+    mig.timeslicing_keys(ctx, nodes, data, labels)
+    return data, default, labels
+
+
 class TimeSlicing:
     name = "time-slicing"
-    depends = ("containerd-restart",)
+    depends = ("containerd-restart", "mig-config")
 
     def _supported(self, ctx: RunContext, result: Result | None = None) -> list[str]:
         """GPU nodes this converger works on: not unsupported, not already failed by an earlier converger
@@ -71,8 +81,14 @@ class TimeSlicing:
         return [n for n in ctx.gpu_nodes if n not in skip]
 
     def _expected(self, ctx: RunContext, nodes: list[str]) -> dict[str, int | None]:
+        from provision import mig
+
         out = {}
         for n in nodes:
+            is_mig, want = mig.expected_gpu_allocatable(ctx, n, expect.replicas(ctx, n))
+            if is_mig:  # MIG devices (single) or the GPUs without MIG (mixed) x replicas
+                out[n] = want
+                continue
             count, _ = expect.physical_gpus(ctx, n)
             out[n] = None if count is None else count * expect.replicas(ctx, n)
         return out
@@ -81,7 +97,7 @@ class TimeSlicing:
         s = ctx.settings
         snap = ctx.kube.snapshot()
         nodes = self._supported(ctx, result)
-        data, default, labels = desired_timeslicing(ctx, nodes)
+        data, default, labels = _with_mig(ctx, nodes, desired_timeslicing(ctx, nodes))
         changes: list[Change] = []
         cm = snap.configmaps.get(TIME_SLICING_CM)
         have = (cm or {}).get("data") or {}
@@ -131,7 +147,7 @@ class TimeSlicing:
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         s = ctx.settings
         nodes = self._supported(ctx)
-        data, default, labels = desired_timeslicing(ctx, nodes)
+        data, default, labels = _with_mig(ctx, nodes, desired_timeslicing(ctx, nodes))
         self._configmap(ctx, data)
         for node in nodes:
             key = labels.get(node)
@@ -265,7 +281,9 @@ class TimeSlicing:
         expected = {n: v for n, v in self._expected(ctx, nodes).items() if v is not None}
         ns = ctx.settings.namespace
 
-        replicas = {n: expect.replicas(ctx, n) for n in expected}
+        from provision import mig
+
+        replicas = {n: mig.expected_replicas_label(ctx, n, expect.replicas(ctx, n)) for n in expected}
 
         def stale_gfd(objs: dict[str, dict]) -> list[str]:
             return [f"{n} (GFD label gpu.replicas="

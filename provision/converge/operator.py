@@ -112,6 +112,11 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
     }
     if old:
         notes.append(f"cdi.enabled=false: containerd older than 1.7 on {', '.join(old)}")
+    from provision import mig
+
+    mig_values, mig_notes = mig.chart_values(ctx)  # ClusterPolicy spec.mig.strategy for the MIG nodes
+    values.update(mig_values)
+    notes += mig_notes
     docker = [n for n in ctx.gpu_nodes if n in base_dirs and has_docker(ctx.host(n))]
     if docker:
         notes.append(f"RUNTIME_CONFIG_SOURCE=file on {', '.join(docker)}: the toolkit's default source `command` "

@@ -22,6 +22,7 @@ rather than a plan, and it would make the node advertise that many nvidia.com/gp
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,7 +190,8 @@ def parse_config(text: str, source: str = "time-slicing config") -> TimeSlicingC
 
 
 def render_config(
-    replicas: int | str, rename_by_default: bool = False, fail_requests_greater_than_one: bool = False
+    replicas: int | str, rename_by_default: bool = False, fail_requests_greater_than_one: bool = False,
+    mig_strategy: str = "none", mig_resources: Sequence[str] = (),
 ) -> str:
     """The YAML of a config that time-slices every nvidia.com/gpu into ``replicas`` (validated first)."""
     count = validate_replicas(replicas)
@@ -201,12 +203,13 @@ def render_config(
             raise TimeSlicingError(f"{name} must be True or False, got {flag!r}")
     doc = {
         "version": "v1",
-        "flags": {"migStrategy": "none"},
+        "flags": {"migStrategy": mig_strategy},
         "sharing": {
             "timeSlicing": {
                 "renameByDefault": rename_by_default,
                 "failRequestsGreaterThanOne": fail_requests_greater_than_one,
-                "resources": [{"name": GPU_RESOURCE, "replicas": count}],
+                "resources": [{"name": GPU_RESOURCE, "replicas": count},
+                              *({"name": r, "replicas": count} for r in mig_resources)],
             }
         },
     }

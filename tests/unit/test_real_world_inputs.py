@@ -518,11 +518,14 @@ def test_mig_single_is_counted_in_mig_devices() -> None:
     ctx = _cluster_ctx("h100-mig", labels, {"nvidia.com/gpu": "7"}, replicas=1, mig="single")
     found = checks.allocatable(ctx, "h100-mig")
     assert found.ok, found.message
-    assert found.message.startswith("expected allocatable nvidia.com/gpu = 7 MIG devices (MIG strategy single")
+    # a node labelled nvidia.com/mig.config=all-1g.10gb is judged in MIG mode (provision/mig.py)
+    assert found.message.startswith("h100-mig judged in MIG mode (strategy single, profile all-1g.10gb): expected "
+                                    "allocatable nvidia.com/gpu = the MIG devices x 1 time-slicing replicas "
+                                    "(7x 1g.10gb)")
     timesliced = checks.allocatable(_cluster_ctx("h100-mig-4", labels, {"nvidia.com/gpu": "7"}, mig="single"),
                                     "h100-mig-4")
-    assert "= 7 MIG devices (MIG strategy single, GFD nvidia.com/gpu.count) x 4 replicas = 28; found 7" in (
-        timesliced.message)
+    assert not timesliced.ok
+    assert "found allocatable nvidia.com/gpu=7 (want 7 MIG devices x 4 replicas = 28)" in timesliced.message
 
 
 def test_mig_mixed_is_judged_by_the_mig_resources() -> None:
@@ -531,11 +534,13 @@ def test_mig_mixed_is_judged_by_the_mig_resources() -> None:
     ctx = _cluster_ctx("dgxa100-mixed", labels, alloc, replicas=1, mig="mixed")
     found = checks.allocatable(ctx, "dgxa100-mixed")
     assert found.ok, found.message  # nvidia.com/gpu is 0 on an all-MIG node: not a failure
-    assert "nvidia.com/mig-7g.40gb=8 (GFD count 8)" in found.message
+    assert found.message.startswith("dgxa100-mixed judged in MIG mode (strategy mixed, profile all-7g.40gb): expected "
+                                    "allocatable nvidia.com/mig-<profile> = the MIG devices x 1 time-slicing "
+                                    "replicas (8x 7g.40gb)")
     alloc = {**alloc, "nvidia.com/mig-7g.40gb": "6"}
     broken = checks.allocatable(_cluster_ctx("dgxa100-mixed-2", labels, alloc, replicas=1, mig="mixed"),
                                 "dgxa100-mixed-2")
-    assert not broken.ok and "nvidia.com/mig-7g.40gb=6, GFD counts 8" in broken.message
+    assert not broken.ok and "allocatable nvidia.com/mig-7g.40gb=6 (want 8 x 1 replicas = 8)" in broken.message
 
 
 def test_the_containerd_runtimes_check_fails_a_runtime_without_type_with_its_own_fix(tmp_path: Path) -> None:
@@ -558,12 +563,12 @@ def test_mig_single_product_label_is_recognised() -> None:
     labels |= {"nvidia.com/gpu.replicas": "1", "nvidia.com/gpu.sharing-strategy": "none"}
     found = checks.gfd_labels(_cluster_ctx("h100-mig-gfd", labels, {"nvidia.com/gpu": "7"}, replicas=1, mig="single"),
                               "h100-mig-gfd")
-    # judged as a MIG node: no complaint about gpu.count 7 (MIG devices) nor the -MIG- product; the scenario
-    # wants time-slicing, which this node does not use
-    assert found.message.startswith("expected GFD labels for time-sliced GPUs (no device-plugin config (ConfigMap "
-                                    "time-slicing-config), MIG strategy single); found gpu.sharing-strategy=none.")
+    # judged in MIG mode (its nvidia.com/mig.config label): gpu.count 7 MIG devices and the -MIG- product
+    assert found.ok, found.message
+    assert found.message.startswith("h100-mig-gfd judged in MIG mode (strategy single, profile all-1g.10gb): "
+                                    "expected GFD labels for MIG strategy single")
     labels["nvidia.com/gpu.product"] = "NVIDIA-H100-80GB-HBM3"
     wrong = checks.gfd_labels(_cluster_ctx("h100-mig-gfd-2", labels, {"nvidia.com/gpu": "7"}, replicas=1,
                                            mig="single"), "h100-mig-gfd-2")
-    assert "gpu.product=NVIDIA-H100-80GB-HBM3 (want NVIDIA-H100-80GB-HBM3-MIG-<profile>, MIG strategy single)" in (
-        wrong.message)
+    assert not wrong.ok
+    assert "GFD nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3, gpu.count=7 (want <model>-MIG-<profile>" in wrong.message
