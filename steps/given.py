@@ -77,6 +77,7 @@ def mig_configured(node, run, request):
     from provision import mig
 
     require_node_level(converged(run, "mig-config", node), node, engine=run.engine)
+    run.settle_operands()   # --provision: the operands restarted by the MIG manager have settled before any Then
     mode = mig.node_mode(run.ctx, node)
     if mode is not None:
         labels = (run.ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}

@@ -183,7 +183,6 @@ def mig_devices(run, node):
 def mig_advertised(run, node):
     from provision import mig
 
-    run.settle_operands()
     expect_check(mig.check_advertised, run.ctx, node)
 
 
@@ -191,7 +190,6 @@ def mig_advertised(run, node):
 def mig_gfd(run, node):
     from provision import mig
 
-    run.settle_operands()
     expect_check(mig.check_gfd, run.ctx, node)
 
 
@@ -199,5 +197,4 @@ def mig_gfd(run, node):
 def mig_dcgm(run, node):
     from provision import mig
 
-    run.settle_operands()
     expect_check(mig.check_dcgm, run.ctx, node)
