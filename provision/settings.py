@@ -74,6 +74,10 @@ class Settings:
     metrics_file: str | None = None  # node-exporter textfile (*.prom) for the run's metrics
     pushgateway: str | None = None  # Pushgateway URL the run's metrics are pushed to
     pushgateway_job: str = "gpu-conformance"
+    # hosts gathered at once (provision/hosts/gather.py: one round trip per node); a 2-core runner waits on the
+    # network (ssh, pods/exec), not on its CPU, so several per core
+    host_concurrency: int = 8
+    host_gather: bool = True  # false: every host fact is its own command, as before the gather
 
     @property
     def provisioning(self) -> bool:
@@ -240,6 +244,10 @@ def validate(raw: dict[str, Any]) -> Settings:
     if s.host_backend == "lab" and not s.host_roots:
         raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
     _validate_reporting(s)
+    if isinstance(s.host_concurrency, bool) or not isinstance(s.host_concurrency, int) or not 1 <= s.host_concurrency <= 256:
+        raise _err("host_concurrency", s.host_concurrency, "how many hosts are gathered at once: an integer 1..256")
+    if not isinstance(s.host_gather, bool):
+        raise _err("host_gather", s.host_gather, "true (one round trip per node) or false")
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:
