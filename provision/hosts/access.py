@@ -53,7 +53,7 @@ _GLOB_SCRIPT = (
     'cd "$1" || exit 1\n'
     "IFS=\n"
     "set +f\n"
-    'for f in $2; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\\n" "$f"; fi; done\n'
+    'for f in $2; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\\0" "$f"; fi; done\n'
 )
 _REMOVE_SCRIPT = (
     'if [ -e "$1" ] || [ -L "$1" ]; then\n'
@@ -379,7 +379,7 @@ class HostAccess:
         raw = self._sh(_GLOB_SCRIPT, base, relative)
         if raw.rc != 0:
             raise HostCommandError(self.name, f"listing {pattern}", raw.rc, _decode(raw.stderr))
-        found = [line for line in _decode(raw.stdout).split("\n") if line]
+        found = [name for name in _decode(raw.stdout).split("\0") if name]  # NUL: a name may hold a newline
         return sorted(self._host_path(posixpath.join(base, f)) for f in found)
 
     def write_text(

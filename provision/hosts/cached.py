@@ -198,7 +198,7 @@ def _read(doc: HostDocument, path: str) -> tuple[bool, bytes | tuple[int, str] |
         return True, doc.file_errors[path]
     parent, name = posixpath.split(path)
     known, entries = _listed(doc, parent)
-    if known and (entries is None or name not in entries):
+    if known and (entries is None or entries.get(name, "l") == "l"):  # absent, or a link to nothing (test -e)
         return True, None
     return False, None
 
@@ -217,7 +217,7 @@ def _exists(doc: HostDocument, path: str) -> bool | None:
     parent, name = posixpath.split(path)
     known, entries = _listed(doc, parent)
     if known:
-        return entries is not None and name in entries
+        return entries is not None and entries.get(name, "l") != "l"
     return None
 
 
@@ -230,6 +230,8 @@ def _matches(name: str, part: str) -> bool:
 
 def _glob(doc: HostDocument, pattern: str) -> list[str] | None:
     """HostAccess.glob from the listings (sorted host paths), or None when they do not cover the pattern."""
+    if "\\" in pattern:
+        return None  # sh's quoting inside an expanded pattern varies between shells: the host decides
     parts = [p for p in pattern.split("/") if p]
     if not parts:
         return ["/"]

@@ -34,8 +34,9 @@ GATHER_TIMEOUT_S = 300
 #   f PATH                       read a file          -> {"k":"f","a":"f<i>","o":b64,"rc":0|3|n,"e":b64}
 #   p PATH                       test -e / -L         -> {"k":"p","a":"p<i>","rc":0|3}
 #   d PATH DEPTH PATTERN         list (depth 1 or 2), read the regular files matching PATTERN
-#                                -> {"k":"ls","a":"d<i>[/<j>]","o":b64("<t><name>\0"...)}, t = d|f|o (dir, file, other)
+#                                -> {"k":"ls","a":"d<i>[/<j>]","o":b64("<t><name>\0"...)}, t = d|f|o|l
 #                                -> {"k":"f","a":"d<i>[/<j>]/<j>","o":b64,"rc":...} for the files read
+#                                (t: dir, file, other, dangling link)
 #   c TIMEOUT N ARG1..ARGN       run a command        -> {"k":"c","a":"c<i>","o":b64 stdout,"e":b64 stderr,"rc":n}
 #   k CHROOT LOCK DEFAULT LAYOUT SNAPBIN VANILLABIN TIMEOUT DEPTH PATTERN
 #                                the node's containerd: -> {"k":"kb","a":"k","o":b64(base dir)} then the listing of
@@ -67,7 +68,8 @@ listd() {  # listd ID FSDIR DEPTH PATTERN (in a subshell: sh has no local variab
   printf '{"k":"ls","a":"%s","o":"' "$id"
   for e do
     n=${e##*/}; case $n in .|..) continue;; esac
-    if [ -d "$e" ]; then t=d; elif [ -f "$e" ]; then t=f; elif [ -e "$e" ] || [ -L "$e" ]; then t=o; else continue; fi
+    if [ -d "$e" ]; then t=d; elif [ -f "$e" ]; then t=f; elif [ -e "$e" ]; then t=o
+    elif [ -L "$e" ]; then t=l; else continue; fi
     printf '%s%s\0' "$t" "$n"
   done | b
   printf '","rc":0}\n'
