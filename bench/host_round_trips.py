@@ -1,10 +1,11 @@
 """Host round trips per node for every read-only host check, with the one-round-trip gather and without:
-`python -m bench.host_round_trips [--nodes N] [--concurrency C] [--no-gather]`.
+`python -m bench.host_round_trips [--nodes N] [--concurrency C] [--no-gather] [--python-shims]`.
 
 Seeds N lab host views (the default spec's gpu-b: two H200s; no Kubernetes), asks each node's host everything an
 audit asks it (driver, GPU count, the containerd drop-ins, runtimes and versions, Docker, the six GPU health checks)
 through the suite's own code (RunContext with the lab host backend, the gathers run by its pool), and counts every
-command that reached the host (``HostAccess._execute``: one per round trip on ssh or pods/exec) per node. Prints a
+command that reached the host (``HostAccess._execute``: one per round trip on ssh or pods/exec) per node, and the
+host side's CPU (the gathers' processes; the shims answered by lab/twin/shim_server.py unless --python-shims). Prints a
 table and one JSON line with the findings' digest (identical with and without the gather, at any concurrency).
 """
 
@@ -25,7 +26,7 @@ from types import SimpleNamespace
 
 from lab.spec import load
 from lab.state import LabPaths
-from lab.twin import hostview
+from lab.twin import hostview, shim_server
 from provision import checks, health
 from provision.context import RunContext
 from provision.hosts.access import HostAccess
@@ -90,10 +91,12 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--no-gather", action="store_true", help="every host fact its own command (as before)")
+    ap.add_argument("--python-shims", action="store_true", help="no shim server: a Python process per shim call")
     args = ap.parse_args()
     calls = count_round_trips()
     with tempfile.TemporaryDirectory() as tmp:
         roots = seed_views(Path(tmp), args.nodes)
+        server = None if args.python_shims else shim_server.start(shim_server.socket_path(Path(tmp)))
         settings = validate({"host_backend": "lab", "host_roots": roots, "mode": "audit",
                              "host_concurrency": args.concurrency, "host_gather": not args.no_gather})
         ctx = RunContext(settings, _NoCluster(), Path(tmp), tuple(roots))  # type: ignore[arg-type]
@@ -103,9 +106,12 @@ def main() -> None:
         wall = time.monotonic() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         ctx.close()
+        if server is not None:
+            server.shutdown()
     trips = Counter(calls[n] for n in roots)
     child_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     result = {"nodes": args.nodes, "gather": not args.no_gather, "concurrency": args.concurrency,
+              "shims": "python" if args.python_shims else "server",
               "checks_per_node": len(HOST_CHECKS) + len(health.EVALUATORS),
               "host_round_trips_per_node": dict(sorted(trips.items())), "wall_s": round(wall, 2),
               "host_cpu_s_per_node": round(child_cpu / args.nodes, 3), "load_avg": [round(x, 2) for x in os.getloadavg()],

@@ -20,7 +20,7 @@ from lab.state import LabPaths, load_ports
 
 SUITE_BINDING = "lab-suite-cluster-admin"
 # Order matters for `down`: the twin and kwok first, the apiserver's storage last.
-ALL_PROCESSES = ("twin", "kwok", "chartrepo", *controlplane.COMPONENTS)
+ALL_PROCESSES = ("twin", "twin-host", "kwok", "chartrepo", *controlplane.COMPONENTS)
 
 
 def api_client(paths: LabPaths, identity: pki.Identity = pki.HELPER) -> client.ApiClient:
@@ -134,7 +134,12 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     _bootstrap_rbac(api)
     _install_kwok_crds(api, bin_dir / "kwok-crds")
     paths.spec_file.write_text(json.dumps({"source": str(spec.source), "fingerprint": fingerprint}))
-    from lab.twin import hostview  # the twin's host views must exist before anything runs on them
+    from lab.twin import hostview, shim_server  # the twin's host views must exist before anything runs on them
+
+    # the host views' shims ask this one helper (lab/twin/shim_server.py) instead of starting Python each
+    processes.start(paths, "twin-host", [sys.executable, "-m", "lab.twin.shim_server", "--socket",
+                                         str(shim_server.socket_path(paths.root))],
+                    cwd=Path(__file__).resolve().parent.parent)
 
     for node in spec.nodes:
         hostview.seed(paths, node)
