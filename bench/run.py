@@ -254,6 +254,20 @@ class Run:
     node_scenarios: int = 0
     selection: str = ""
     log: str = ""
+    host_round_trips: dict = field(default_factory=dict)  # per node: {"max", "mean", "nodes"} (GPU_CONFORMANCE_HOST_LOG)
+
+
+def host_trips(path: Path) -> dict:
+    """Host round trips per node over the run's processes (xdist workers add theirs): max, mean, node count."""
+    per_node: Counter[str] = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                per_node.update(json.loads(line)["round_trips"])
+    if not per_node:
+        return {}
+    return {"max": max(per_node.values()), "mean": round(sum(per_node.values()) / len(per_node), 2),
+            "nodes": len(per_node)}
 
 
 def fastest(runs: list[Run]) -> Run:
@@ -293,6 +307,8 @@ class Bench:
         report_dir = self.out_dir / "runs" / label
         wait_log = self.out_dir / f"waits-{label}.jsonl"
         wait_log.unlink(missing_ok=True)
+        host_log = self.out_dir / f"host-trips-{label}.jsonl"
+        host_log.unlink(missing_ok=True)
         head = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
         cmd = [*head, "-m", "pytest", "features/", "--lab", "--no-workload", "-q", "--report-dir", str(report_dir)]
         if mode != "audit":
@@ -310,7 +326,8 @@ class Bench:
             start = time.time()
             t0 = time.monotonic()
             # Its own session: on Ctrl-C / SIGTERM the bench stops the whole run (helm, host commands) by its id.
-            proc = subprocess.Popen(cmd, cwd=REPO, env=self._env(state, wait_log), stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=REPO, env={**self._env(state, wait_log), "GPU_CONFORMANCE_HOST_LOG": str(host_log)},
+                                    stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
                 with TreeSampler(proc.pid) as sampler:
@@ -348,10 +365,12 @@ class Bench:
                           "max_s": round(max(v), 3)} for k, v in lat.items()},
             exit_code=rc, outcomes=dict(outcomes), scenarios=len(results), node_scenarios=node_scenarios,
             selection=f"-m {select}" if select else "", log=str(log_file.relative_to(REPO)),
+            host_round_trips=host_trips(host_log),
         )
         say(f"N={n}: {scope} {mode} {'serial' if workers == '0' else '-n ' + workers}: {run.wall_s:.1f}s, exit {rc}, "
             f"{dict(outcomes)}, {sum(requests.values())} requests ({run.list_watch} list/watch), "
-            f"peak RSS {run.peak_rss_mb} MB" + (f", reaction p95 {run.reaction_p95_s}s" if lat else ""))
+            f"peak RSS {run.peak_rss_mb} MB" + (f", reaction p95 {run.reaction_p95_s}s" if lat else "")
+            + (f", host round trips per node {run.host_round_trips}" if run.host_round_trips else ""))
         if rc not in (0,) and not profile:
             say(f"  the suite exited {rc}: see {log_file}")
         if not self.args.keep_reports:

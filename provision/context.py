@@ -83,6 +83,7 @@ class RunContext:
         self.prefetch_nodes: tuple[str, ...] | None = gpu_nodes
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: dict[str, concurrent.futures.Future] = {}
+        self._prepared: dict[str, HostAccess] = {}   # pod backend: hosts whose access pods start_fleet started
 
     @cached_property
     def helm(self) -> Helm:
@@ -146,9 +147,11 @@ class RunContext:
                     raise HostUnreachable(node, self._host_errors[node])
                 if node in self._hosts:
                     return self._hosts[node]
-            spec = self.host_spec(node)
             try:
-                h = HostAccess(spec, name=node, core_v1=self.kube.core if self.kube else None)
+                with self._lock:
+                    h = self._prepared.pop(node, None)
+                if h is None:
+                    h = HostAccess(self.host_spec(node), name=node, core_v1=self.kube.core if self.kube else None)
                 opened = self._gathered(h) if self.settings.host_gather else self._probed(h)
             except HostUnreachable as exc:
                 with self._lock:
@@ -175,15 +178,32 @@ class RunContext:
             return GatheredHost(h, None, why_not=str(exc))  # type: ignore[return-value]
 
     def _start_prefetch(self) -> None:
-        """(with self._lock) Gather the hosts of prefetch_nodes concurrently, in their order."""
+        """(with self._lock) Gather the hosts of prefetch_nodes concurrently, in their order. With the pod
+        backend, the access pods of all of them are started first, together (provision/hosts/pod_backend.py
+        start_fleet), in the pool's first task; the gathers wait for it."""
         assert self.prefetch_nodes is not None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.host_concurrency,
                                                            thread_name_prefix="host-gather")
-        for n in self.prefetch_nodes:
-            if n not in self._hosts and n not in self._host_errors:
-                self._pending[n] = self._pool.submit(self._prefetch_one, n)
+        todo = [n for n in self.prefetch_nodes if n not in self._hosts and n not in self._host_errors]
+        fleet = self._pool.submit(self._start_pods, tuple(todo)) if self.settings.host_backend == "pod" else None
+        for n in todo:
+            self._pending[n] = self._pool.submit(self._prefetch_one, n, fleet)
 
-    def _prefetch_one(self, node: str) -> None:
+    def _start_pods(self, nodes: tuple[str, ...]) -> None:
+        from provision.hosts.pod_backend import start_fleet
+
+        prepared: dict[str, HostAccess] = {}
+        for n in nodes:
+            with contextlib.suppress(Exception):  # a node without a spec is asked (and broken) on its own
+                prepared[n] = HostAccess(self.host_spec(n), name=n, core_v1=self.kube.core)
+        start_fleet([h._transport for h in prepared.values()],  # type: ignore[misc]
+                    creates_per_s=self.settings.host_pod_creates_per_s)
+        with self._lock:
+            self._prepared.update(prepared)
+
+    def _prefetch_one(self, node: str, fleet: concurrent.futures.Future | None = None) -> None:
+        if fleet is not None:
+            concurrent.futures.wait([fleet])
         with contextlib.suppress(HostUnreachable, NoHostAccess):
             self._open_host(node)
 
@@ -218,6 +238,19 @@ class RunContext:
             raise type(hit)(*hit.args) from None
         return hit  # type: ignore[return-value]
 
+    def _log_round_trips(self) -> None:
+        """Host round trips per node of this process, appended to the file GPU_CONFORMANCE_HOST_LOG names (the
+        bench counts them: bench/run.py)."""
+        import json
+        import os
+
+        path = os.environ.get("GPU_CONFORMANCE_HOST_LOG")
+        if not path or not self._hosts:
+            return
+        trips = {n: getattr(getattr(h, "host", h), "round_trips", 0) for n, h in sorted(self._hosts.items())}
+        with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"pid": os.getpid(), "round_trips": trips}) + "\n")
+
     def host_record(self, node: str) -> HostRecord:
         return HostRecord(self.host(node))
 
@@ -226,8 +259,17 @@ class RunContext:
         return bool(obj) and ready(obj)
 
     def close(self) -> None:
+        """Stop the gathers and release every host; the pod backend's access pods are deleted together."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        for h in self._hosts.values():
+        self._log_round_trips()
+        hosts = [getattr(h, "host", h) for h in (*self._hosts.values(), *self._prepared.values())]
+        pods = [h._transport for h in hosts if h.spec.backend == "pod"]
+        if pods:
+            from provision.hosts.pod_backend import close_fleet
+
+            with contextlib.suppress(Exception):  # best effort; each pod also has its activeDeadlineSeconds
+                close_fleet(pods)  # type: ignore[arg-type]
+        for h in hosts:
             with contextlib.suppress(Exception):  # closing is best effort at the end of a run
                 h.close()

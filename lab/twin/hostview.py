@@ -370,8 +370,11 @@ def place_containerd(root: Path, node: NodeSpec) -> None:
 # ------------------------------------------------------------------------------------------------ seeding
 _FAST_SHIM_TEMPLATE = """#!/bin/sh
 # Lab twin shim for `{name}` (written by lab/twin/hostview.py; see lab/twin/README-host.md): asks the lab's shim
-# server (lab/twin/shim_server.py), or runs the Python shim {pyshim} when no lab serves this view.
-exec {client} {socket} {root} {name} {python} {pyshim} "$@"
+# server (lab/twin/shim_server.py), or runs the Python shim <root>/.twin/shims/{name} when no lab serves this view.
+# The host root is this file's folder two levels up: <root>/usr/bin/{name} -> <root>.
+case $0 in */*) d=${{0%/*}};; *) d=.;; esac
+r=$(cd -P -- "$d/../.." && pwd -P) || exit 127
+exec {client} {socket} "$r" {name} {python} "$r/.twin/shims/{name}" "$@"
 """
 
 
@@ -401,7 +404,7 @@ def _write_shims(root: Path, node: NodeSpec) -> None:
             q = shlex.quote
             text = _FAST_SHIM_TEMPLATE.format(
                 name=name, client=q(str(client)), socket=q(str(shim_server.socket_path(root.parent.parent))),
-                root=q(str(root.resolve())), python=q(sys.executable), pyshim=q(str((pydir / name).resolve())))
+                python=q(sys.executable))
         _write_exec(bindir / name, text)
 
 

@@ -241,6 +241,7 @@ class HostAccess:
         self.spec = spec
         self.name = name or spec.label
         self.guard = guard if guard is not None else WRITE_GUARD
+        self.round_trips = 0  # commands sent to the host (one each over ssh or pods/exec)
         if transport is not None:
             self._transport: Transport = transport
         elif spec.backend == "pod":
@@ -274,6 +275,7 @@ class HostAccess:
         if self.spec.backend in ("local", "lab") and self.spec.root != "/" and not os.path.isdir(self.spec.root):
             raise HostUnreachable(self.name, f"the host folder {self.spec.root} does not exist")
         command = build_command(argv, self.spec.sudo, self.spec.sudo_user)
+        self.round_trips += 1
         return command, self._transport.execute(command, timeout)
 
     def _exec_argv(self, argv: list[str], timeout: float | None) -> list[str]:
