@@ -64,7 +64,8 @@ REACTION_SIZES = (10, 100)   # the issue asks reaction latency on fresh nodes fo
 QUIET_CPU_PCT = 80.0        # the lab counts as settled below this share of one CPU (1000 idle nodes: ~50 %)
 SETTLE_LIMIT_S = 300.0
 FULL_SCOPE_MAX = 100         # --scope auto: the largest N measured with host checks on
-SCOPE_ARGS = {"full": [], "api": ["--host-backend", "none", "--tb=line"]}
+SCOPE_ARGS = {"full": [], "api": ["--host-backend", "none", "--tb=line"],
+              "pod": ["--host-backend", "pod"]}  # pod: host checks through access pods and pods/exec (the lab's)
 
 # Targets from GitHub issue 8 (on a 2-core machine).
 AUDIT_1000_MAX_S = 60.0
@@ -287,7 +288,7 @@ class Bench:
 
     def scopes(self, n: int) -> list[str]:
         if self.args.scope != "auto":
-            return [self.args.scope]
+            return self.args.scope.split("+")
         return ["full", "api"] if n <= FULL_SCOPE_MAX else ["api"]
 
     def _env(self, state: Path, wait_log: Path | None) -> dict[str, str]:
@@ -463,7 +464,7 @@ class Bench:
             # converger is behind them), without verifying N x 11 node scenarios the measured runs verify.
             scopes = self.scopes(n)
             select = None if n <= FULL_SCOPE_MAX else "cluster"
-            first = self.suite(n, lab, "first-provision", "0", scopes[0], select=select,
+            first = self.suite(n, lab, "first-provision", "0", "full" if scopes[0] == "pod" else scopes[0], select=select,
                                reaction=scopes[0] == "full" and n in REACTION_SIZES)
             self.runs.append(first)
             if first.exit_code != 0:
@@ -474,7 +475,8 @@ class Bench:
                 for workers in self.args.workers:
                     # Repeats alternate audit and re-provisioning, so that load from elsewhere on the machine
                     # falls on both alike; the fastest of each is kept (the run least disturbed).
-                    tries: dict[str, list[Run]] = {"audit": [], "reprovision": []}
+                    tries: dict[str, list[Run]] = {"audit": []} if self.args.audit_only else \
+                        {"audit": [], "reprovision": []}
                     for _ in range(self.args.repeat):
                         for mode, done in tries.items():
                             done.append(self.suite(n, lab, mode, workers, scope))
@@ -694,8 +696,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fleet size to run (repeatable; default 10, 100 and 1000)")
     parser.add_argument("--workers", action="append", choices=("auto", "0"),
                         help="0: serial, auto: pytest -n auto (repeatable; default both)")
-    parser.add_argument("--scope", choices=("auto", "full", "api"), default="auto",
-                        help="full: host checks against the twin's host views; api: host checks off; auto (default): "
+    parser.add_argument("--scope", choices=("auto", "full", "api", "pod", "full+pod"), default="auto",
+                        help="full: host checks against the twin's host views; api: host checks off; pod: host checks "
+                        "through the pod backend (provisioned in the full scope); auto (default): "
                         f"both up to N={FULL_SCOPE_MAX}, api above")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure each audit / re-provisioning this many times and keep the fastest (default 1)")
@@ -704,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-reports", action="store_true", help="keep each run's Allure results")
     parser.add_argument("--state-root", help="where the labs' state folders go (default: the system temp dir)")
     parser.add_argument("--no-doc", action="store_true", help="do not refresh the table in docs/performance.md")
+    parser.add_argument("--audit-only", action="store_true", help="measure the audit only (no repeated --provision)")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, _frame: object) -> None:

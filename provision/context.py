@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import logging
@@ -190,14 +191,17 @@ class RunContext:
             self._pending[n] = self._pool.submit(self._prefetch_one, n, fleet)
 
     def _start_pods(self, nodes: tuple[str, ...]) -> None:
-        from provision.hosts.pod_backend import start_fleet
+        from provision.hosts.pod_backend import close_fleet, start_fleet
 
         prepared: dict[str, HostAccess] = {}
         for n in nodes:
             with contextlib.suppress(Exception):  # a node without a spec is asked (and broken) on its own
                 prepared[n] = HostAccess(self.host_spec(n), name=n, core_v1=self.kube.core)
-        start_fleet([h._transport for h in prepared.values()],  # type: ignore[misc]
-                    creates_per_s=self.settings.host_pod_creates_per_s)
+        backends = [h._transport for h in prepared.values()]
+        # Ctrl-C: the run's close() deletes them; should the interpreter exit without it, this does (a pod
+        # already deleted is skipped), and each pod's activeDeadlineSeconds is the last resort
+        atexit.register(close_fleet, backends)
+        start_fleet(backends, creates_per_s=self.settings.host_pod_creates_per_s)  # type: ignore[arg-type]
         with self._lock:
             self._prepared.update(prepared)
 
