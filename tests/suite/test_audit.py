@@ -4,6 +4,8 @@ does not exist fails; the audit writes nothing but its test pods; serial and xdi
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.suite.runner import run_suite, suite_writes
@@ -55,9 +57,20 @@ def test_faults_fail_exactly_their_nodes_and_the_rest_pass(faulty, tmp_path):
 
 
 def test_serial_and_xdist_give_identical_results(faulty, tmp_path):
-    serial = run_suite(faulty, tmp_path / "serial", "--no-workload")
-    parallel = run_suite(faulty, tmp_path / "xdist", "--no-workload", "-n", "2")
+    trips = {k: tmp_path / f"host-trips-{k}.jsonl" for k in ("serial", "xdist")}
+    serial = run_suite(faulty, tmp_path / "serial", "--no-workload", env={"GPU_CONFORMANCE_HOST_LOG": str(trips["serial"])})
+    parallel = run_suite(faulty, tmp_path / "xdist", "--no-workload", "-n", "2",
+                         env={"GPU_CONFORMANCE_HOST_LOG": str(trips["xdist"])})
     assert serial.summary["results"], serial.output[-2000:]
+
+    # one host round trip per GPU node (the gather), serial and with xdist: each worker gathers only its own nodes
+    gpu_nodes = sorted([*FAULTY, *HEALTHY])
+    for kind, path in trips.items():
+        per_node: dict[str, int] = {}
+        for line in path.read_text().splitlines():
+            for node, n in json.loads(line)["round_trips"].items():
+                per_node[node] = per_node.get(node, 0) + n
+        assert per_node == dict.fromkeys(gpu_nodes, 1), (kind, per_node)
 
     def comparable(run):
         return sorted((r["node"] or "", r["feature"], r["scenario"], r["outcome"]) for r in run.summary["results"])
