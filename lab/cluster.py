@@ -153,7 +153,8 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     if created:
         shown = created if len(created) <= 12 else [*created[:10], f"... ({len(created)} in all)"]
         say(f"created nodes {', '.join(shown)}")
-    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths)
+    # kwok reports 1000 nodes Ready in ~25 s on an idle 2-core machine; a loaded one needs longer
+    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths, timeout=max(60.0, 0.2 * len(spec.nodes)))
     wait_chart_repo(paths, ports["charts"])
     say(f"lab up in {time.monotonic() - t0:.1f}s: {len(spec.nodes)} nodes Ready")
     return status(paths)
