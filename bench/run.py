@@ -64,7 +64,8 @@ REACTION_SIZES = (10, 100)   # the issue asks reaction latency on fresh nodes fo
 QUIET_CPU_PCT = 80.0        # the lab counts as settled below this share of one CPU (1000 idle nodes: ~50 %)
 SETTLE_LIMIT_S = 300.0
 FULL_SCOPE_MAX = 100         # --scope auto: the largest N measured with host checks on
-SCOPE_ARGS = {"full": [], "api": ["--host-backend", "none", "--tb=line"]}
+SCOPE_ARGS = {"full": [], "api": ["--host-backend", "none", "--tb=line"],
+              "pod": ["--host-backend", "pod"]}  # pod: host checks through access pods and pods/exec (the lab's)
 
 # Targets from GitHub issue 8 (on a 2-core machine).
 AUDIT_1000_MAX_S = 60.0
@@ -254,6 +255,20 @@ class Run:
     node_scenarios: int = 0
     selection: str = ""
     log: str = ""
+    host_round_trips: dict = field(default_factory=dict)  # per node: {"max", "mean", "nodes"} (GPU_CONFORMANCE_HOST_LOG)
+
+
+def host_trips(path: Path) -> dict:
+    """Host round trips per node over the run's processes (xdist workers add theirs): max, mean, node count."""
+    per_node: Counter[str] = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                per_node.update(json.loads(line)["round_trips"])
+    if not per_node:
+        return {}
+    return {"max": max(per_node.values()), "mean": round(sum(per_node.values()) / len(per_node), 2),
+            "nodes": len(per_node)}
 
 
 def fastest(runs: list[Run]) -> Run:
@@ -273,7 +288,7 @@ class Bench:
 
     def scopes(self, n: int) -> list[str]:
         if self.args.scope != "auto":
-            return [self.args.scope]
+            return self.args.scope.split("+")
         return ["full", "api"] if n <= FULL_SCOPE_MAX else ["api"]
 
     def _env(self, state: Path, wait_log: Path | None) -> dict[str, str]:
@@ -293,6 +308,8 @@ class Bench:
         report_dir = self.out_dir / "runs" / label
         wait_log = self.out_dir / f"waits-{label}.jsonl"
         wait_log.unlink(missing_ok=True)
+        host_log = self.out_dir / f"host-trips-{label}.jsonl"
+        host_log.unlink(missing_ok=True)
         head = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
         cmd = [*head, "-m", "pytest", "features/", "--lab", "--no-workload", "-q", "--report-dir", str(report_dir)]
         if mode != "audit":
@@ -310,7 +327,8 @@ class Bench:
             start = time.time()
             t0 = time.monotonic()
             # Its own session: on Ctrl-C / SIGTERM the bench stops the whole run (helm, host commands) by its id.
-            proc = subprocess.Popen(cmd, cwd=REPO, env=self._env(state, wait_log), stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=REPO, env={**self._env(state, wait_log), "GPU_CONFORMANCE_HOST_LOG": str(host_log)},
+                                    stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
                 with TreeSampler(proc.pid) as sampler:
@@ -348,10 +366,12 @@ class Bench:
                           "max_s": round(max(v), 3)} for k, v in lat.items()},
             exit_code=rc, outcomes=dict(outcomes), scenarios=len(results), node_scenarios=node_scenarios,
             selection=f"-m {select}" if select else "", log=str(log_file.relative_to(REPO)),
+            host_round_trips=host_trips(host_log),
         )
         say(f"N={n}: {scope} {mode} {'serial' if workers == '0' else '-n ' + workers}: {run.wall_s:.1f}s, exit {rc}, "
             f"{dict(outcomes)}, {sum(requests.values())} requests ({run.list_watch} list/watch), "
-            f"peak RSS {run.peak_rss_mb} MB" + (f", reaction p95 {run.reaction_p95_s}s" if lat else ""))
+            f"peak RSS {run.peak_rss_mb} MB" + (f", reaction p95 {run.reaction_p95_s}s" if lat else "")
+            + (f", host round trips per node {run.host_round_trips}" if run.host_round_trips else ""))
         if rc not in (0,) and not profile:
             say(f"  the suite exited {rc}: see {log_file}")
         if not self.args.keep_reports:
@@ -444,7 +464,8 @@ class Bench:
             # converger is behind them), without verifying N x 11 node scenarios the measured runs verify.
             scopes = self.scopes(n)
             select = None if n <= FULL_SCOPE_MAX else "cluster"
-            first = self.suite(n, lab, "first-provision", "0", scopes[0], select=select,
+            first_scope = self.args.provision_scope or ("full" if scopes[0] == "pod" else scopes[0])
+            first = self.suite(n, lab, "first-provision", "0", first_scope, select=select,
                                reaction=scopes[0] == "full" and n in REACTION_SIZES)
             self.runs.append(first)
             if first.exit_code != 0:
@@ -455,7 +476,8 @@ class Bench:
                 for workers in self.args.workers:
                     # Repeats alternate audit and re-provisioning, so that load from elsewhere on the machine
                     # falls on both alike; the fastest of each is kept (the run least disturbed).
-                    tries: dict[str, list[Run]] = {"audit": [], "reprovision": []}
+                    tries: dict[str, list[Run]] = {"audit": []} if self.args.audit_only else \
+                        {"audit": [], "reprovision": []}
                     for _ in range(self.args.repeat):
                         for mode, done in tries.items():
                             done.append(self.suite(n, lab, mode, workers, scope))
@@ -675,8 +697,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fleet size to run (repeatable; default 10, 100 and 1000)")
     parser.add_argument("--workers", action="append", choices=("auto", "0"),
                         help="0: serial, auto: pytest -n auto (repeatable; default both)")
-    parser.add_argument("--scope", choices=("auto", "full", "api"), default="auto",
-                        help="full: host checks against the twin's host views; api: host checks off; auto (default): "
+    parser.add_argument("--scope", choices=("auto", "full", "api", "pod", "full+pod"), default="auto",
+                        help="full: host checks against the twin's host views; api: host checks off; pod: host checks "
+                        "through the pod backend (provisioned in the full scope); auto (default): "
                         f"both up to N={FULL_SCOPE_MAX}, api above")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure each audit / re-provisioning this many times and keep the fastest (default 1)")
@@ -685,6 +708,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-reports", action="store_true", help="keep each run's Allure results")
     parser.add_argument("--state-root", help="where the labs' state folders go (default: the system temp dir)")
     parser.add_argument("--no-doc", action="store_true", help="do not refresh the table in docs/performance.md")
+    parser.add_argument("--audit-only", action="store_true", help="measure the audit only (no repeated --provision)")
+    parser.add_argument("--provision-scope", choices=("full", "api"),
+                        help="the scope of the first provisioning (default: the first measured scope); api: the "
+                        "hosts are left unconverged (their host scenarios then fail: an upper bound for the audit)")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, _frame: object) -> None:

@@ -91,6 +91,19 @@ def pytest_configure_node(node) -> None:
     }
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With host checks on and xdist's default scheduling: one node's scenarios on one worker (xdist_nodes.py)."""
+    if STATE not in config.stash or config.getvalue("dist") != "load":
+        return None
+    setup = config.stash[STATE]
+    if setup.settings.host_backend == "none" or not setup.nodes:
+        return None
+    from gpu_conformance.xdist_nodes import NodeScheduling
+
+    return NodeScheduling(config, log, setup.nodes)
+
+
 def _nodes(config: pytest.Config) -> tuple[tuple[str, ...], str | None]:
     if hasattr(config, "workerinput"):
         info = config.workerinput["gpu_conformance"]
@@ -146,6 +159,8 @@ def run(request: pytest.FixtureRequest):
     setup = config.stash[STATE]
     nodes, error = _nodes(config)
     with open_run(setup.settings, setup.run_dir, nodes) as opened:
+        if hasattr(config, "workerinput"):  # a worker gathers a node's host when it first runs one of its scenarios
+            opened.ctx.prefetch_nodes = None
         yield RunState(opened.ctx, opened.engine, nodes, error)
 
 

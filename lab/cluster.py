@@ -20,7 +20,7 @@ from lab.state import LabPaths, load_ports
 
 SUITE_BINDING = "lab-suite-cluster-admin"
 # Order matters for `down`: the twin and kwok first, the apiserver's storage last.
-ALL_PROCESSES = ("twin", "kwok", "chartrepo", *controlplane.COMPONENTS)
+ALL_PROCESSES = ("twin", "twin-host", "kwok", "chartrepo", *controlplane.COMPONENTS)
 
 
 def api_client(paths: LabPaths, identity: pki.Identity = pki.HELPER) -> client.ApiClient:
@@ -133,7 +133,12 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     _bootstrap_rbac(api)
     _install_kwok_crds(api, bin_dir / "kwok-crds")
     paths.spec_file.write_text(json.dumps({"source": str(spec.source), "fingerprint": fingerprint}))
-    from lab.twin import hostview  # the twin's host views must exist before anything runs on them
+    from lab.twin import hostview, shim_server  # the twin's host views must exist before anything runs on them
+
+    # the host views' shims ask this one helper (lab/twin/shim_server.py) instead of starting Python each
+    processes.start(paths, "twin-host", [sys.executable, "-m", "lab.twin.shim_server", "--socket",
+                                         str(shim_server.socket_path(paths.root))],
+                    cwd=Path(__file__).resolve().parent.parent)
 
     for node in spec.nodes:
         hostview.seed(paths, node)
@@ -149,7 +154,8 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     if created:
         shown = created if len(created) <= 12 else [*created[:10], f"... ({len(created)} in all)"]
         say(f"created nodes {', '.join(shown)}")
-    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths)
+    # kwok reports 1000 nodes Ready in ~25 s on an idle 2-core machine; a loaded one needs longer
+    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths, timeout=max(60.0, 0.2 * len(spec.nodes)))
     wait_chart_repo(paths, ports["charts"])
     say(f"lab up in {time.monotonic() - t0:.1f}s: {len(spec.nodes)} nodes Ready")
     return status(paths)

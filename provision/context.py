@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +78,13 @@ class RunContext:
         self._host_errors: dict[str, str] = {}
         self._facts: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
+        self._node_locks: dict[str, threading.Lock] = {}
+        # Which nodes' hosts to gather all at once, at the first host question (prefetch_hosts); None: each
+        # node when it is first asked about (xdist workers: a worker gathers only the nodes it runs).
+        self.prefetch_nodes: tuple[str, ...] | None = gpu_nodes
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: dict[str, concurrent.futures.Future] = {}
+        self._prepared: dict[str, HostAccess] = {}   # pod backend: hosts whose access pods start_fleet started
 
     @cached_property
     def helm(self) -> Helm:
@@ -107,20 +117,111 @@ class RunContext:
                         ssh_identity_file=s.ssh_identity_file, user=s.ssh_user, sudo=s.sudo)
 
     def host(self, node: str) -> HostAccess:
-        """The node's host (cached per run); HostUnreachable is remembered so the node is broken once."""
+        """The node's host (cached per run); HostUnreachable is remembered so the node is broken once.
+
+        The first question to any host starts the gathers of every node in ``prefetch_nodes`` (a pool of
+        ``host_concurrency``); each node's host is its gather's ``GatheredHost`` (provision/hosts/cached.py): the
+        run's read-only host facts in one round trip. A gather that does not work (the host's sh differs) leaves
+        the host to answer call by call; a host that cannot be reached is the node's error, as the `true` probe's
+        was."""
         with self._lock:
             if node in self._host_errors:
                 raise HostUnreachable(node, self._host_errors[node])
-            if node not in self._hosts:
-                spec = self.host_spec(node)
-                try:
-                    h = HostAccess(spec, name=node, core_v1=self.kube.core if self.kube else None)
-                    h.run(["true"], timeout=30)
-                except HostUnreachable as exc:
+            if node in self._hosts:
+                return self._hosts[node]
+            if self.prefetch_nodes and self._pool is None and node in self.prefetch_nodes:
+                self._start_prefetch()
+            pending = self._pending.get(node)
+        if pending is not None and not pending.cancel():  # not started yet: gathered here, now
+            with contextlib.suppress(HostUnreachable, NoHostAccess):
+                pending.result()
+        return self._open_host(node)
+
+    def _node_lock(self, node: str) -> threading.Lock:
+        with self._lock:
+            return self._node_locks.setdefault(node, threading.Lock())
+
+    def _open_host(self, node: str) -> HostAccess:
+        with self._node_lock(node):
+            with self._lock:
+                if node in self._host_errors:
+                    raise HostUnreachable(node, self._host_errors[node])
+                if node in self._hosts:
+                    return self._hosts[node]
+            try:
+                with self._lock:
+                    h = self._prepared.pop(node, None)
+                if h is None:
+                    h = HostAccess(self.host_spec(node), name=node, core_v1=self.kube.core if self.kube else None)
+                opened = self._gathered(h) if self.settings.host_gather else self._probed(h)
+            except HostUnreachable as exc:
+                with self._lock:
                     self._host_errors[node] = exc.detail if hasattr(exc, "detail") else str(exc)
-                    raise
-                self._hosts[node] = h
-            return self._hosts[node]
+                raise
+            with self._lock:
+                self._hosts[node] = opened
+            return opened
+
+    @staticmethod
+    def _probed(h: HostAccess) -> HostAccess:
+        h.run(["true"], timeout=30)
+        return h
+
+    def _gathered(self, h: HostAccess) -> HostAccess:
+        from provision.hostfacts import gather_plan
+        from provision.hosts.cached import GatheredHost, GatherFailed, gather
+
+        plan = gather_plan(h.spec, float(self.settings.health["xid_window_h"]) * 3600)
+        try:
+            return GatheredHost(h, gather(h, plan))  # type: ignore[return-value]
+        except GatherFailed as exc:
+            logging.getLogger(__name__).warning("%s; reading the host call by call", exc)
+            return GatheredHost(h, None, why_not=str(exc))  # type: ignore[return-value]
+
+    def _start_prefetch(self) -> None:
+        """(with self._lock) Gather the hosts of prefetch_nodes concurrently, in their order. With the pod
+        backend, the access pods of all of them are started first, together (provision/hosts/pod_backend.py
+        start_fleet), in the pool's first task; the gathers wait for it."""
+        assert self.prefetch_nodes is not None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.host_concurrency,
+                                                           thread_name_prefix="host-gather")
+        todo = [n for n in self.prefetch_nodes if n not in self._hosts and n not in self._host_errors]
+        fleet = self._pool.submit(self._start_pods, tuple(todo)) if self.settings.host_backend == "pod" else None
+        for n in todo:
+            self._pending[n] = self._pool.submit(self._prefetch_one, n, fleet)
+
+    def _start_pods(self, nodes: tuple[str, ...]) -> None:
+        from provision.hosts.pod_backend import close_fleet, start_fleet
+
+        prepared: dict[str, HostAccess] = {}
+        for n in nodes:
+            with contextlib.suppress(Exception):  # a node without a spec is asked (and broken) on its own
+                prepared[n] = HostAccess(self.host_spec(n), name=n, core_v1=self.kube.core)
+        backends = [h._transport for h in prepared.values()]
+        # Ctrl-C: the run's close() deletes them; should the interpreter exit without it, this does (a pod
+        # already deleted is skipped), and each pod's activeDeadlineSeconds is the last resort
+        atexit.register(close_fleet, backends)
+        start_fleet(backends, creates_per_s=self.settings.host_pod_creates_per_s)  # type: ignore[arg-type]
+        with self._lock:
+            self._prepared.update(prepared)
+
+    def _prefetch_one(self, node: str, fleet: concurrent.futures.Future | None = None) -> None:
+        if fleet is not None:
+            concurrent.futures.wait([fleet])
+        with contextlib.suppress(HostUnreachable, NoHostAccess):
+            self._open_host(node)
+
+    def prefetch_hosts(self, nodes: tuple[str, ...] | None = None) -> None:
+        """Gather the hosts of ``nodes`` (default prefetch_nodes) now, all at once, and wait for them."""
+        nodes = self.prefetch_nodes if nodes is None else nodes
+        if not nodes:
+            return
+        with self._lock:
+            self.prefetch_nodes = tuple(nodes)
+            if self._pool is None:
+                self._start_prefetch()
+            pending = [self._pending[n] for n in nodes if n in self._pending]
+        concurrent.futures.wait(pending)
 
     def host_fact(self, node: str, name: str, read: Callable[[], T],
                   remember: tuple[type[Exception], ...] = (NoHostAccess, HostUnreachable)) -> T:
@@ -141,6 +242,19 @@ class RunContext:
             raise type(hit)(*hit.args) from None
         return hit  # type: ignore[return-value]
 
+    def _log_round_trips(self) -> None:
+        """Host round trips per node of this process, appended to the file GPU_CONFORMANCE_HOST_LOG names (the
+        bench counts them: bench/run.py)."""
+        import json
+        import os
+
+        path = os.environ.get("GPU_CONFORMANCE_HOST_LOG")
+        if not path or not self._hosts:
+            return
+        trips = {n: getattr(getattr(h, "host", h), "round_trips", 0) for n, h in sorted(self._hosts.items())}
+        with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"pid": os.getpid(), "round_trips": trips}) + "\n")
+
     def host_record(self, node: str) -> HostRecord:
         return HostRecord(self.host(node))
 
@@ -149,6 +263,17 @@ class RunContext:
         return bool(obj) and ready(obj)
 
     def close(self) -> None:
-        for h in self._hosts.values():
+        """Stop the gathers and release every host; the pod backend's access pods are deleted together."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._log_round_trips()
+        hosts = [getattr(h, "host", h) for h in (*self._hosts.values(), *self._prepared.values())]
+        pods = [h._transport for h in hosts if h.spec.backend == "pod"]
+        if pods:
+            from provision.hosts.pod_backend import close_fleet
+
+            with contextlib.suppress(Exception):  # best effort; each pod also has its activeDeadlineSeconds
+                close_fleet(pods)  # type: ignore[arg-type]
+        for h in hosts:
             with contextlib.suppress(Exception):  # closing is best effort at the end of a run
                 h.close()

@@ -241,3 +241,26 @@ def _run_dump(host: HostAccess, binary: str, config: str) -> containerd_dump_mod
         why = (res.stderr.strip().splitlines() or [f"exit {res.rc}"])[-1]
         return containerd_dump_mod.Dump(ran=False, argv=tuple(argv), rc=res.rc, stderr=res.stderr, why=why)
     return containerd_dump_mod.Dump(ran=True, argv=tuple(argv), rc=res.rc, stdout=res.stdout, stderr=res.stderr)
+
+
+# ------------------------------------------------------------------------------------------ one round trip
+def gather_plan(spec, health_window_s: float):
+    """What one gather reads on a node (provision/hosts/gather.py): everything the read-only host checks and
+    the health checks above ask the host, so that an audit costs one round trip per node. What the plan does not
+    cover (an `imports` glob outside the folders listed here, say) is still read from the host, one call each."""
+    from provision.converge.hosts import IS_ENABLED_ARGV, IS_ENABLED_TIMEOUT_S
+    from provision.hosts.gather import ContainerdSpec, DirSpec, GatherPlan
+    from provision.record import HOST_RECORD, HOST_STATE
+
+    chroot = str(spec.root) if spec.exec_mode == "path" and spec.root not in (None, "/") else ""
+    return GatherPlan(
+        files=(BASE_DIR_FILE, DOCKER_DAEMON_JSON, HOST_RECORD, HOST_STATE),
+        probes=(SNAP_CONTAINERD, VANILLA_CONTAINERD, "/usr/bin/dockerd"),
+        dirs=(DirSpec("/etc/containerd", 2, "*.toml"), DirSpec("/etc/systemd/system", 1, "*.service"),
+              DirSpec("/run/nvidia/validations", 1, "-")),
+        commands=((tuple(nvidia_smi.query_argv()), 60.0),
+                  (("sh", "-c", _HEALTH_SCRIPT, "sh", str(int(health_window_s))), 120.0),
+                  (IS_ENABLED_ARGV, IS_ENABLED_TIMEOUT_S)),
+        containerd=ContainerdSpec(BASE_DIR_FILE, DEFAULT_BASE_DIR, SNAP_LAYOUT, SNAP_CONTAINERD, VANILLA_CONTAINERD,
+                                  chroot=chroot, timeout=DUMP_TIMEOUT_S, depth=2, read="*.toml"),
+    )

@@ -78,6 +78,11 @@ class Settings:
     mig_profiles: dict[str, str] = field(default_factory=dict)
     # MIG: node name or GPU product -> single | mixed (the device plugin's MIG strategy there; default single)
     mig_strategies: dict[str, str] = field(default_factory=dict)
+    # hosts gathered at once (provision/hosts/gather.py: one round trip per node); a 2-core runner waits on the
+    # network (ssh, pods/exec), not on its CPU, so several per core
+    host_concurrency: int = 8
+    host_gather: bool = True  # false: every host fact is its own command, as before the gather
+    host_pod_creates_per_s: float = 20.0  # pod backend: access pods created per second (all nodes' start together)
 
     @property
     def provisioning(self) -> bool:
@@ -249,6 +254,13 @@ def validate(raw: dict[str, Any]) -> Settings:
     _validate_reporting(s)
     _validate_mig_profiles(s.mig_profiles)
     _validate_mig_strategies(s.mig_strategies)
+    if isinstance(s.host_concurrency, bool) or not isinstance(s.host_concurrency, int) or not 1 <= s.host_concurrency <= 256:
+        raise _err("host_concurrency", s.host_concurrency, "how many hosts are gathered at once: an integer 1..256")
+    if isinstance(s.host_pod_creates_per_s, bool) or not isinstance(s.host_pod_creates_per_s, int | float) \
+            or not 0 < s.host_pod_creates_per_s <= 1000:
+        raise _err("host_pod_creates_per_s", s.host_pod_creates_per_s, "access pods created per second: 0 < n <= 1000")
+    if not isinstance(s.host_gather, bool):
+        raise _err("host_gather", s.host_gather, "true (one round trip per node) or false")
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:

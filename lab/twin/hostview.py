@@ -500,7 +500,21 @@ def place_containerd(root: Path, node: NodeSpec) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ seeding
+_FAST_SHIM_TEMPLATE = """#!/bin/sh
+# Lab twin shim for `{name}` (written by lab/twin/hostview.py; see lab/twin/README-host.md): asks the lab's shim
+# server (lab/twin/shim_server.py), or runs the Python shim <root>/.twin/shims/{name} when no lab serves this view.
+# The host root is this file's folder two levels up: <root>/usr/bin/{name} -> <root>.
+case $0 in */*) d=${{0%/*}};; *) d=.;; esac
+r=$(cd -P -- "$d/../.." && pwd -P) || exit 127
+exec {client} {socket} "$r" {name} {python} "$r/.twin/shims/{name}" "$@"
+"""
+
+
 def _write_shims(root: Path, node: NodeSpec) -> None:
+    import shlex
+
+    from lab.twin import shim_server
+
     names = ["snap", "systemctl"]
     if node.is_gpu:
         names.insert(0, "nvidia-smi")
@@ -509,15 +523,28 @@ def _write_shims(root: Path, node: NodeSpec) -> None:
         names.append("docker")
     bindir = root / "usr" / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
+    client = shim_server.client_binary()
+    pydir = root / ".twin" / "shims"
+    if client is not None:
+        pydir.mkdir(parents=True, exist_ok=True)
     for name in names:
         module, func = SHIMS[name]
         text = _SHIM_TEMPLATE.format(python=sys.executable, name=name, repo=str(REPO_ROOT), module=module,
                                      func=func)
-        target = bindir / name
-        tmp = bindir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
+        if client is not None:  # the Python shim is the fallback, in .twin/shims/ (its root: three levels up)
+            _write_exec(pydir / name, text)
+            q = shlex.quote
+            text = _FAST_SHIM_TEMPLATE.format(
+                name=name, client=q(str(client)), socket=q(str(shim_server.socket_path(root.parent.parent))),
+                python=q(sys.executable))
+        _write_exec(bindir / name, text)
+
+
+def _write_exec(target: Path, text: str) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    os.replace(tmp, target)
 
 
 def _initial_systemd(node: NodeSpec) -> dict[str, Any]:

@@ -22,6 +22,8 @@ DEPLOY_OPERANDS = ("driver", "container-toolkit", "device-plugin", "dcgm-exporte
                    "gpu-feature-discovery", "operator-validator", "node-status-exporter", "mig-manager")
 DEPLOY_PREFIX = "nvidia.com/gpu.deploy."
 UNIT_NAME = "nvidia-host-driver-ready.service"
+IS_ENABLED_ARGV = ("systemctl", "is-enabled", UNIT_NAME)   # also in the host gather (provision/hostfacts.py)
+IS_ENABLED_TIMEOUT_S = 30.0
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 VALIDATIONS_DIR = "/run/nvidia/validations"
 READY_FILE = f"{VALIDATIONS_DIR}/host-driver-ready"
@@ -168,7 +170,7 @@ class HostDriver:
                 changes.append(Change(self.name, node, f"{UNIT_PATH} on {node}", "create" if unit is None else "update",
                                       "oneshot unit recreating " + READY_FILE,
                                       FileWrite(UNIT_PATH, UNIT_TEXT, before=unit, after=(("systemctl", "daemon-reload"),))))
-            enabled = host.run(["systemctl", "is-enabled", UNIT_NAME]).stdout.strip() == "enabled"
+            enabled = host.run(list(IS_ENABLED_ARGV), timeout=IS_ENABLED_TIMEOUT_S).stdout.strip() == "enabled"
             if not enabled or not host.exists(READY_FILE):
                 changes.append(Change(self.name, node, f"{UNIT_NAME} on {node}", "restart",
                                       "systemctl enable --now (creates " + READY_FILE + ")", UnitEnable(UNIT_NAME)))

@@ -53,7 +53,7 @@ _GLOB_SCRIPT = (
     'cd "$1" || exit 1\n'
     "IFS=\n"
     "set +f\n"
-    'for f in $2; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\\n" "$f"; fi; done\n'
+    'for f in $2; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\\0" "$f"; fi; done\n'
 )
 _REMOVE_SCRIPT = (
     'if [ -e "$1" ] || [ -L "$1" ]; then\n'
@@ -241,6 +241,7 @@ class HostAccess:
         self.spec = spec
         self.name = name or spec.label
         self.guard = guard if guard is not None else WRITE_GUARD
+        self.round_trips = 0  # commands sent to the host (one each over ssh or pods/exec)
         if transport is not None:
             self._transport: Transport = transport
         elif spec.backend == "pod":
@@ -274,6 +275,7 @@ class HostAccess:
         if self.spec.backend in ("local", "lab") and self.spec.root != "/" and not os.path.isdir(self.spec.root):
             raise HostUnreachable(self.name, f"the host folder {self.spec.root} does not exist")
         command = build_command(argv, self.spec.sudo, self.spec.sudo_user)
+        self.round_trips += 1
         return command, self._transport.execute(command, timeout)
 
     def _exec_argv(self, argv: list[str], timeout: float | None) -> list[str]:
@@ -379,7 +381,7 @@ class HostAccess:
         raw = self._sh(_GLOB_SCRIPT, base, relative)
         if raw.rc != 0:
             raise HostCommandError(self.name, f"listing {pattern}", raw.rc, _decode(raw.stderr))
-        found = [line for line in _decode(raw.stdout).split("\n") if line]
+        found = [name for name in _decode(raw.stdout).split("\0") if name]  # NUL: a name may hold a newline
         return sorted(self._host_path(posixpath.join(base, f)) for f in found)
 
     def write_text(

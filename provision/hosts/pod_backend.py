@@ -20,6 +20,7 @@ pods (Pod Security Admission label ``pod-security.kubernetes.io/enforce: privile
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -38,8 +39,10 @@ __all__ = [
     "POD_RBAC_RULES",
     "PodExecBackend",
     "build_pod_manifest",
+    "close_fleet",
     "parse_exec_status",
     "split_exit_marker",
+    "start_fleet",
 ]
 
 COMPONENT = "host-access"
@@ -213,6 +216,7 @@ class PodExecBackend:
         self.image_pull_secrets = image_pull_secrets
         self.host_mount = host_mount
         self.pod_name: str | None = None
+        self.fleet_error: HostUnreachable | None = None  # start_fleet could not start this node's pod
 
     # -- pod lifecycle -------------------------------------------------------------------------------------
 
@@ -230,6 +234,8 @@ class PodExecBackend:
         """Create the pod and wait (with a watch) until it is Running. Returns the pod name."""
         if self.pod_name is not None:
             return self.pod_name
+        if self.fleet_error is not None:
+            raise HostUnreachable(self.fleet_error.host, self.fleet_error.detail)
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
@@ -377,3 +383,135 @@ class PodExecBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------------- fleet
+def _manifest(b: PodExecBackend) -> dict[str, Any]:
+    return build_pod_manifest(b.node_name, namespace=b.namespace, image=b.image, lifetime_s=b.lifetime_s,
+                              image_pull_secrets=b.image_pull_secrets, host_mount=b.host_mount)
+
+
+_BAD_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                "CreateContainerError")
+
+
+def _pod_state(pod: Any) -> tuple[str, str]:
+    """("running" | "failed" | "waiting", words) of a watched pod."""
+    phase = getattr(pod.status, "phase", None) if pod.status else None
+    if phase == "Running":
+        return "running", "Running"
+    if phase in ("Failed", "Succeeded"):
+        return "failed", f"phase {phase}: {pod.status.message or pod.status.reason or ''}"
+    for cs in getattr(pod.status, "container_statuses", None) or []:
+        waiting = getattr(cs.state, "waiting", None)
+        if waiting is not None and waiting.reason:
+            words = f"phase {phase}, container {waiting.reason}: {waiting.message or ''}".strip()
+            return ("failed" if waiting.reason in _BAD_WAITING else "waiting"), words
+    return "waiting", f"phase {phase}"
+
+
+def start_fleet(backends: list[PodExecBackend], *, creates_per_s: float = 20.0,
+                timeout_s: float = 120.0, new_watch: Any = None) -> dict[str, str]:
+    """Start the access pods of many nodes together: create them (at most ``creates_per_s`` per second, so the
+    apiserver is not flooded), then wait for all of them with one watch of the namespace. Each backend gets its
+    pod (``pod_name``) or its error (``fleet_error``: raised by its first command, so that node alone is broken).
+    Returns node -> error for the nodes whose pod did not start. Pods that started are removed by
+    ``close_fleet`` (or each backend's ``close``); an exception here removes the ones created so far."""
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+
+    by_name: dict[str, PodExecBackend] = {}
+    errors: dict[str, str] = {}
+    interval = 1.0 / creates_per_s if creates_per_s > 0 else 0.0
+    namespaces = {b.namespace for b in backends}
+    try:
+        next_at = time.monotonic()
+        for b in backends:
+            if b.pod_name is not None:
+                continue
+            manifest = _manifest(b)
+            name = manifest["metadata"]["name"]
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at = max(next_at, time.monotonic() - interval) + interval
+            try:
+                b.core_v1.create_namespaced_pod(b.namespace, manifest)
+            except ApiException as e:
+                b.fleet_error = b._unreachable(f"cannot create host-access pod {b.namespace}/{name}", e)
+                errors[b.node_name] = b.fleet_error.detail
+                continue
+            b.pod_name = name
+            by_name[name] = b
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, str] = {}
+        for ns in sorted(namespaces):
+            waiting = {n for n, b in by_name.items() if b.namespace == ns}
+            while waiting:
+                remaining = int(deadline - time.monotonic())
+                if remaining <= 0:
+                    break
+                core = by_name[next(iter(waiting))].core_v1
+                w = new_watch() if new_watch is not None else watch.Watch()
+                try:
+                    for event in w.stream(core.list_namespaced_pod, ns, timeout_seconds=remaining,
+                                          label_selector=f"{MANAGED_BY}={SUITE},app.kubernetes.io/component={COMPONENT}"):
+                        pod = event["object"]
+                        name = pod.metadata.name
+                        if name not in waiting:
+                            continue
+                        b = by_name[name]
+                        if event["type"] == "DELETED":
+                            state, words = "failed", "deleted while starting"
+                        else:
+                            state, words = _pod_state(pod)
+                        last[name] = words
+                        if state == "running":
+                            waiting.discard(name)
+                        elif state == "failed":
+                            waiting.discard(name)
+                            _fail(b, name, words, errors)
+                        if not waiting:
+                            w.stop()
+                except ApiException as e:
+                    for name in sorted(waiting):
+                        _fail(by_name[name], name, f"cannot watch the host-access pods: {e.reason or e}", errors)
+                    waiting.clear()
+            for name in sorted(waiting):
+                b = by_name[name]
+                _fail(b, name, f"not Running after {timeout_s:g}s: {last.get(name, 'no status yet')}", errors,
+                      prefix=f"host-access pod {ns}/{name}")
+    except BaseException:
+        close_fleet(list(by_name.values()))
+        raise
+    return errors
+
+
+def _fail(b: PodExecBackend, name: str, words: str, errors: dict[str, str], prefix: str | None = None) -> None:
+    b.fleet_error = HostUnreachable(b.node_name, f"{prefix or f'host-access pod {b.namespace}/{name}'}: {words}")
+    errors[b.node_name] = b.fleet_error.detail
+    b.pod_name = None
+    from kubernetes.client.exceptions import ApiException
+
+    with contextlib.suppress(ApiException):  # best effort: the pod's own deadline removes it otherwise
+        b.core_v1.delete_namespaced_pod(name, b.namespace, grace_period_seconds=0)
+
+
+def close_fleet(backends: list[PodExecBackend], concurrency: int = 16) -> list[str]:
+    """Delete the access pods of many nodes together (``concurrency`` deletes at once); returns the errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    errors: list[str] = []
+    started = [b for b in backends if b.pod_name is not None]
+    if not started:
+        return errors
+
+    def close(b: PodExecBackend) -> None:
+        try:
+            b.close()
+        except HostUnreachable as exc:
+            errors.append(str(exc))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(started))), thread_name_prefix="pod-close") as pool:
+        list(pool.map(close, started))
+    return errors

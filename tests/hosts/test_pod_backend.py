@@ -197,3 +197,53 @@ def test_close_deletes_the_pod_once() -> None:
     backend.close()
     backend.close()
     assert core.deleted == [("gnc", "gnc-host-gpu-1-abc")]
+
+
+class FleetCore(FakeCore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[tuple[float, str]] = []
+
+    def create_namespaced_pod(self, namespace: str, manifest: dict) -> None:
+        import time
+
+        self.created.append((time.monotonic(), manifest["metadata"]["name"]))
+
+
+def test_the_fleets_pods_are_created_rate_limited_awaited_with_one_watch_and_removed_together() -> None:
+    from types import SimpleNamespace as NS
+
+    from provision.hosts.access import HostAccess
+    from provision.hosts.pod_backend import PodExecBackend, close_fleet, start_fleet
+    from provision.hosts.results import HostUnreachable
+
+    core = FleetCore()
+    backends = [PodExecBackend(core, f"gpu-{i}", namespace="gnc") for i in range(5)]
+    watches: list[FakeWatch] = []
+
+    def new_watch() -> FakeWatch:
+        names = [name for _, name in core.created]
+
+        def event(name: str, phase: str, waiting: str | None = None, kind: str = "MODIFIED") -> dict:
+            e = _pod_event(phase, waiting, kind)
+            e["object"].metadata = NS(name=name)
+            return e
+        batch = [event(n, "Pending", kind="ADDED") for n in names] + [event("someone-elses-pod", "Running")]
+        batch += [event(n, "Running") for n in names if "gpu-3" not in n]
+        batch += [event(n, "Pending", waiting="ImagePullBackOff") for n in names if "gpu-3" in n]
+        watches.append(FakeWatch(batch))
+        return watches[-1]
+
+    errors = start_fleet(backends, creates_per_s=50, new_watch=new_watch)
+    assert len(watches) == 1 and watches[0].calls[0]["args"] == ("gnc",)           # one watch for all the pods
+    assert "app.kubernetes.io/component=host-access" in watches[0].calls[0]["label_selector"]
+    times = [t for t, _ in core.created]
+    assert len(times) == 5 and times[-1] - times[0] >= 4 / 50 * 0.9                 # at most 50 creates a second
+    assert list(errors) == ["gpu-3"] and "ImagePullBackOff" in errors["gpu-3"]
+    assert [b.pod_name is not None for b in backends] == [True, True, True, False, True]
+    assert [name for _, name in core.deleted] == [n for _, n in core.created if "gpu-3" in n]  # the failed one
+    with pytest.raises(HostUnreachable, match="ImagePullBackOff"):                  # its node alone is broken
+        HostAccess(HostSpec(backend="pod", address="gpu-3"), name="gpu-3", transport=backends[3]).run(["true"])
+    assert close_fleet(backends) == []
+    assert sorted(name for _, name in core.deleted) == sorted(name for _, name in core.created)
+    assert all(b.pod_name is None for b in backends)

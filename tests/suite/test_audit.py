@@ -4,6 +4,8 @@ does not exist fails; the audit writes nothing but its test pods; serial and xdi
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.suite.runner import run_suite, suite_writes
@@ -55,9 +57,22 @@ def test_faults_fail_exactly_their_nodes_and_the_rest_pass(faulty, tmp_path):
 
 
 def test_serial_and_xdist_give_identical_results(faulty, tmp_path):
-    serial = run_suite(faulty, tmp_path / "serial", "--no-workload")
-    parallel = run_suite(faulty, tmp_path / "xdist", "--no-workload", "-n", "2")
+    trips = {k: tmp_path / f"host-trips-{k}.jsonl" for k in ("serial", "xdist")}
+    serial = run_suite(faulty, tmp_path / "serial", "--no-workload", env={"GPU_CONFORMANCE_HOST_LOG": str(trips["serial"])})
+    parallel = run_suite(faulty, tmp_path / "xdist", "--no-workload", "-n", "2",
+                         env={"GPU_CONFORMANCE_HOST_LOG": str(trips["xdist"])})
     assert serial.summary["results"], serial.output[-2000:]
+
+    # one host round trip per GPU node (the gather); with xdist each worker gathers at most once per node (the
+    # scenarios of a node run on one worker, but the convergers' plan, once per process, reads every node's host)
+    gpu_nodes = sorted([*FAULTY, *HEALTHY])
+    per_node: dict[str, dict[str, int]] = {k: {} for k in trips}
+    for kind, path in trips.items():
+        for line in path.read_text().splitlines():
+            for node, n in json.loads(line)["round_trips"].items():
+                per_node[kind][node] = per_node[kind].get(node, 0) + n
+    assert per_node["serial"] == dict.fromkeys(gpu_nodes, 1), per_node["serial"]
+    assert sorted(per_node["xdist"]) == gpu_nodes and all(1 <= n <= 2 for n in per_node["xdist"].values()), per_node
 
     def comparable(run):
         return sorted((r["node"] or "", r["feature"], r["scenario"], r["outcome"]) for r in run.summary["results"])
