@@ -63,7 +63,8 @@ class ChangedSincePlan(RuntimeError):
 def write_planned(host: Any, w: FileWrite, record: Any = None) -> Any:
     """Write exactly the planned content if the file is still what the plan saw (``record()`` first: the change
     is recorded before the file is touched); the host's WriteResult."""
-    if host.read_text(w.path) != w.before:
+    read_now = getattr(host, "live_read_text", host.read_text)   # past a gathered host's document: the host itself
+    if read_now(w.path) != w.before:
         raise ChangedSincePlan(f"{w.path} changed since the plan was made (by hand, or by another run): not "
                                "overwritten; run again to plan from what is there now")
     if record is not None:

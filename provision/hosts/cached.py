@@ -127,6 +127,10 @@ class GatheredHost:
         data = self.read_bytes(path)
         return None if data is None else data.decode("utf-8")
 
+    def live_read_text(self, path: str) -> str | None:
+        """The file as it is on the host now, never from the document (a write's optimistic-concurrency check)."""
+        return self.host.read_text(path)
+
     def exists(self, path: str) -> bool:
         doc = self._doc
         if doc is not None:
