@@ -55,6 +55,21 @@ def _profiles(values: list[str]) -> dict[str, str]:
     return dict(p.rsplit("=", 1) for p in values if "=" in p)
 
 
+def _sharing_profiles(values: list[str]) -> dict[str, dict]:
+    """'PRODUCT=replicas[,rename][,mps]' -> {PRODUCT: {"replicas": "4", "rename": True, "mps": False}}."""
+    out: dict[str, dict] = {}
+    for p in values:
+        if "=" not in p:
+            raise pytest.UsageError(f"--sharing-profile {p!r}: expected 'GPU product=replicas[,rename][,mps]'")
+        product, _, rest = p.rpartition("=")
+        replicas, *flags = [x.strip() for x in rest.split(",")]
+        bad = [f for f in flags if f not in ("rename", "mps")]
+        if bad:
+            raise pytest.UsageError(f"--sharing-profile {p!r}: unknown flags {bad} (known: rename, mps)")
+        out[product] = {"replicas": replicas, "rename": "rename" in flags, "mps": "mps" in flags}
+    return out
+
+
 def _host_map(path: str) -> dict[str, str]:
     from provision.hosts.spec import load_host_map
 
@@ -93,6 +108,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--replicas", "time-slicing replicas per GPU, an integer >= 2 (default 4)", "replicas"),
     Option("--replica-profile", "'GPU product=replicas' profile chosen through nvidia.com/device-plugin.config "
            "(repeatable)", "replica_profiles", _profiles, kind="append"),
+    Option("--sharing-profile", "'GPU product=replicas[,rename][,mps]' sharing profile chosen through "
+           "nvidia.com/device-plugin.config: rename = renameByDefault (nvidia.com/gpu.shared), mps = MPS sharing "
+           "(repeatable)", "sharing_profiles", _sharing_profiles, kind="append"),
     Option("--chart-version", "GPU Operator chart version (default v26.3.0)", "chart_version"),
     Option("--chart-repo", "GPU Operator chart repository URL", "chart_repo"),
     Option("--min-driver", "minimum NVIDIA driver major version (default 470; the workload image's CUDA raises it "

@@ -32,6 +32,8 @@ def node_manifest(node: NodeSpec) -> dict:
         # start. With nfd: chart only the chart's NFD worker pod puts them there (the twin plays it).
         labels.update(nfd.labels(node))
     labels.update(node.labels)
+    if node.sharing.get("config"):
+        labels["nvidia.com/device-plugin.config"] = node.sharing["config"]
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi"}
     return {
         "apiVersion": "v1",

@@ -27,7 +27,11 @@ FAULTS = (
     "pcie-x8",                # GPU 0: current_link_width 8x of 16x in -q -x
     "hw-slowdown",            # GPU 0: clocks_event_reason_hw_slowdown Active in -q -x
     "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
+    # issue 16: renamed sharing, CDI (each fails exactly that node's check, the message names the mode)
+    "cdi-spec-missing-gpu",   # the device plugin's CDI spec (CDI mode) leaves out the node's last GPU
+    "renamed-count-wrong",    # the device plugin advertises the renamed resource (nvidia.com/gpu.shared) one short
 )
+SHARING_KEYS = ("config",)  # sharing: {config: KEY}: the node's nvidia.com/device-plugin.config label at start
 NFD_MODES = ("preinstalled", "chart")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_SPEC = Path(__file__).resolve().parent / "specs" / "default.yaml"
@@ -77,6 +81,10 @@ class NodeSpec:
     # DaemonSet labels it, as on a fresh cluster; the suite then needs --gpu-nodes to find GPU nodes).
     nfd: str = "preinstalled"
     k8s_snap_track: str = "1.34"     # picks containerd and the root config k8sd writes (docs/containerd.md)
+    # issue 16: {config: KEY} labels the node nvidia.com/device-plugin.config=KEY from the start (a per-node
+    # profile an earlier installer set, e.g. the playbooks' dgx-spark / consumer); what the key holds is the
+    # ConfigMap's (the suite's desired state, sharing_profiles), as on a real cluster
+    sharing: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.containerd_version:
@@ -133,11 +141,17 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
         if not local_path.is_file():
             raise SpecError(f"{where} ({name}): files[{host_path!r}] -> {local_path} does not exist")
         files[str(host_path)] = local_path
+    sharing = raw.get("sharing") or {}
+    if not isinstance(sharing, dict) or set(sharing) - set(SHARING_KEYS) or not all(
+            isinstance(v, str) and DNS1123.match(v) for v in sharing.values()):
+        raise SpecError(f"{where} ({name}): sharing must be a mapping with keys {list(SHARING_KEYS)} whose values "
+                        f"are config keys (DNS-1123, e.g. dgx-spark), got {sharing!r}")
     smi = raw.get("nvidia_smi")
     smi_path = (base / str(smi)).resolve() if smi else None
     if smi_path is not None and not smi_path.is_dir():
         raise SpecError(f"{where} ({name}): nvidia_smi folder {smi_path} does not exist")
-    kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi")}
+    kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi", "sharing")}
+    kwargs["sharing"] = dict(sharing)
     if "driver" in kwargs:
         kwargs["driver"] = str(kwargs["driver"])
     if "k8s_snap_track" in kwargs:

@@ -95,10 +95,16 @@ def node_sharing(ctx: RunContext, node: str) -> NodeSharing:
 
     snap = ctx.kube.snapshot()
     labels = (snap.nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
-    spec = (snap.cluster_policy or {}).get("spec") or {}
+    return sharing_from(labels, snap.cluster_policy, snap.configmaps, TIME_SLICING_CM)
+
+
+def sharing_from(labels: dict, cluster_policy: dict | None, configmaps: dict[str, dict],
+                 default_cm: str) -> NodeSharing:
+    """node_sharing over given objects (node labels, ClusterPolicy, ConfigMaps of the operator namespace). Pure."""
+    spec = (cluster_policy or {}).get("spec") or {}
     cp_cfg = (spec.get("devicePlugin") or {}).get("config") or {}
-    cm_name = cp_cfg.get("name") or TIME_SLICING_CM
-    data = ((snap.configmaps.get(cm_name) or {}).get("data")) or {}
+    cm_name = cp_cfg.get("name") or default_cm
+    data = ((configmaps.get(cm_name) or {}).get("data")) or {}
     key = labels.get(DEVICE_PLUGIN_CONFIG_LABEL) or cp_cfg.get("default") or (next(iter(data)) if len(data) == 1
                                                                                  else None)
     config, source = None, f"no device-plugin config (ConfigMap {cm_name})"
@@ -128,3 +134,55 @@ def health(ctx: RunContext, node: str):
             return h.with_dcgm(h.HealthInputs(host_off=str(exc)), *h.scrape_dcgm(ctx, node))
 
     return ctx.host_fact(node, "health", read, remember=(HostUnreachable,))
+
+
+# ----------------------------------------------------------------------------------- issue 16: sharing, runtime mode
+def foreign_config(ctx: RunContext, node: str) -> TimeSlicingConfig | None:
+    """The config of a node whose nvidia.com/device-plugin.config label names a key the desired state does not
+    write (e.g. the playbooks' own profile keys dgx-spark / consumer): in an audit the node is judged by the config
+    it really uses. None when the node uses a key of the desired state (or none), when provisioning (the run
+    relabels it), or without a cluster."""
+    from provision.converge.cluster import SINGLE_KEY
+
+    if ctx.kube is None or ctx.settings.provisioning:
+        return None
+    labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+    key = labels.get(DEVICE_PLUGIN_CONFIG_LABEL)
+    s = ctx.settings
+    ours = {SINGLE_KEY} | {profile_key(p) for p in (*s.replica_profiles, *s.sharing_profiles)}
+    if not key or key in ours:
+        return None
+    sharing = node_sharing(ctx, node)
+    return sharing.config if sharing.source.endswith(f"key {key}") else None
+
+
+def node_replicas(ctx: RunContext, node: str) -> int:
+    """Replicas the node is judged by: those of the foreign config it really uses (1 when that config does not
+    share), else the desired state's for its product (Settings.replicas_for)."""
+    cfg = foreign_config(ctx, node)
+    if cfg is not None:
+        return cfg.replicas or 1
+    return replicas(ctx, node)
+
+
+def sharing_summary(ctx: RunContext, node: str) -> dict:
+    """The node's sharing as summary.json and the fleet page show it: config key, strategy, replicas, resource."""
+    sharing = node_sharing(ctx, node)
+    labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+    cfg = sharing.config
+    return {"config": labels.get(DEVICE_PLUGIN_CONFIG_LABEL) or None, "source": sharing.source,
+            "strategy": cfg.strategy if cfg else "none", "replicas": node_replicas(ctx, node),
+            "resource": sharing.resource(GPU_RESOURCE), "renamed": sharing.renamed(GPU_RESOURCE)}
+
+
+def runtime_mode(ctx: RunContext, node: str | None = None) -> tuple[str, str]:
+    """(mode, where it was read) the node is judged in: runtimeclass | cdi | nri (provision/observe/runtime_mode).
+    The toolkit DaemonSet the operator rendered (its container's CDI_ENABLED / ENABLE_NRI_PLUGIN) is what the
+    node's toolkit pod runs with; before it exists, the ClusterPolicy's cdi fields (CRD defaults when unset)."""
+    from provision.observe import runtime_mode as rm
+
+    if getattr(ctx, "kube", None) is None:   # host-only run: nothing says otherwise; only nri changes which checks apply
+        return rm.RUNTIMECLASS, "no cluster (host-only run)"
+    snap = ctx.kube.snapshot()
+    return rm.mode_of((getattr(snap, "daemonsets", None) or {}).get(rm.TOOLKIT_DS),
+                      getattr(snap, "cluster_policy", None))

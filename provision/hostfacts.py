@@ -213,3 +213,15 @@ def _containerd_dump(host: HostAccess, facts: ContainerdFacts) -> containerd_dum
         why = (res.stderr.strip().splitlines() or [f"exit {res.rc}"])[-1]
         return containerd_dump_mod.Dump(ran=False, argv=tuple(argv), rc=res.rc, stderr=res.stderr, why=why)
     return containerd_dump_mod.Dump(ran=True, argv=tuple(argv), rc=res.rc, stdout=res.stdout, stderr=res.stderr)
+
+
+def cdi_spec_files(host: HostAccess, dirs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The CDI spec files (*.yaml, *.json) in the given directories of the host: path -> text (issue 16)."""
+    out: dict[str, str] = {}
+    for folder in dict.fromkeys(dirs):
+        for pattern in ("*.yaml", "*.json"):
+            for path in host.glob(posixpath.join(folder, pattern)):
+                text = host.read_text(path)
+                if text is not None:
+                    out[path] = text
+    return out

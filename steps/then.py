@@ -38,7 +38,7 @@ def operands_ready(run):
 
 @then(parsers.parse('RuntimeClass "{name}" exists with handler "{handler}"'))
 def runtime_class(run, name, handler):
-    expect_finding(checks.runtime_class(run.ctx, name, handler))
+    expect_check(checks.runtime_class, run.ctx, name, handler)
 
 
 @then(parsers.parse("the time-slicing ConfigMap is valid with at least {minimum:d} replicas and ClusterPolicy uses it"))
@@ -69,12 +69,12 @@ def physical_gpus(run, node):
 
 @then("the runc and nvidia drop-ins are in a directory containerd imports")
 def dropins_imported(run, node):
-    expect_finding(checks.containerd_dropins(run.ctx, node))
+    expect_check(checks.containerd_dropins, run.ctx, node)
 
 
 @then("containerd's effective runtimes include runc as default and nvidia")
 def effective_runtimes(run, node):
-    expect_finding(checks.containerd_runtimes(run.ctx, node))
+    expect_check(checks.containerd_runtimes, run.ctx, node)
 
 
 @then("no containerd drop-in has a higher version than the root config")
@@ -166,3 +166,8 @@ def health_presence(run, node, request):
 @then("persistence mode and the persistence daemon are as the desired state asks")
 def health_persistence(run, node, request):
     _health(run, node, "persistence", request)
+
+
+@then("the node has what its runtime mode needs")
+def runtime_mode_needs(run, node):
+    expect_check(checks.runtime_mode_needs, run.ctx, node)

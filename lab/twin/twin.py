@@ -49,6 +49,7 @@ def pod_ip_base(paths: LabPaths) -> ipaddress.IPv4Address:
     slot = 1 + int(ports.get("apiserver", 0)) % ((1 << (24 - POD_IP_BLOCK)) - 1)
     return ipaddress.ip_address("127.0.0.0") + (slot << POD_IP_BLOCK) + 1
 WORKLOAD_RESOURCE = "nvidia.com/gpu"
+CDI_SPEC_NAME = "k8s.device-plugin.nvidia.com-gpu.json"  # the device plugin's CDI spec in /var/run/cdi (cdi-cri)
 TASK_RETRIES = 120  # one a second: a task outlives an apiserver restart
 
 
@@ -572,16 +573,46 @@ class Twin:
                 return
             self._write_logs(pod, log_text)
             self._label_gfd(node)
-            self._advertise(node.name, gpus * sharing.replicas)
+            count = gpus * sharing.replicas
+            if "renamed-count-wrong" in node.faults and sharing.resource != WORKLOAD_RESOURCE and count:
+                count -= 1     # the fault: the renamed resource is advertised one short
+            self._advertise(node.name, count, sharing.resource)
+            self._write_cdi_spec(pod, node)
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
             self.record("gpus-advertised", node=node.name, count=gpus * sharing.replicas)
         self.timers.after(delay, ready)
 
-    def _advertise(self, node: str, count: int) -> None:
-        _sent(self.core.patch_node_status(node, {"status": {"capacity": {WORKLOAD_RESOURCE: str(count)},
-                                                            "allocatable": {WORKLOAD_RESOURCE: str(count)}}},
+    def _advertise(self, node: str, count: int, resource: str = WORKLOAD_RESOURCE) -> None:
+        """The plugin advertises ``count`` under ``resource``; with a rename (nvidia.com/gpu.shared) nvidia.com/gpu
+        drops to 0, as the kubelet shows a resource whose plugin no longer lists devices."""
+        values = {resource: str(count)}
+        if resource != WORKLOAD_RESOURCE:
+            values[WORKLOAD_RESOURCE] = "0"
+        else:
+            obj = self.informers["nodes"].get(f"/{node}") or {}
+            if "nvidia.com/gpu.shared" in ((obj.get("status") or {}).get("allocatable") or {}):
+                values["nvidia.com/gpu.shared"] = "0"
+        _sent(self.core.patch_node_status(node, {"status": {"capacity": dict(values), "allocatable": values}},
                                           _preload_content=False))
+
+    def _write_cdi_spec(self, pod: dict, node: NodeSpec) -> None:
+        """In CDI mode (the operator gives the plugin CDI_ENABLED=true and DEVICE_LIST_STRATEGY with cdi-cri) the
+        real device plugin writes /var/run/cdi/k8s.device-plugin.nvidia.com-gpu.json, one device per GPU UUID
+        (device-id-strategy uuid). Fault cdi-spec-missing-gpu: the last GPU is left out."""
+        env = podspec.env(pod, podspec.container(pod, "nvidia-device-plugin"))
+        path = self._host_root(node.name) / "var/run/cdi" / CDI_SPEC_NAME
+        if env.get("CDI_ENABLED", "").lower() != "true" or "cdi-cri" not in env.get("DEVICE_LIST_STRATEGY", ""):
+            path.unlink(missing_ok=True)
+            return
+        uuids = [g.uuid for g in gpus_for(node)] if "gpu-missing" not in node.faults else []
+        if "cdi-spec-missing-gpu" in node.faults:
+            uuids = uuids[:-1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "k8s.device-plugin.nvidia.com/gpu",
+                                    "devices": [{"name": u, "containerEdits": {"deviceNodes": [
+                                        {"path": f"/dev/nvidia{i}"}]}} for i, u in enumerate(uuids)],
+                                    "containerEdits": {"deviceNodes": [{"path": "/dev/nvidiactl"}]}}))
 
     def _gfd_pod(self, node: str) -> dict | None:
         return next((p for p in self.informers["pods"].items()
@@ -605,7 +636,7 @@ class Twin:
             "nvidia.com/gpu.count": str(gpus),
             "nvidia.com/gpu.product": plugin_config.product_label(node.product, sharing),
             "nvidia.com/gpu.replicas": str(sharing.replicas),
-            "nvidia.com/gpu.sharing-strategy": "time-slicing" if sharing.shared else "none",
+            "nvidia.com/gpu.sharing-strategy": sharing.strategy,
             "nvidia.com/gpu.family": "blackwell" if "GB" in node.product else "hopper",
             "nvidia.com/cuda.driver-version.full": node.driver,
             "nvidia.com/cuda.driver-version.major": node.driver.split(".")[0],

@@ -193,6 +193,20 @@ def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] |
     return f'<td class="{cls}" data-col="health"><span title="{_e(chr(10).join(lines))}">{_GLYPH[cls]}</span></td>'
 
 
+def _mode_badge(info: Any) -> str:
+    """The runtime mode and sharing a node was judged in (summary.json nodes.<node>, issue 16), or ""."""
+    if not isinstance(info, Mapping) or not info.get("runtime_mode"):
+        return ""
+    sharing = info.get("sharing") if isinstance(info.get("sharing"), Mapping) else {}
+    parts = [str(info["runtime_mode"])]
+    if sharing.get("strategy") and sharing["strategy"] != "none":
+        parts.append(f"{sharing['strategy']} x{sharing.get('replicas')}")
+    if sharing.get("renamed"):
+        parts.append(str(sharing.get("resource")))
+    text = " \u00b7 ".join(parts)
+    return f' <small class="mode" title="{_e(info.get("runtime_mode_source") or "")}">{_e(text)}</small>'
+
+
 def render_fleet(
     summary: Mapping[str, Any],
     links: Mapping[str, str],
@@ -230,6 +244,7 @@ def render_fleet(
     columns = list(cluster_checks) + list(checks)
     node_rows = sorted(nodes, key=_natural_key)
     health_by_node = summary.get("health") if isinstance(summary.get("health"), Mapping) else {}
+    node_info = summary.get("nodes") if isinstance(summary.get("nodes"), Mapping) else {}
     has_health = any(c[0] == HEALTH_FEATURE for c in columns)
 
     counts = outcome_counts(summary)
@@ -260,6 +275,7 @@ def render_fleet(
             else:
                 tds.append(f'<td class="{cls}"><span title="{title}">{glyph}</span></td>')
         name = f'<a href="{_e(row_href)}">{_e(label)}</a>' if row_href else _e(label)
+        name += _mode_badge(node_info.get(key))
         cls_attr = ' class="bad"' if bad else ""
         attrs = f'{cls_attr} id="{_e(row_id)}" data-node="{_e(label)}"'
         cells_html = "".join(tds)
