@@ -111,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--sharing-profile", "'GPU product=replicas[,rename][,mps]' sharing profile chosen through "
            "nvidia.com/device-plugin.config: rename = renameByDefault (nvidia.com/gpu.shared), mps = MPS sharing "
            "(repeatable)", "sharing_profiles", _sharing_profiles, kind="append"),
+    Option("--cdi-nri-plugin", "install with cdi.nriPluginEnabled=true (the toolkit's NRI plugin: no nvidia "
+           "RuntimeClass, no containerd drop-in; needs containerd >= 1.7.30 or 2.1+ with NRI and CDI on)",
+           "cdi_nri_plugin", lambda _: True, kind="switch"),
     Option("--chart-version", "GPU Operator chart version (default v26.3.0)", "chart_version"),
     Option("--chart-repo", "GPU Operator chart repository URL", "chart_repo"),
     Option("--min-driver", "minimum NVIDIA driver major version (default 470; the workload image's CUDA raises it "

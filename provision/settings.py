@@ -78,6 +78,9 @@ class Settings:
     # node label nvidia.com/device-plugin.config names; rename = renameByDefault (nvidia.com/gpu.shared), mps =
     # sharing.mps instead of time-slicing (issue 16)
     sharing_profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ClusterPolicy cdi.nriPluginEnabled (chart value, v26.3+): the toolkit's NRI plugin; no RuntimeClass, no
+    # containerd drop-in (runtime mode nri, provision/observe/runtime_mode.py)
+    cdi_nri_plugin: bool = False
 
     @property
     def provisioning(self) -> bool:

@@ -509,6 +509,14 @@ class Twin:
                     return
                 ctr = podspec.container(pod, op.container)
                 env = podspec.env(pod, ctr)
+                if env.get("ENABLE_NRI_PLUGIN", "").lower() == "true":
+                    # the real installer: runtime.NewConfigurer(..., nriEnabled=true) is the no-op configurer (no
+                    # containerd config, no drop-in); it serves its NRI plugin on the NRI socket instead
+                    self._write_logs(pod, "Starting NRI plugin server\n")
+                    self._set_running(pod, ready=True)
+                    self._set_state(uid, "running")
+                    self.record("toolkit-ready", node=node.name, nri=True)
+                    return
                 try:
                     written = containerd.toolkit_install(self._host_root(node.name), env,
                                                          env.get("CDI_ENABLED", "").lower() == "true", node.faults,
@@ -662,7 +670,7 @@ class Twin:
         waiting = None
         if "driver-broken" in node.faults or "gpu-missing" in node.faults:
             waiting = "driver-validation"
-        elif not self._has_runtime(node.name, "nvidia"):
+        elif not self._has_runtime(node.name, "nvidia") and not self._nri_toolkit_ready(node.name):
             waiting = "toolkit-validation"
         elif "vectoradd-fails" in node.faults:
             waiting = "cuda-validation"
@@ -679,6 +687,19 @@ class Twin:
             (vdir / step).touch()
         self._set_running(pod, ready=True)
         self._set_state(uid, "running")
+
+    def _nri_toolkit_ready(self, node: str) -> bool:
+        """With the NRI plugin the toolkit's validation needs no nvidia runtime: a ready toolkit pod on the node
+        whose env has ENABLE_NRI_PLUGIN=true (management containers get their devices through NRI)."""
+        for p in self.informers["pods"].items():
+            if p["spec"].get("nodeName") != node or (p["metadata"].get("labels") or {}).get("app") != \
+                    "nvidia-container-toolkit-daemonset":
+                continue
+            env = podspec.env(p, podspec.container(p, "nvidia-container-toolkit-ctr"))
+            conds = {c.get("type"): c.get("status") for c in (p.get("status") or {}).get("conditions") or []}
+            if env.get("ENABLE_NRI_PLUGIN", "").lower() == "true" and conds.get("Ready") == "True":
+                return True
+        return False
 
     def _allocatable(self, node: str) -> int:
         obj = self.informers["nodes"].get(f"/{node}") or {}

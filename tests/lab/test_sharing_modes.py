@@ -8,6 +8,7 @@ audit pass on every healthy node; each fault fails exactly its node, with a mess
 from __future__ import annotations
 
 import pytest
+from kubernetes import client
 
 from tests.suite.runner import run_suite
 
@@ -77,3 +78,43 @@ def test_provision_then_audit_judges_each_node_in_its_mode(modes_lab, provisione
     assert all(m.startswith("Observed (as desired)") for m in bad.values()), bad
     assert set(bad) <= {"GPU feature discovery labels describe the shared GPUs"}, bad
     assert [r["outcome"] for r in audit.results("s-renamed-bad") if r["scenario"] == FAULTY["s-cdi-bad"]] == ["passed"]
+
+
+# ------------------------------------------------------------------------------------------------- NRI mode
+# ClusterPolicy is cluster-wide: the NRI plugin (cdi.nriPluginEnabled, the desired state's --cdi-nri-plugin) is
+# a second, small lab. containerd 2.1 (track 1.35) has CDI and NRI on by default; 1.7.35 (track 1.34) is new enough
+# (>= 1.7.30) but dumps enable_cdi = false and NRI disable = true.
+NEEDS = "The node has what its runtime mode needs"
+SKIPPED_IN_NRI = {"The runc and nvidia drop-ins are where containerd imports them",
+                  "containerd's effective configuration has runc as default and nvidia",
+                  "The nvidia RuntimeClass exists"}
+
+
+@pytest.fixture(scope="module")
+def nri_lab(module_lab_factory):
+    return module_lab_factory({"nodes": [{"name": "cp-1", "control_plane": True},
+                                         {"name": "n-nri", "gpus": 2, "k8s_snap_track": "1.35"},
+                                         {"name": "n-nri-17", "gpus": 1}]}, "nri")
+
+
+def test_nri_mode_judges_what_nri_needs_and_skips_the_runtimeclass_checks(nri_lab, tmp_path):
+    prov = run_suite(nri_lab, tmp_path / "prov", "--provision", "--no-workload", "--cdi-nri-plugin",
+                     "--timeouts", "advertise=25")
+    assert _bad(prov, "n-nri") == [], (_bad(prov, "n-nri"), prov.output[-2000:])
+    api = nri_lab.api()
+    cp = client.CustomObjectsApi(api).get_cluster_custom_object("nvidia.com", "v1", "clusterpolicies", "cluster-policy")
+    assert cp["spec"]["cdi"]["nriPluginEnabled"] is True
+    assert [rc.metadata.name for rc in client.NodeV1Api(api).list_runtime_class().items] == []   # no RuntimeClass
+    audit = run_suite(nri_lab, tmp_path / "audit", "--no-workload", "--cdi-nri-plugin")
+    assert _bad(audit, "n-nri") == [], _bad(audit, "n-nri")
+    assert audit.summary["nodes"]["n-nri"]["runtime_mode"] == "nri"
+    skipped = {r["scenario"] for r in audit.results("n-nri") + audit.results(None) if r["outcome"] == "skipped"
+               and "runtime mode nri" in r["message"]}
+    assert skipped >= SKIPPED_IN_NRI, skipped
+    needs = [r for r in audit.results("n-nri") if r["scenario"] == NEEDS]
+    assert [r["outcome"] for r in needs] == ["passed"], needs
+    bad = dict(_bad(audit, "n-nri-17"))
+    assert set(bad) == {NEEDS}, bad
+    assert "runtime mode nri" in bad[NEEDS] and "containerd's CDI is off" in bad[NEEDS] and "NRI is off" in bad[NEEDS]
+    host = nri_lab.paths.host_root("n-nri")
+    assert not list((host / "var/lib/k8s-containerd/k8s-containerd/etc/containerd/conf.d").glob("99-nvidia.toml"))

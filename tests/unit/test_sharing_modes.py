@@ -211,3 +211,37 @@ def test_summary_node_modes_and_the_fleet_badge() -> None:
     badge = _mode_badge(out["a"])
     assert "cdi \u00b7 time-slicing x2 \u00b7 nvidia.com/gpu.shared" in badge and 'class="mode"' in badge
     assert _mode_badge(None) == ""
+
+
+def test_desired_configmap_and_labels_follow_the_sharing_profiles() -> None:
+    from provision.converge.cluster import desired_resource, desired_timeslicing
+
+    settings = validate({"sharing_profiles": {"NVIDIA GB10": {"replicas": 4, "rename": True},
+                                              "Tesla T4": {"replicas": 2, "mps": True}}})
+    nodes = {"spark": "NVIDIA-GB10", "t4": "Tesla-T4-SHARED", "h200": "NVIDIA-H200"}
+    snap = SimpleNamespace(nodes={n: {"metadata": {"labels": {"nvidia.com/gpu.product": p}}} for n, p in nodes.items()})
+
+    def no_host(name: str) -> None:
+        from provision.context import NoHostAccess
+        raise NoHostAccess("no host in this test")
+    ctx = SimpleNamespace(kube=SimpleNamespace(snapshot=lambda: snap), host=no_host, host_fact=_uncached,
+                          settings=settings)
+    data, default, labels = desired_timeslicing(ctx, sorted(nodes))
+    assert default == "any" and labels == {"spark": "nvidia-gb10", "t4": "tesla-t4"}
+    spark, t4 = parse_config(data["nvidia-gb10"]), parse_config(data["tesla-t4"])
+    assert (spark.replicas, spark.strategy, spark.advertised_name("nvidia.com/gpu")) == (
+        4, "time-slicing", "nvidia.com/gpu.shared")
+    assert (t4.replicas, t4.strategy, t4.renamed("nvidia.com/gpu")) == (2, "mps", False)
+    assert parse_config(data["any"]).replicas == 4
+    assert [desired_resource(ctx, n) for n in ("spark", "t4", "h200")] == [
+        "nvidia.com/gpu.shared", "nvidia.com/gpu", "nvidia.com/gpu"]
+
+
+def test_the_sharing_profile_option_parses_flags() -> None:
+    from gpu_conformance.options import _sharing_profiles
+
+    assert _sharing_profiles(["NVIDIA GB10=4,rename", "Tesla T4=2,mps"]) == {
+        "NVIDIA GB10": {"replicas": "4", "rename": True, "mps": False},
+        "Tesla T4": {"replicas": "2", "rename": False, "mps": True}}
+    with pytest.raises(pytest.UsageError, match="unknown flags"):
+        _sharing_profiles(["X=2,shared"])
