@@ -415,6 +415,7 @@ class Twin:
         if app == "nvidia-device-plugin-daemonset" and node in self.nodes:
             # kubelet drops a device plugin's resources when the plugin goes away.
             self._submit(lambda: self._advertise(node, 0))
+            self._submit(lambda: self._remove_cdi_spec(node, md["uid"]))
         with contextlib.suppress(ApiException):
             self.custom.delete_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", md["namespace"], "logs",
                                                         md["name"])
@@ -580,12 +581,12 @@ class Twin:
             if not self._alive(pod):  # deleted (restarted) while it started: a plugin that is gone advertises nothing
                 return
             self._write_logs(pod, log_text)
+            self._write_cdi_spec(pod, node)   # before it registers: a pod it serves finds its devices
             self._label_gfd(node)
             count = gpus * sharing.replicas
             if "renamed-count-wrong" in node.faults and sharing.resource != WORKLOAD_RESOURCE and count:
                 count -= 1     # the fault: the renamed resource is advertised one short
             self._advertise(node.name, count, sharing.resource)
-            self._write_cdi_spec(pod, node)
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
             self.record("gpus-advertised", node=node.name, count=gpus * sharing.replicas)
@@ -603,6 +604,16 @@ class Twin:
                 values["nvidia.com/gpu.shared"] = "0"
         _sent(self.core.patch_node_status(node, {"status": {"capacity": dict(values), "allocatable": values}},
                                           _preload_content=False))
+
+    def _remove_cdi_spec(self, node: str, gone_uid: str) -> None:
+        """The plugin's CDI spec goes with the plugin (played: the lab keeps a host as it was once the operator is
+        gone; /var/run is a tmpfs on a real host) - unless another plugin pod already runs on the node."""
+        if any(p["spec"].get("nodeName") == node and p["metadata"]["uid"] != gone_uid
+               and not p["metadata"].get("deletionTimestamp")
+               and (p["metadata"].get("labels") or {}).get("app") == "nvidia-device-plugin-daemonset"
+               for p in self.informers["pods"].items()):
+            return
+        (self._host_root(node) / "var/run/cdi" / CDI_SPEC_NAME).unlink(missing_ok=True)
 
     def _write_cdi_spec(self, pod: dict, node: NodeSpec) -> None:
         """In CDI mode (the operator gives the plugin CDI_ENABLED=true and DEVICE_LIST_STRATEGY with cdi-cri) the
