@@ -137,42 +137,34 @@ def health(ctx: RunContext, node: str):
 
 
 # ----------------------------------------------------------------------------------- issue 16: sharing, runtime mode
-def foreign_config(ctx: RunContext, node: str) -> TimeSlicingConfig | None:
-    """The config of a node whose nvidia.com/device-plugin.config label names a key the desired state does not
-    write (e.g. the playbooks' own profile keys dgx-spark / consumer): in an audit the node is judged by the config
-    it really uses. None when the node uses a key of the desired state (or none), when provisioning (the run
-    relabels it), or without a cluster."""
+def sharing_key(settings, product: str) -> str:
+    """The ConfigMap key of a product's profile: its sharing profile's ``config`` (e.g. the playbooks' dgx-spark),
+    else the product's name sanitised (profile_key)."""
+    prof = settings.sharing_profiles.get(product) or {}
+    return prof.get("config") or profile_key(product)
+
+
+def desired_key_replicas(settings) -> dict[str, int]:
+    """Replicas of every config key the desired state writes (provision/converge/cluster.desired_timeslicing)."""
     from provision.converge.cluster import SINGLE_KEY
 
-    if ctx.kube is None or ctx.settings.provisioning:
-        return None
-    labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
-    key = labels.get(DEVICE_PLUGIN_CONFIG_LABEL)
-    s = ctx.settings
-    ours = {SINGLE_KEY} | {profile_key(p) for p in (*s.replica_profiles, *s.sharing_profiles)}
-    if not key or key in ours:
-        return None
-    sharing = node_sharing(ctx, node)
-    return sharing.config if sharing.source.endswith(f"key {key}") else None
+    out = {SINGLE_KEY: settings.replicas}
+    out.update({profile_key(p): r for p, r in settings.replica_profiles.items()})
+    out.update({sharing_key(settings, p): int(prof["replicas"]) for p, prof in settings.sharing_profiles.items()})
+    return out
 
 
 def node_replicas(ctx: RunContext, node: str) -> int:
-    """Replicas the node is judged by: those of the foreign config it really uses (1 when that config does not
-    share), else the desired state's for its product (Settings.replicas_for)."""
-    cfg = foreign_config(ctx, node)
-    if cfg is not None:
-        return cfg.replicas or 1
+    """Replicas the node is judged by: in an audit, those of the desired-state key its nvidia.com/device-plugin.config
+    label really names (a node on another product's profile key is judged by that key); a label naming a key the
+    desired state does not write, or none, or a --provision (which relabels): the desired state for its product."""
+    if ctx.kube is not None and not ctx.settings.provisioning:
+        labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+        key = labels.get(DEVICE_PLUGIN_CONFIG_LABEL)
+        desired = desired_key_replicas(ctx.settings)
+        if key in desired:
+            return desired[key]
     return replicas(ctx, node)
-
-
-def sharing_summary(ctx: RunContext, node: str) -> dict:
-    """The node's sharing as summary.json and the fleet page show it: config key, strategy, replicas, resource."""
-    sharing = node_sharing(ctx, node)
-    labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
-    cfg = sharing.config
-    return {"config": labels.get(DEVICE_PLUGIN_CONFIG_LABEL) or None, "source": sharing.source,
-            "strategy": cfg.strategy if cfg else "none", "replicas": node_replicas(ctx, node),
-            "resource": sharing.resource(GPU_RESOURCE), "renamed": sharing.renamed(GPU_RESOURCE)}
 
 
 def runtime_mode(ctx: RunContext, node: str | None = None) -> tuple[str, str]:

@@ -74,9 +74,9 @@ class Settings:
     metrics_file: str | None = None  # node-exporter textfile (*.prom) for the run's metrics
     pushgateway: str | None = None  # Pushgateway URL the run's metrics are pushed to
     pushgateway_job: str = "gpu-conformance"
-    # GPU product -> {"replicas": n, "rename": bool, "mps": bool}: the config key (profile_key of the product) the
-    # node label nvidia.com/device-plugin.config names; rename = renameByDefault (nvidia.com/gpu.shared), mps =
-    # sharing.mps instead of time-slicing (issue 16)
+    # GPU product -> {"replicas": n, "rename": bool, "mps": bool, "config": key}: the config key (default:
+    # profile_key of the product) the node label nvidia.com/device-plugin.config names; rename = renameByDefault
+    # (nvidia.com/gpu.shared), mps = sharing.mps instead of time-slicing (issue 16)
     sharing_profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     # ClusterPolicy cdi.nriPluginEnabled (chart value, v26.3+): the toolkit's NRI plugin; no RuntimeClass, no
     # containerd drop-in (runtime mode nri, provision/observe/runtime_mode.py)
@@ -260,11 +260,12 @@ def validate(raw: dict[str, Any]) -> Settings:
                    timeouts=timeouts, health=_health(s.health), sharing_profiles=_sharing_profiles(s.sharing_profiles))
 
 
-SHARING_PROFILE_KEYS = ("replicas", "rename", "mps")
+SHARING_PROFILE_KEYS = ("replicas", "rename", "mps", "config")
 
 
 def _sharing_profiles(raw: Any) -> dict[str, dict[str, Any]]:
-    """sharing_profiles validated: {product: {"replicas": 2..1024, "rename": bool, "mps": bool}}."""
+    """sharing_profiles validated: {product: {"replicas": 2..1024, "rename": bool, "mps": bool, "config": key}};
+    ``config`` names the ConfigMap key (default: the product's name, sanitised), e.g. the playbooks' dgx-spark."""
     if not isinstance(raw, dict):
         raise _err("sharing_profiles", raw, 'a table of GPU product -> {replicas = 4, rename = true, mps = false}')
     out: dict[str, dict[str, Any]] = {}
@@ -287,7 +288,10 @@ def _sharing_profiles(raw: Any) -> dict[str, dict[str, Any]]:
             if not isinstance(value, bool):
                 raise _err(f"{where}.{key}", value, "true or false")
             flags[key] = value
-        out[str(product)] = {"replicas": replicas, **flags}
+        key = prof.get("config")
+        if key is not None and (not isinstance(key, str) or not DNS1123_LABEL.match(key) or len(key) > 63):
+            raise _err(f"{where}.config", key, "a ConfigMap key that is also a label value (e.g. dgx-spark)")
+        out[str(product)] = {"replicas": replicas, **flags, **({"config": key} if key else {})}
     return out
 
 

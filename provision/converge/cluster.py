@@ -58,12 +58,12 @@ def desired_timeslicing(ctx: RunContext, nodes: list[str]) -> tuple[dict[str, st
     for product, replicas in sorted(s.replica_profiles.items()):
         data[expect.profile_key(product)] = render_config(replicas)
     for product, prof in sorted(s.sharing_profiles.items()):   # a sharing profile wins over a replica profile
-        data[expect.profile_key(product)] = render_config(prof["replicas"], rename_by_default=prof["rename"],
-                                                          mps=prof["mps"])
+        data[expect.sharing_key(s, product)] = render_config(prof["replicas"], rename_by_default=prof["rename"],
+                                                             mps=prof["mps"])
     for node in nodes:
         p = expect.product(ctx, node)
         if p and (p in s.replica_profiles or p in s.sharing_profiles):
-            labels[node] = expect.profile_key(p)
+            labels[node] = expect.sharing_key(s, p)
     return data, SINGLE_KEY, labels
 
 

@@ -47,6 +47,8 @@ def test_sharing_profiles_are_validated() -> None:
         validate({"sharing_profiles": {"X": {"replicas": 2, "renamed": True}}})
     with pytest.raises(SettingsError, match=r"sharing_profiles\['X'\].replicas"):
         validate({"sharing_profiles": {"X": {"replicas": 1}}})
+    with pytest.raises(SettingsError, match=r"sharing_profiles\['X'\].config"):
+        validate({"sharing_profiles": {"X": {"replicas": 2, "config": "Not A Key"}}})
 
 
 # ------------------------------------------------------------------- the playbooks' per-node keys, real fixtures
@@ -64,29 +66,36 @@ def _foreign_ctx(node: str, labels: dict, alloc: dict, data: dict[str, str], set
 
 
 PLAYBOOK_KEYS = {"default": "version: v1\n", "dgx-spark": render_config(4), "consumer": render_config(2)}
+# the playbooks' profiles as a desired state: product -> the playbooks' own key names
+PLAYBOOK_PROFILES = {"NVIDIA GB10": {"replicas": 4, "config": "dgx-spark"}, "Tesla T4": {"replicas": 2,
+                                                                                        "config": "consumer"}}
 
 
-def test_a_node_on_the_playbooks_consumer_key_is_judged_by_that_key() -> None:
+def test_a_node_on_a_desired_key_is_judged_by_the_key_it_really_uses() -> None:
     labels, alloc = _describe_node_fragment(fixture_text("real-world/k8s/t4-time-slicing-describe-node-fragment.txt"))
     assert alloc == {"nvidia.com/gpu": "16"} and labels["nvidia.com/gpu.replicas"] == "4"
-    labels["nvidia.com/device-plugin.config"] = "consumer"
     labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
-    ctx = _foreign_ctx("t4", labels, alloc, PLAYBOOK_KEYS, Settings(replicas=4))
+    settings = validate({"sharing_profiles": PLAYBOOK_PROFILES})
+    labels["nvidia.com/device-plugin.config"] = "consumer"      # the T4's own profile: 2 replicas, 16 is wrong
+    ctx = _foreign_ctx("t4", labels, alloc, PLAYBOOK_KEYS, settings)
     assert expect.node_replicas(ctx, "t4") == 2
-    found = checks.allocatable(ctx, "t4")     # 4 T4s advertise 16: consumer says 2 replicas -> 8
+    found = checks.allocatable(ctx, "t4")
     assert not found.ok and "4 physical x 2 replicas = 8; found 16" in found.message, found.message
-    labels["nvidia.com/device-plugin.config"] = "dgx-spark"
+    labels["nvidia.com/device-plugin.config"] = "dgx-spark"     # on the GB10's key: judged by it (4 x 4 = 16)
+    assert expect.node_replicas(ctx, "t4") == 4
     assert checks.allocatable(ctx, "t4").ok and checks.gfd_labels(ctx, "t4").ok
 
 
-def test_a_node_on_the_playbooks_default_key_is_not_shared() -> None:
+def test_a_key_the_desired_state_does_not_write_is_judged_by_the_product() -> None:
     labels, _ = _describe_node_fragment(fixture_text("real-world/k8s/t4-time-slicing-describe-node-fragment.txt"))
-    labels["nvidia.com/device-plugin.config"] = "default"
-    ctx = _foreign_ctx("t4", labels, {"nvidia.com/gpu": "4"}, PLAYBOOK_KEYS, Settings(replicas=4))
-    assert expect.node_replicas(ctx, "t4") == 1
-    assert checks.allocatable(ctx, "t4").ok
-    gfd = checks.gfd_labels(ctx, "t4")   # the fixture still says replicas 4, -SHARED: wrong for the default key
-    assert not gfd.ok and "gpu.replicas=4 (want 1)" in gfd.message and "want Tesla-T4)" in gfd.message, gfd.message
+    labels["nvidia.com/device-plugin.config"] = "default"       # the playbooks' unshared default key
+    ctx = _foreign_ctx("t4", labels, {"nvidia.com/gpu": "4"}, PLAYBOOK_KEYS,
+                       validate({"sharing_profiles": PLAYBOOK_PROFILES}))
+    assert expect.node_replicas(ctx, "t4") == 2                 # the desired state for a Tesla T4
+    found = checks.allocatable(ctx, "t4")
+    assert not found.ok and "4 physical x 2 replicas = 8; found 4" in found.message, found.message
+    gfd = checks.gfd_labels(ctx, "t4")   # the config the node really uses shares nothing: strategy none wanted
+    assert not gfd.ok and "gpu.replicas=4 (want 2)" in gfd.message and "(want none)" in gfd.message, gfd.message
 
 
 def test_the_renamed_fixture_fails_when_its_count_is_wrong_naming_the_sharing_mode() -> None:
@@ -216,7 +225,7 @@ def test_summary_node_modes_and_the_fleet_badge() -> None:
 def test_desired_configmap_and_labels_follow_the_sharing_profiles() -> None:
     from provision.converge.cluster import desired_resource, desired_timeslicing
 
-    settings = validate({"sharing_profiles": {"NVIDIA GB10": {"replicas": 4, "rename": True},
+    settings = validate({"sharing_profiles": {"NVIDIA GB10": {"replicas": 4, "rename": True, "config": "dgx-spark"},
                                               "Tesla T4": {"replicas": 2, "mps": True}}})
     nodes = {"spark": "NVIDIA-GB10", "t4": "Tesla-T4-SHARED", "h200": "NVIDIA-H200"}
     snap = SimpleNamespace(nodes={n: {"metadata": {"labels": {"nvidia.com/gpu.product": p}}} for n, p in nodes.items()})
@@ -227,8 +236,8 @@ def test_desired_configmap_and_labels_follow_the_sharing_profiles() -> None:
     ctx = SimpleNamespace(kube=SimpleNamespace(snapshot=lambda: snap), host=no_host, host_fact=_uncached,
                           settings=settings)
     data, default, labels = desired_timeslicing(ctx, sorted(nodes))
-    assert default == "any" and labels == {"spark": "nvidia-gb10", "t4": "tesla-t4"}
-    spark, t4 = parse_config(data["nvidia-gb10"]), parse_config(data["tesla-t4"])
+    assert default == "any" and labels == {"spark": "dgx-spark", "t4": "tesla-t4"}
+    spark, t4 = parse_config(data["dgx-spark"]), parse_config(data["tesla-t4"])
     assert (spark.replicas, spark.strategy, spark.advertised_name("nvidia.com/gpu")) == (
         4, "time-slicing", "nvidia.com/gpu.shared")
     assert (t4.replicas, t4.strategy, t4.renamed("nvidia.com/gpu")) == (2, "mps", False)
