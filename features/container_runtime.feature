@@ -20,3 +20,6 @@ Feature: The container runtime can run GPU containers
   Scenario: Docker knows the nvidia runtime
     Given Docker on the node is configured with the nvidia runtime
     Then /etc/docker/daemon.json has the nvidia runtime
+
+  Scenario: The node has what its runtime mode needs
+    Then the node has what its runtime mode needs

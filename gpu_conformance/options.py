@@ -55,6 +55,21 @@ def _profiles(values: list[str]) -> dict[str, str]:
     return dict(p.rsplit("=", 1) for p in values if "=" in p)
 
 
+def _sharing_profiles(values: list[str]) -> dict[str, dict]:
+    """'PRODUCT=replicas[,rename][,mps]' -> {PRODUCT: {"replicas": "4", "rename": True, "mps": False}}."""
+    out: dict[str, dict] = {}
+    for p in values:
+        if "=" not in p:
+            raise pytest.UsageError(f"--sharing-profile {p!r}: expected 'GPU product=replicas[,rename][,mps]'")
+        product, _, rest = p.rpartition("=")
+        replicas, *flags = [x.strip() for x in rest.split(",")]
+        bad = [f for f in flags if f not in ("rename", "mps")]
+        if bad:
+            raise pytest.UsageError(f"--sharing-profile {p!r}: unknown flags {bad} (known: rename, mps)")
+        out[product] = {"replicas": replicas, "rename": "rename" in flags, "mps": "mps" in flags}
+    return out
+
+
 def _host_map(path: str) -> dict[str, str]:
     from provision.hosts.spec import load_host_map
 
@@ -97,6 +112,12 @@ OPTIONS: tuple[Option, ...] = (
            "nvidia.com/mig.config (repeatable)", "mig_profiles", _profiles, kind="append"),
     Option("--mig-strategy", "'node or GPU product=single|mixed' MIG strategy of a MIG node (repeatable; default "
            "single)", "mig_strategies", _profiles, kind="append"),
+    Option("--sharing-profile", "'GPU product=replicas[,rename][,mps]' sharing profile chosen through "
+           "nvidia.com/device-plugin.config: rename = renameByDefault (nvidia.com/gpu.shared), mps = MPS sharing "
+           "(repeatable)", "sharing_profiles", _sharing_profiles, kind="append"),
+    Option("--cdi-nri-plugin", "install with cdi.nriPluginEnabled=true (the toolkit's NRI plugin: no nvidia "
+           "RuntimeClass, no containerd drop-in; needs containerd >= 1.7.30 or 2.1+ with NRI and CDI on)",
+           "cdi_nri_plugin", lambda _: True, kind="switch"),
     Option("--chart-version", "GPU Operator chart version (default v26.3.0)", "chart_version"),
     Option("--chart-repo", "GPU Operator chart repository URL", "chart_repo"),
     Option("--min-driver", "minimum NVIDIA driver major version (default 470; the workload image's CUDA raises it "

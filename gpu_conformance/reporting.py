@@ -100,6 +100,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         nodes.setdefault(node, {}).update(d)
     if nodes:
         summary["nodes"] = {node: {**(summary.get("nodes") or {}).get(node, {}), **nodes[node]} for node in sorted(nodes)}
+    _node_modes(setup, summary)
     summary["changes_since_previous"] = _changes_since_previous(setup, summary)
     (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _split_allure(setup)
@@ -110,6 +111,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         code = final_exit_code(int(exitstatus), summary)
         session.exitstatus = code if code in PYTEST_PASSTHROUGH else run_exit_code(summary, setup.settings.fail_on)
     _publish_metrics(setup, summary)
+
+
+def _node_modes(setup: Setup, summary: dict) -> None:
+    """summary["nodes"][node]: the runtime mode and sharing each GPU node was judged in (issue 16)."""
+    if not setup.nodes or setup.settings.host_only:
+        return
+    from provision.reporting.node_modes import read
+
+    try:
+        modes = read(setup.settings, list(setup.nodes))
+    except Exception as exc:  # noqa: BLE001 - informational only; the run's results matter more
+        print(f"[gpu-conformance] could not read the nodes' runtime modes: {exc}", file=sys.stderr)
+        return
+    for node, fields in modes.items():
+        summary.setdefault("nodes", {}).setdefault(node, {}).update(fields)
 
 
 def _changes_since_previous(setup: Setup, summary: dict) -> dict:

@@ -52,6 +52,8 @@ def node_manifest(node: NodeSpec) -> dict:
     annotations = {MANAGED_ANNOTATION: "fake"}
     annotations.update({k.format(name=node.name): v.format(name=node.name)
                         for k, v in DISTRIBUTION_ANNOTATIONS.get(node.distribution, {}).items()})
+    if node.sharing.get("config"):
+        labels["nvidia.com/device-plugin.config"] = node.sharing["config"]
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi"}
     return {
         "apiVersion": "v1",

@@ -29,9 +29,13 @@ FAULTS = (
     "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
     # MIG (features/mig.feature)
     "mig-state-failed",       # the MIG manager cannot apply the node's nvidia.com/mig.config: state failed, no devices
+    # issue 16: renamed sharing, CDI (each fails exactly that node's check, the message names the mode)
+    "cdi-spec-missing-gpu",   # the device plugin's CDI spec (CDI mode) leaves out the node's last GPU
+    "renamed-count-wrong",    # the device plugin advertises the renamed resource (nvidia.com/gpu.shared) one short
 )
 MIG_STRATEGIES = ("single", "mixed")
 MIG_PROFILE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+SHARING_KEYS = ("config",)  # sharing: {config: KEY}: the node's nvidia.com/device-plugin.config label at start
 NFD_MODES = ("preinstalled", "chart")
 # the Kubernetes distribution a node runs: its containerd paths and config files, its kubelet version string and
 # labels (lab/twin/hostview.py, lab/nodes.py; sources in lab/README.md "Distributions")
@@ -90,6 +94,10 @@ class NodeSpec:
     # strategy are the node's desired state (--lab hands them to the suite as mig_profiles / mig_strategies, as an
     # inventory would); capable is the hardware (GFD's nvidia.com/mig.capable). The GPUs start with MIG disabled.
     mig: dict | None = None
+    # issue 16: {config: KEY} labels the node nvidia.com/device-plugin.config=KEY from the start (a per-node
+    # profile an earlier installer set, e.g. the playbooks' dgx-spark / consumer); what the key holds is the
+    # ConfigMap's (the suite's desired state, sharing_profiles), as on a real cluster
+    sharing: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.containerd_version:
@@ -149,6 +157,11 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
         if not local_path.is_file():
             raise SpecError(f"{where} ({name}): files[{host_path!r}] -> {local_path} does not exist")
         files[str(host_path)] = local_path
+    sharing = raw.get("sharing") or {}
+    if not isinstance(sharing, dict) or set(sharing) - set(SHARING_KEYS) or not all(
+            isinstance(v, str) and DNS1123.match(v) for v in sharing.values()):
+        raise SpecError(f"{where} ({name}): sharing must be a mapping with keys {list(SHARING_KEYS)} whose values "
+                        f"are config keys (DNS-1123, e.g. dgx-spark), got {sharing!r}")
     smi = raw.get("nvidia_smi")
     smi_path = (base / str(smi)).resolve() if smi else None
     if smi_path is not None and not smi_path.is_dir():
@@ -157,7 +170,8 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
         raw = {**raw, "mig": _mig(raw["mig"], f"{where} ({name})")}
     if "mig-state-failed" in faults and not raw.get("mig"):
         raise SpecError(f"{where} ({name}): fault mig-state-failed needs a MIG node: add mig: {{profile: ...}}")
-    kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi")}
+    kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi", "sharing")}
+    kwargs["sharing"] = dict(sharing)
     if "driver" in kwargs:
         kwargs["driver"] = str(kwargs["driver"])
     if "k8s_snap_track" in kwargs:

@@ -129,6 +129,7 @@ def operands_ready(ctx: RunContext) -> Finding:
 
 
 def runtime_class(ctx: RunContext, name: str, handler: str) -> Finding:
+    nri_not_applicable(ctx, f"RuntimeClass {name}")
     rc = ctx.kube.snapshot().runtimeclasses.get(name)
     found = "none" if rc is None else f"handler {rc.get('handler')!r}"
     return Finding(rc is not None and rc.get("handler") == handler,
@@ -268,6 +269,7 @@ def _dropin_name(ctx: RunContext) -> str:
 
 
 def containerd_dropins(ctx: RunContext, node: str) -> Finding:
+    nri_not_applicable(ctx, "the toolkit's containerd drop-in")
     host = ctx.host(node)
     facts = containerd_facts(host, _node_layout(ctx, node))
     if facts.error:
@@ -315,6 +317,7 @@ def _dropin_elsewhere(host: HostAccess, root_path: str, name: str, imported: set
 
 def containerd_runtimes(ctx: RunContext, node: str) -> Finding:
     """runc (default) and nvidia: the node's own containerd decides (config dump); the resolver explains."""
+    nri_not_applicable(ctx, "the nvidia runtime in containerd")
     host = ctx.host(node)
     facts = containerd_facts(host, _node_layout(ctx, node))
     verdict = containerd_dump_mod.runtimes_verdict(containerd_dump(host, facts), facts.effective, facts.error)
@@ -434,11 +437,11 @@ def allocatable(ctx: RunContext, node: str) -> Finding:
     sharing = expect.node_sharing(ctx, node)
     resource = sharing.resource(GPU)
     have = int(alloc.get(resource, "0") or 0)
-    replicas = expect.replicas(ctx, node)
+    replicas = expect.node_replicas(ctx, node)
     fix = ("check the device-plugin pod on the node (kubectl logs); after changing the time-slicing ConfigMap the "
            "plugin must be restarted")
-    renamed = (f"; {GPU} = {alloc.get(GPU, '0')} (renamed to {resource} by {sharing.source})"
-               if resource != GPU else "")
+    renamed = (f"; {GPU} = {alloc.get(GPU, '0')} (renamed to {resource} by {sharing.source}); sharing mode renamed "
+               f"{sharing.config.strategy if sharing.config else 'time-slicing'}" if resource != GPU else "")
     if sharing.mig_strategy == "single":
         mig_devices = gfd.parse_labels(labels).count
         if mig_devices is None:
@@ -485,7 +488,7 @@ def gfd_labels(ctx: RunContext, node: str) -> Finding:
     got = gfd.parse_labels(labels)
     sharing = expect.node_sharing(ctx, node)
     count, _ = expect.physical_gpus(ctx, node)
-    replicas = expect.replicas(ctx, node)
+    replicas = expect.node_replicas(ctx, node)
     name = expect.product(ctx, node)
     single = sharing.mig_strategy == "single"
     problems = []
@@ -493,8 +496,10 @@ def gfd_labels(ctx: RunContext, node: str) -> Finding:
         problems.append(f"gpu.count={got.count} (physical {count})")
     if got.replicas != replicas:
         problems.append(f"gpu.replicas={got.replicas} (want {replicas})")
-    if got.sharing_strategy != "time-slicing":
-        problems.append(f"gpu.sharing-strategy={got.sharing_strategy}")
+    want_strategy = sharing.config.strategy if sharing.config else "time-slicing"
+    if got.sharing_strategy != want_strategy:
+        problems.append(f"gpu.sharing-strategy={got.sharing_strategy}"
+                        + ("" if want_strategy == "time-slicing" else f" (want {want_strategy})"))
     if got.mig_strategy not in (None, sharing.mig_strategy) and sharing.mig_strategy != "none":
         problems.append(f"mig.strategy={got.mig_strategy} (the device plugin uses {sharing.mig_strategy})")
     shared = replicas > 1 and not sharing.renamed(GPU)
@@ -527,12 +532,14 @@ def vectoradd(ctx: RunContext, node: str) -> Finding:
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {MANAGED_BY: SUITE, "app": "gpu-conformance-vectoradd"}},
         "spec": {
-            "restartPolicy": "Never", "runtimeClassName": "nvidia", "nodeName": node,
+            "restartPolicy": "Never", "nodeName": node,
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{"name": "vectoradd", "image": s.workload_image,
                             "resources": {"limits": {resource: "1"}}}],
         },
     }
+    if expect.runtime_mode(ctx, node)[0] != "nri":   # with the NRI plugin there is no RuntimeClass (issue 16)
+        body["spec"]["runtimeClassName"] = "nvidia"
     try:
         kube.workload_write(f"create Pod {ns}/{name}", kube.core.create_namespaced_pod, ns, body)
     except ApiException as exc:
@@ -720,3 +727,81 @@ def host_containerd(ctx: RunContext, node: str) -> Finding:
         # Docker's containerd.io config (CRI disabled): containerd for Docker, not for Kubernetes
         raise NotApplicable(f"{facts.root_path} disables the CRI plugin: no Kubernetes containerd on this host")
     return containerd_runtimes(ctx, node)
+
+
+# ----------------------------------------------------------------------------------- issue 16: runtime modes
+def nri_not_applicable(ctx: RunContext, what: str) -> None:
+    """Raise NotApplicable when the cluster runs the toolkit's NRI plugin: then the operator creates no RuntimeClass
+    and the toolkit writes no containerd drop-in (provision/observe/runtime_mode.py), so `what` does not apply."""
+    from provision.observe import runtime_mode as rm
+
+    mode, source = expect.runtime_mode(ctx)
+    if mode == rm.NRI:
+        raise NotApplicable(f"runtime mode nri ({source}): {what} does not apply - the operator creates no "
+                            "RuntimeClass and the toolkit configures no containerd runtime with the NRI plugin")
+
+
+def runtime_mode_needs(ctx: RunContext, node: str) -> Finding:
+    """What the node's runtime mode needs on the host (issue 16). cdi: the device plugin's CDI spec lists every GPU
+    UUID of nvidia-smi (containerd's enable_cdi is reported: pods with the nvidia RuntimeClass do not need it).
+    nri: the same, plus containerd's CDI and NRI on, the NRI socket, containerd >= 1.7.30 or 2.1+.
+    runtimeclass: nothing beyond the RuntimeClass and drop-in scenarios (skipped)."""
+    from provision.observe import runtime_mode as rm
+
+    mode, source = expect.runtime_mode(ctx, node)
+    if mode == rm.RUNTIMECLASS:
+        raise NotApplicable(f"runtime mode runtimeclass ({source}): no CDI spec or NRI needed; the RuntimeClass and "
+                            "containerd drop-in scenarios judge this node")
+    host = ctx.host(node)
+    facts = containerd_facts(host)
+    dump = containerd_dump(host, facts)
+    data: dict = {}
+    if dump.ran and not dump.refused:
+        with contextlib.suppress(ValueError):
+            data = containerd_dump_mod.parse(dump.stdout).data
+    enable_cdi, dirs, table = rm.containerd_cdi(data) if data else (None, (), "")
+    specs = rm.parse_cdi_specs(expect_cdi_files(host, dirs or rm.CDI_SPEC_DIRS))
+    smi = expect.smi(ctx, node)
+    if not smi.usable:
+        raise Broken(f"nvidia-smi on {node} lists no GPUs to compare the CDI specs with")
+    uuids = [g.uuid for g in smi.gpus]
+    problems = rm.spec_uuid_problems(specs, uuids) + list(specs.errors)
+    notes = []
+    cdi_text = ("unknown (containerd config dump did not run: " + (dump.why or dump.error) + ")" if not data
+                else f"{table} enable_cdi = {str(enable_cdi).lower()}")
+    if mode == rm.NRI:
+        if enable_cdi is not True:
+            problems.append(f"containerd's CDI is off ({cdi_text}): GPU pods without a RuntimeClass get no device")
+        nri_on, socket = rm.containerd_nri(data) if data else (False, rm.NRI_SOCKET)
+        if not nri_on:
+            problems.append('containerd\'s NRI is off (plugins."io.containerd.nri.v1.nri" disable = true, the 1.7 '
+                            "default)" if data else "containerd's NRI state unknown (no config dump)")
+        if not host.exists(socket):
+            problems.append(f"no NRI socket {socket} on the host")
+        version = ((ctx.kube.snapshot().nodes.get(node, {}).get("status") or {}).get("nodeInfo") or {}).get(
+            "containerRuntimeVersion")
+        why = rm.nri_version_problem(version)
+        if why:
+            problems.append(why)
+    elif enable_cdi is not True:
+        notes.append(f"containerd's CDI: {cdi_text} (pods with runtimeClassName nvidia get their devices from the "
+                     "nvidia runtime in cdi mode; pods without it need enable_cdi = true)")
+    kinds = ", ".join(f"{p} ({k})" for p, k in sorted(specs.files.items())) or "none"
+    att = {f"CDI spec {p}": t for p, t in expect_cdi_files(host, dirs or rm.CDI_SPEC_DIRS).items()}
+    fix = {rm.CDI: "the device plugin writes its CDI spec (k8s.device-plugin.nvidia.com-gpu) when it starts with "
+                   "CDI_ENABLED=true: restart the nvidia-device-plugin pod on the node and read its log",
+           rm.NRI: "enable CDI and NRI in containerd (containerd 2.1+ has both on by default; on 1.7.30+ set "
+                   "enable_cdi = true and plugins.\"io.containerd.nri.v1.nri\" disable = false) and restart the "
+                   "device plugin and toolkit pods"}[mode]
+    return Finding(not problems, _fix(f"what runtime mode {mode} needs ({source}): a CDI spec with each of "
+                                      f"{len(uuids)} GPU UUID(s) of nvidia-smi"
+                                      + (", containerd's CDI and NRI on, the NRI socket, containerd >= 1.7.30 or 2.1+"
+                                         if mode == rm.NRI else ""),
+                                      f"runtime mode {mode}: " + ("; ".join(problems) or f"as needed (specs: {kinds})")
+                                      + (f"; note: {'; '.join(notes)}" if notes else ""), fix), att)
+
+
+def expect_cdi_files(host: HostAccess, dirs: tuple[str, ...]) -> dict[str, str]:
+    from provision.hostfacts import cdi_spec_files
+
+    return cdi_spec_files(host, dirs)

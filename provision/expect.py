@@ -95,10 +95,16 @@ def node_sharing(ctx: RunContext, node: str) -> NodeSharing:
 
     snap = ctx.kube.snapshot()
     labels = (snap.nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
-    spec = (snap.cluster_policy or {}).get("spec") or {}
+    return sharing_from(labels, snap.cluster_policy, snap.configmaps, TIME_SLICING_CM)
+
+
+def sharing_from(labels: dict, cluster_policy: dict | None, configmaps: dict[str, dict],
+                 default_cm: str) -> NodeSharing:
+    """node_sharing over given objects (node labels, ClusterPolicy, ConfigMaps of the operator namespace). Pure."""
+    spec = (cluster_policy or {}).get("spec") or {}
     cp_cfg = (spec.get("devicePlugin") or {}).get("config") or {}
-    cm_name = cp_cfg.get("name") or TIME_SLICING_CM
-    data = ((snap.configmaps.get(cm_name) or {}).get("data")) or {}
+    cm_name = cp_cfg.get("name") or default_cm
+    data = ((configmaps.get(cm_name) or {}).get("data")) or {}
     key = labels.get(DEVICE_PLUGIN_CONFIG_LABEL) or cp_cfg.get("default") or (next(iter(data)) if len(data) == 1
                                                                                  else None)
     config, source = None, f"no device-plugin config (ConfigMap {cm_name})"
@@ -128,3 +134,47 @@ def health(ctx: RunContext, node: str):
             return h.with_dcgm(h.HealthInputs(host_off=str(exc)), *h.scrape_dcgm(ctx, node))
 
     return ctx.host_fact(node, "health", read, remember=(HostUnreachable,))
+
+
+# ----------------------------------------------------------------------------------- issue 16: sharing, runtime mode
+def sharing_key(settings, product: str) -> str:
+    """The ConfigMap key of a product's profile: its sharing profile's ``config`` (e.g. the playbooks' dgx-spark),
+    else the product's name sanitised (profile_key)."""
+    prof = settings.sharing_profiles.get(product) or {}
+    return prof.get("config") or profile_key(product)
+
+
+def desired_key_replicas(settings) -> dict[str, int]:
+    """Replicas of every config key the desired state writes (provision/converge/cluster.desired_timeslicing)."""
+    from provision.converge.cluster import SINGLE_KEY
+
+    out = {SINGLE_KEY: settings.replicas}
+    out.update({profile_key(p): r for p, r in settings.replica_profiles.items()})
+    out.update({sharing_key(settings, p): int(prof["replicas"]) for p, prof in settings.sharing_profiles.items()})
+    return out
+
+
+def node_replicas(ctx: RunContext, node: str) -> int:
+    """Replicas the node is judged by: in an audit, those of the desired-state key its nvidia.com/device-plugin.config
+    label really names (a node on another product's profile key is judged by that key); a label naming a key the
+    desired state does not write, or none, or a --provision (which relabels): the desired state for its product."""
+    if ctx.kube is not None and not ctx.settings.provisioning:
+        labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
+        key = labels.get(DEVICE_PLUGIN_CONFIG_LABEL)
+        desired = desired_key_replicas(ctx.settings)
+        if key in desired:
+            return desired[key]
+    return replicas(ctx, node)
+
+
+def runtime_mode(ctx: RunContext, node: str | None = None) -> tuple[str, str]:
+    """(mode, where it was read) the node is judged in: runtimeclass | cdi | nri (provision/observe/runtime_mode).
+    The toolkit DaemonSet the operator rendered (its container's CDI_ENABLED / ENABLE_NRI_PLUGIN) is what the
+    node's toolkit pod runs with; before it exists, the ClusterPolicy's cdi fields (CRD defaults when unset)."""
+    from provision.observe import runtime_mode as rm
+
+    if getattr(ctx, "kube", None) is None:   # host-only run: nothing says otherwise; only nri changes which checks apply
+        return rm.RUNTIMECLASS, "no cluster (host-only run)"
+    snap = ctx.kube.snapshot()
+    return rm.mode_of((getattr(snap, "daemonsets", None) or {}).get(rm.TOOLKIT_DS),
+                      getattr(snap, "cluster_policy", None))

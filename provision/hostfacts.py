@@ -264,3 +264,15 @@ def gather_plan(spec, health_window_s: float):
         containerd=ContainerdSpec(BASE_DIR_FILE, DEFAULT_BASE_DIR, SNAP_LAYOUT, SNAP_CONTAINERD, VANILLA_CONTAINERD,
                                   chroot=chroot, timeout=DUMP_TIMEOUT_S, depth=2, read="*.toml"),
     )
+
+
+def cdi_spec_files(host: HostAccess, dirs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The CDI spec files (*.yaml, *.json) in the given directories of the host: path -> text (issue 16)."""
+    out: dict[str, str] = {}
+    for folder in dict.fromkeys(dirs):
+        for pattern in ("*.yaml", "*.json"):
+            for path in host.glob(posixpath.join(folder, pattern)):
+                text = host.read_text(path)
+                if text is not None:
+                    out[path] = text
+    return out

@@ -83,6 +83,13 @@ class Settings:
     host_concurrency: int = 8
     host_gather: bool = True  # false: every host fact is its own command, as before the gather
     host_pod_creates_per_s: float = 20.0  # pod backend: access pods created per second (all nodes' start together)
+    # GPU product -> {"replicas": n, "rename": bool, "mps": bool, "config": key}: the config key (default:
+    # profile_key of the product) the node label nvidia.com/device-plugin.config names; rename = renameByDefault
+    # (nvidia.com/gpu.shared), mps = sharing.mps instead of time-slicing (issue 16)
+    sharing_profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ClusterPolicy cdi.nriPluginEnabled (chart value, v26.3+): the toolkit's NRI plugin; no RuntimeClass, no
+    # containerd drop-in (runtime mode nri, provision/observe/runtime_mode.py)
+    cdi_nri_plugin: bool = False
 
     @property
     def provisioning(self) -> bool:
@@ -96,6 +103,8 @@ class Settings:
         return float(self.timeouts.get(name, DEFAULT_TIMEOUTS.get(name, 300)))
 
     def replicas_for(self, product: str | None) -> int:
+        if product and product in self.sharing_profiles:
+            return int(self.sharing_profiles[product]["replicas"])
         if product and product in self.replica_profiles:
             return self.replica_profiles[product]
         return self.replicas
@@ -269,7 +278,42 @@ def validate(raw: dict[str, Any]) -> Settings:
             raise _err(f"timeouts.{k}", v, "a positive number of seconds")
         timeouts[k] = float(v)
     return replace(s, replicas=replicas, replica_profiles=profiles, gpu_nodes=nodes, min_driver=min_driver,
-                   timeouts=timeouts, health=_health(s.health))
+                   timeouts=timeouts, health=_health(s.health), sharing_profiles=_sharing_profiles(s.sharing_profiles))
+
+
+SHARING_PROFILE_KEYS = ("replicas", "rename", "mps", "config")
+
+
+def _sharing_profiles(raw: Any) -> dict[str, dict[str, Any]]:
+    """sharing_profiles validated: {product: {"replicas": 2..1024, "rename": bool, "mps": bool, "config": key}};
+    ``config`` names the ConfigMap key (default: the product's name, sanitised), e.g. the playbooks' dgx-spark."""
+    if not isinstance(raw, dict):
+        raise _err("sharing_profiles", raw, 'a table of GPU product -> {replicas = 4, rename = true, mps = false}')
+    out: dict[str, dict[str, Any]] = {}
+    for product, prof in raw.items():
+        where = f"sharing_profiles[{product!r}]"
+        if isinstance(prof, int | str) and not isinstance(prof, bool):
+            prof = {"replicas": prof}
+        if not isinstance(prof, dict):
+            raise _err(where, prof, "a table {replicas = 4, rename = true, mps = false}")
+        unknown = sorted(set(prof) - set(SHARING_PROFILE_KEYS))
+        if unknown:
+            raise _err(where, prof, f"known keys: {list(SHARING_PROFILE_KEYS)} (unknown: {unknown})")
+        try:
+            replicas = validate_replicas(prof.get("replicas"))
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting {where}.replicas={prof.get('replicas')!r}: {exc}") from exc
+        flags = {}
+        for key in ("rename", "mps"):
+            value = prof.get(key, False)
+            if not isinstance(value, bool):
+                raise _err(f"{where}.{key}", value, "true or false")
+            flags[key] = value
+        key = prof.get("config")
+        if key is not None and (not isinstance(key, str) or not DNS1123_LABEL.match(key) or len(key) > 63):
+            raise _err(f"{where}.config", key, "a ConfigMap key that is also a label value (e.g. dgx-spark)")
+        out[str(product)] = {"replicas": replicas, **flags, **({"config": key} if key else {})}
+    return out
 
 
 def _validate_reporting(s: Settings) -> None:

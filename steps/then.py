@@ -36,7 +36,7 @@ def operands_ready(run):
 
 @then(parsers.parse('RuntimeClass "{name}" exists with handler "{handler}"'))
 def runtime_class(run, name, handler):
-    expect_finding(checks.runtime_class(run.ctx, name, handler))
+    expect_check(checks.runtime_class, run.ctx, name, handler)
 
 
 @then(parsers.parse("the time-slicing ConfigMap is valid with at least {minimum:d} replicas and ClusterPolicy uses it"))
@@ -67,12 +67,12 @@ def physical_gpus(run, node):
 
 @then("the runc and nvidia drop-ins are in a directory containerd imports")
 def dropins_imported(run, node):
-    expect_finding(checks.containerd_dropins(run.ctx, node))
+    expect_check(checks.containerd_dropins, run.ctx, node)
 
 
 @then("containerd's effective runtimes include runc as default and nvidia")
 def effective_runtimes(run, node):
-    expect_finding(checks.containerd_runtimes(run.ctx, node))
+    expect_check(checks.containerd_runtimes, run.ctx, node)
 
 
 @then("no containerd drop-in has a higher version than the root config")
@@ -198,3 +198,8 @@ def mig_dcgm(run, node):
     from provision import mig
 
     expect_check(mig.check_dcgm, run.ctx, node)
+
+
+@then("the node has what its runtime mode needs")
+def runtime_mode_needs(run, node):
+    expect_check(checks.runtime_mode_needs, run.ctx, node)

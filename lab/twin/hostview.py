@@ -611,6 +611,11 @@ def seed(paths: LabPaths, node: NodeSpec) -> Path:
         daemon.write_text("{}\n")
         host_path(root, "/run/containerd").mkdir(parents=True, exist_ok=True)
         host_path(root, "/run/containerd/containerd.sock").touch()   # Docker's containerd (placeholder)
+    if containerd_major(node.containerd_version) >= 2:
+        # containerd 2.x serves NRI by default (its config dump: plugins."io.containerd.nri.v1.nri" disable = false,
+        # socket_path /var/run/nri/nri.sock); 1.7 dumps disable = true. Placeholder, not a socket (issue 16)
+        host_path(root, "/var/run/nri/nri.sock").parent.mkdir(parents=True, exist_ok=True)
+        host_path(root, "/var/run/nri/nri.sock").touch()
     place_containerd(root, node)
     _write_shims(root, node)
     for host, local in node.files.items():

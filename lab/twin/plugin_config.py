@@ -23,6 +23,17 @@ class Sharing:
 
     def replicas_of(self) -> dict[str, int]:
         return {"nvidia.com/gpu": self.replicas, **dict(self.resources)}
+    mps: bool = False               # sharing.mps (the MPS control daemon) instead of sharing.timeSlicing
+
+    @property
+    def strategy(self) -> str:
+        """GFD's nvidia.com/gpu.sharing-strategy."""
+        return ("mps" if self.mps else "time-slicing") if self.shared else "none"
+
+    @property
+    def resource(self) -> str:
+        """The resource the plugin advertises: nvidia.com/gpu.shared with renameByDefault."""
+        return "nvidia.com/gpu.shared" if self.shared and self.rename_by_default else "nvidia.com/gpu"
 
     @property
     def shared(self) -> bool:
@@ -46,7 +57,9 @@ def choose(node_labels: dict[str, str], cm_name: str, default_key: str, configma
         return Sharing(error=f"unable to parse config file: {exc}", config_key=key)
     if not isinstance(doc, dict) or doc.get("version") != "v1":
         return Sharing(error="unable to parse config file: unknown version (want v1)", config_key=key)
-    ts = ((doc.get("sharing") or {}).get("timeSlicing") or {})
+    sharing = doc.get("sharing") or {}
+    mps = bool(sharing.get("mps")) and not sharing.get("timeSlicing")
+    ts = (sharing.get("mps") if mps else sharing.get("timeSlicing")) or {}
     flags = doc.get("flags") if isinstance(doc.get("flags"), dict) else {}
     mig = {"mig_strategy": flags.get("migStrategy"), "resources": tuple(
         (r["name"], r["replicas"]) for r in ts.get("resources") or []
@@ -59,7 +72,7 @@ def choose(node_labels: dict[str, str], cm_name: str, default_key: str, configma
                 return Sharing(error=f"invalid time-slicing config: number of replicas must be >= 2, got {replicas!r}",
                                config_key=key)
             return Sharing(replicas=replicas, rename_by_default=bool(ts.get("renameByDefault", False)),
-                           config_key=key, **mig)
+                           config_key=key, mps=mps, **mig)
     return Sharing(config_key=key, **mig)
 
 

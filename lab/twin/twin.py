@@ -50,6 +50,7 @@ def pod_ip_base(paths: LabPaths) -> ipaddress.IPv4Address:
 
 
 WORKLOAD_RESOURCE = "nvidia.com/gpu"
+CDI_SPEC_NAME = "k8s.device-plugin.nvidia.com-gpu.json"  # the device plugin's CDI spec in /var/run/cdi (cdi-cri)
 TASK_RETRIES = 120  # one a second: a task outlives an apiserver restart
 
 
@@ -421,6 +422,7 @@ class Twin:
         if app == "nvidia-device-plugin-daemonset" and node in self.nodes:
             # kubelet drops a device plugin's resources when the plugin goes away.
             self._submit(lambda: self._advertise(node, 0))
+            self._submit(lambda: self._remove_cdi_spec(node, md["uid"]))
         with contextlib.suppress(ApiException):
             self.custom.delete_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", md["namespace"], "logs",
                                                         md["name"])
@@ -515,6 +517,14 @@ class Twin:
                     return
                 ctr = podspec.container(pod, op.container)
                 env = podspec.env(pod, ctr)
+                if env.get("ENABLE_NRI_PLUGIN", "").lower() == "true":
+                    # the real installer: runtime.NewConfigurer(..., nriEnabled=true) is the no-op configurer (no
+                    # containerd config, no drop-in); it serves its NRI plugin on the NRI socket instead
+                    self._write_logs(pod, "Starting NRI plugin server\n")
+                    self._set_running(pod, ready=True)
+                    self._set_state(uid, "running")
+                    self.record("toolkit-ready", node=node.name, nri=True)
+                    return
                 try:
                     written = containerd.toolkit_install(self._host_root(node.name), env,
                                                          env.get("CDI_ENABLED", "").lower() == "true", node.faults,
@@ -587,22 +597,34 @@ class Twin:
             if not self._alive(pod):  # deleted (restarted) while it started: a plugin that is gone advertises nothing
                 return
             self._write_logs(pod, log_text)
+            self._write_cdi_spec(pod, node)   # before it registers: a pod it serves finds its devices
             self._label_gfd(node)
             if node.mig is not None:
                 with self.lock:
                     self.plugin_pods[node.name] = pod
                 counts = self._advertise_mig(node, gpus, strategy, sharing)
             else:
-                counts = {WORKLOAD_RESOURCE: gpus * sharing.replicas}
-                self._advertise(node.name, gpus * sharing.replicas)
+                count = gpus * sharing.replicas
+                if "renamed-count-wrong" in node.faults and sharing.resource != WORKLOAD_RESOURCE and count:
+                    count -= 1     # the fault: the renamed resource is advertised one short
+                counts = {WORKLOAD_RESOURCE: count}
+                self._advertise(node.name, count, sharing.resource)
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
             self.record("gpus-advertised", node=node.name, count=counts[WORKLOAD_RESOURCE])
         self.timers.after(delay, ready)
 
-    def _advertise(self, node: str, count: int) -> None:
-        _sent(self.core.patch_node_status(node, {"status": {"capacity": {WORKLOAD_RESOURCE: str(count)},
-                                                            "allocatable": {WORKLOAD_RESOURCE: str(count)}}},
+    def _advertise(self, node: str, count: int, resource: str = WORKLOAD_RESOURCE) -> None:
+        """The plugin advertises ``count`` under ``resource``; with a rename (nvidia.com/gpu.shared) nvidia.com/gpu
+        drops to 0, as the kubelet shows a resource whose plugin no longer lists devices."""
+        values = {resource: str(count)}
+        if resource != WORKLOAD_RESOURCE:
+            values[WORKLOAD_RESOURCE] = "0"
+        else:
+            obj = self.informers["nodes"].get(f"/{node}") or {}
+            if "nvidia.com/gpu.shared" in ((obj.get("status") or {}).get("allocatable") or {}):
+                values["nvidia.com/gpu.shared"] = "0"
+        _sent(self.core.patch_node_status(node, {"status": {"capacity": dict(values), "allocatable": values}},
                                           _preload_content=False))
 
     def _advertise_mig(self, node: NodeSpec, gpus: int, strategy: str, sharing: plugin_config.Sharing
@@ -686,6 +708,34 @@ class Twin:
             self._advertise_mig(node, gpus, env.get("MIG_STRATEGY") or sharing.mig_strategy or "none", sharing)
         self._label_gfd(node)
 
+    def _remove_cdi_spec(self, node: str, gone_uid: str) -> None:
+        """The plugin's CDI spec goes with the plugin (played: the lab keeps a host as it was once the operator is
+        gone; /var/run is a tmpfs on a real host) - unless another plugin pod already runs on the node."""
+        if any(p["spec"].get("nodeName") == node and p["metadata"]["uid"] != gone_uid
+               and not p["metadata"].get("deletionTimestamp")
+               and (p["metadata"].get("labels") or {}).get("app") == "nvidia-device-plugin-daemonset"
+               for p in self.informers["pods"].items()):
+            return
+        (self._host_root(node) / "var/run/cdi" / CDI_SPEC_NAME).unlink(missing_ok=True)
+
+    def _write_cdi_spec(self, pod: dict, node: NodeSpec) -> None:
+        """In CDI mode (the operator gives the plugin CDI_ENABLED=true and DEVICE_LIST_STRATEGY with cdi-cri) the
+        real device plugin writes /var/run/cdi/k8s.device-plugin.nvidia.com-gpu.json, one device per GPU UUID
+        (device-id-strategy uuid). Fault cdi-spec-missing-gpu: the last GPU is left out."""
+        env = podspec.env(pod, podspec.container(pod, "nvidia-device-plugin"))
+        path = self._host_root(node.name) / "var/run/cdi" / CDI_SPEC_NAME
+        if env.get("CDI_ENABLED", "").lower() != "true" or "cdi-cri" not in env.get("DEVICE_LIST_STRATEGY", ""):
+            path.unlink(missing_ok=True)
+            return
+        uuids = [g.uuid for g in gpus_for(node)] if "gpu-missing" not in node.faults else []
+        if "cdi-spec-missing-gpu" in node.faults:
+            uuids = uuids[:-1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "k8s.device-plugin.nvidia.com/gpu",
+                                    "devices": [{"name": u, "containerEdits": {"deviceNodes": [
+                                        {"path": f"/dev/nvidia{i}"}]}} for i, u in enumerate(uuids)],
+                                    "containerEdits": {"deviceNodes": [{"path": "/dev/nvidiactl"}]}}))
+
     def _gfd_pod(self, node: str) -> dict | None:
         return next((p for p in self.informers["pods"].items()
                      if p["spec"].get("nodeName") == node and (p["metadata"].get("labels") or {}).get("app")
@@ -708,7 +758,7 @@ class Twin:
             "nvidia.com/gpu.count": str(gpus),
             "nvidia.com/gpu.product": plugin_config.product_label(node.product, sharing),
             "nvidia.com/gpu.replicas": str(sharing.replicas),
-            "nvidia.com/gpu.sharing-strategy": "time-slicing" if sharing.shared else "none",
+            "nvidia.com/gpu.sharing-strategy": sharing.strategy,
             "nvidia.com/gpu.family": "blackwell" if "GB" in node.product else "hopper",
             "nvidia.com/cuda.driver-version.full": node.driver,
             "nvidia.com/cuda.driver-version.major": node.driver.split(".")[0],
@@ -738,7 +788,7 @@ class Twin:
         waiting = None
         if "driver-broken" in node.faults or "gpu-missing" in node.faults:
             waiting = "driver-validation"
-        elif not self._has_runtime(node.name, "nvidia"):
+        elif not self._has_runtime(node.name, "nvidia") and not self._nri_toolkit_ready(node.name):
             waiting = "toolkit-validation"
         elif "vectoradd-fails" in node.faults:
             waiting = "cuda-validation"
@@ -755,6 +805,19 @@ class Twin:
             (vdir / step).touch()
         self._set_running(pod, ready=True)
         self._set_state(uid, "running")
+
+    def _nri_toolkit_ready(self, node: str) -> bool:
+        """With the NRI plugin the toolkit's validation needs no nvidia runtime: a ready toolkit pod on the node
+        whose env has ENABLE_NRI_PLUGIN=true (management containers get their devices through NRI)."""
+        for p in self.informers["pods"].items():
+            if p["spec"].get("nodeName") != node or (p["metadata"].get("labels") or {}).get("app") != \
+                    "nvidia-container-toolkit-daemonset":
+                continue
+            env = podspec.env(p, podspec.container(p, "nvidia-container-toolkit-ctr"))
+            conds = {c.get("type"): c.get("status") for c in (p.get("status") or {}).get("conditions") or []}
+            if env.get("ENABLE_NRI_PLUGIN", "").lower() == "true" and conds.get("Ready") == "True":
+                return True
+        return False
 
     def _allocatable(self, node: str) -> int:
         """GPUs the node advertises: nvidia.com/gpu plus the MIG resources of strategy mixed (the validator's

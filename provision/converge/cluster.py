@@ -36,24 +36,34 @@ DISCOVERY_CM = "thinkube-service-config"
 GPU = "nvidia.com/gpu"
 
 
-def _allocatable(node: dict) -> int:
-    return int(((node.get("status") or {}).get("allocatable") or {}).get(GPU, "0") or 0)
+def _allocatable(node: dict, resource: str = GPU) -> int:
+    return int(((node.get("status") or {}).get("allocatable") or {}).get(resource, "0") or 0)
+
+
+def desired_resource(ctx: RunContext, node: str) -> str:
+    """The resource the node's GPUs are advertised under by the desired state: nvidia.com/gpu.shared when its
+    product's sharing profile renames (renameByDefault), else nvidia.com/gpu."""
+    prof = ctx.settings.sharing_profiles.get(expect.product(ctx, node) or "")
+    return f"{GPU}.shared" if prof and prof["rename"] else GPU
 
 
 def desired_timeslicing(ctx: RunContext, nodes: list[str]) -> tuple[dict[str, str], str, dict[str, str]]:
     """(ConfigMap data, default key, node -> config label). One value for every node, or profiles per
     GPU product chosen through the node label nvidia.com/device-plugin.config."""
     s = ctx.settings
-    if not s.replica_profiles:
+    if not s.replica_profiles and not s.sharing_profiles:
         return {SINGLE_KEY: render_config(s.replicas)}, SINGLE_KEY, {}
     data = {SINGLE_KEY: render_config(s.replicas)}
     labels: dict[str, str] = {}
     for product, replicas in sorted(s.replica_profiles.items()):
         data[expect.profile_key(product)] = render_config(replicas)
+    for product, prof in sorted(s.sharing_profiles.items()):   # a sharing profile wins over a replica profile
+        data[expect.sharing_key(s, product)] = render_config(prof["replicas"], rename_by_default=prof["rename"],
+                                                             mps=prof["mps"])
     for node in nodes:
         p = expect.product(ctx, node)
-        if p and p in s.replica_profiles:
-            labels[node] = expect.profile_key(p)
+        if p and (p in s.replica_profiles or p in s.sharing_profiles):
+            labels[node] = expect.sharing_key(s, p)
     return data, SINGLE_KEY, labels
 
 
@@ -131,8 +141,8 @@ class TimeSlicing:
                 changes.append(Change(self.name, None, "ClusterPolicy cluster-policy spec.devicePlugin.config",
                                       "patch", f"{cur_cfg or '{}'} -> name {TIME_SLICING_CM}, default {default}"))
         expected = self._expected(ctx, nodes)
-        wrong = {n: (_allocatable(snap.nodes.get(n, {})), want) for n, want in expected.items()
-                 if want is not None and _allocatable(snap.nodes.get(n, {})) != want}
+        wrong = {n: (_allocatable(snap.nodes.get(n, {}), desired_resource(ctx, n)), want) for n, want in expected.items()
+                 if want is not None and _allocatable(snap.nodes.get(n, {}), desired_resource(ctx, n)) != want}
         for n, want in expected.items():
             if want is None:
                 result.node_errors[n] = "cannot tell how many GPUs the node has (no host access, no setting, no label)"
@@ -141,7 +151,7 @@ class TimeSlicing:
                                   "rollout restart so the plugin loads the new config"))
         for n, (have, want) in sorted(wrong.items()):
             changes.append(Change(self.name, n, f"device plugin on {n}", "restart",
-                                  f"nvidia.com/gpu allocatable {have} -> {want} (physical x replicas)"))
+                                  f"{desired_resource(ctx, n)} allocatable {have} -> {want} (physical x replicas)"))
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
@@ -173,7 +183,7 @@ class TimeSlicing:
         snap = ctx.kube.snapshot(refresh=True)
         expected = self._expected(ctx, nodes)
         restart = [n for n in nodes if config_changed or (
-            expected.get(n) is not None and _allocatable(snap.nodes.get(n, {})) != expected[n])]
+            expected.get(n) is not None and _allocatable(snap.nodes.get(n, {}), desired_resource(ctx, n)) != expected[n])]
         self._wait_config_rendered(ctx, default)
         # GFD of the new template first, then the plugin restart: GFD labels what the plugin loaded.
         self._wait_rollout(ctx, nodes, (GFD_DS,))
@@ -284,6 +294,7 @@ class TimeSlicing:
         from provision import mig
 
         replicas = {n: mig.expected_replicas_label(ctx, n, expect.replicas(ctx, n)) for n in expected}
+        resources = {n: desired_resource(ctx, n) for n in expected}
 
         def stale_gfd(objs: dict[str, dict]) -> list[str]:
             return [f"{n} (GFD label gpu.replicas="
@@ -292,8 +303,9 @@ class TimeSlicing:
                     if ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get(GFD_REPLICAS) != str(r)]
 
         def missing(objs: dict[str, dict], labels: bool = True) -> list[str]:
-            out = [f"{n} (advertises {_allocatable(objs.get(n, {}))}, want {w})"
-                   for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {})) != w]
+            out = [f"{n} (advertises {_allocatable(objs.get(n, {}), resources[n])}"
+                   f"{'' if resources[n] == GPU else ' ' + resources[n]}, want {w})"
+                   for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {}), resources[n]) != w]
             return out + (stale_gfd(objs) if labels else [])
 
         def diagnostics(objs: dict[str, dict]) -> str:

@@ -110,6 +110,12 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
         ]},
         "cdi": {"enabled": not old},
     }
+    if ctx.settings.cdi_nri_plugin:   # issue 16: the toolkit's NRI plugin (the chart renders it only with CDI on)
+        if old:
+            raise ConvergeError(f"cdi_nri_plugin needs CDI, which containerd older than 1.7 on {', '.join(old)} "
+                                "cannot do: upgrade containerd (>= 1.7.30 or 2.1+) or leave the NRI plugin off")
+        values["cdi"]["nriPluginEnabled"] = True
+        notes.append("cdi.nriPluginEnabled=true: runtime mode nri (no nvidia RuntimeClass, no containerd drop-in)")
     if old:
         notes.append(f"cdi.enabled=false: containerd older than 1.7 on {', '.join(old)}")
     from provision import mig
@@ -153,7 +159,10 @@ def _node_runtime_failure(ctx: RunContext, node: str) -> str | None:
     dump) already has no runc or no nvidia, say that with containerd's words instead of "not converged"."""
     from provision import checks  # late: checks imports this module
 
-    finding = checks.containerd_runtimes(ctx, node)
+    try:
+        finding = checks.containerd_runtimes(ctx, node)
+    except checks.NotApplicable:   # runtime mode nri: containerd has no nvidia runtime to load
+        return None
     return None if finding.ok else f"containerd on {node} does not run with runc and nvidia: {finding.message}"
 
 
@@ -311,6 +320,11 @@ class ContainerdRestart:
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         changes = []
+        if ctx.settings.cdi_nri_plugin or (not ctx.settings.provisioning and self._nri(ctx)):
+            result.notes.append("runtime mode nri: the toolkit configures no containerd runtime (its installer's "
+                                "no-op configurer with ENABLE_NRI_PLUGIN), so there is no drop-in to load and "
+                                "containerd is not restarted")
+            return changes
         dropin = self._dropin(ctx)
         nodes = ctx.kube.snapshot().nodes
         for node in ctx.gpu_nodes:
@@ -356,6 +370,14 @@ class ContainerdRestart:
                     "the previous toolkit configuration's drop-in, still imported by containerd (its toolkit pod "
                     "removes it when it stops; what is left then is removed before the restart, kept in the record)"))
         return changes
+
+    @staticmethod
+    def _nri(ctx: RunContext) -> bool:
+        """The operator renders the toolkit with the NRI plugin (ClusterPolicy / rendered env), issue 16."""
+        from provision import expect
+        from provision.observe import runtime_mode as rm
+
+        return expect.runtime_mode(ctx)[0] == rm.NRI
 
     @staticmethod
     def _runtime_error(ctx: RunContext, node: str) -> str | None:

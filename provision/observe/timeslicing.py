@@ -64,6 +64,12 @@ class TimeSlicingConfig:
     mig_strategy: str | None = None
     resources: dict[str, int] = field(default_factory=dict)
     renames: dict[str, str] = field(default_factory=dict)  # resource -> the ``rename`` it is advertised under
+    mps: bool = False  # shared through sharing.mps (the MPS control daemon) instead of sharing.timeSlicing
+
+    @property
+    def strategy(self) -> str:
+        """GFD's nvidia.com/gpu.sharing-strategy for this config: mps, time-slicing or none."""
+        return "none" if not self.shares_gpus else ("mps" if self.mps else "time-slicing")
 
     @property
     def shares_gpus(self) -> bool:
@@ -149,10 +155,16 @@ def parse_config(text: str, source: str = "time-slicing config") -> TimeSlicingC
         )
 
     sharing = _mapping(data.get("sharing"), "sharing", source)
-    time_slicing = _mapping(sharing.get("timeSlicing"), "sharing.timeSlicing", source)
-    rename = _bool(time_slicing.get("renameByDefault"), "sharing.timeSlicing.renameByDefault", source)
+    section = "timeSlicing"
+    if sharing.get("mps") is not None:
+        if sharing.get("timeSlicing"):
+            raise TimeSlicingError(f"{source}: sharing.timeSlicing and sharing.mps cannot both be set (the device "
+                                   "plugin refuses a config with both)")
+        section = "mps"
+    time_slicing = _mapping(sharing.get(section), f"sharing.{section}", source)
+    rename = _bool(time_slicing.get("renameByDefault"), f"sharing.{section}.renameByDefault", source)
     fail_gt_one = _bool(
-        time_slicing.get("failRequestsGreaterThanOne"), "sharing.timeSlicing.failRequestsGreaterThanOne", source
+        time_slicing.get("failRequestsGreaterThanOne"), f"sharing.{section}.failRequestsGreaterThanOne", source
     )
     resources: dict[str, int] = {}
     renames: dict[str, str] = {}
@@ -160,10 +172,10 @@ def parse_config(text: str, source: str = "time-slicing config") -> TimeSlicingC
         items = time_slicing.get("resources")
         if not isinstance(items, list) or not items:
             raise TimeSlicingError(
-                f"{source}: sharing.timeSlicing.resources must be a non-empty list of {{name, replicas}}, got {items!r}"
+                f"{source}: sharing.{section}.resources must be a non-empty list of {{name, replicas}}, got {items!r}"
             )
         for position, item in enumerate(items):
-            where = f"sharing.timeSlicing.resources[{position}]"
+            where = f"sharing.{section}.resources[{position}]"
             if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
                 raise TimeSlicingError(f"{source}: {where} must have a name (e.g. {GPU_RESOURCE}), got {item!r}")
             name = item["name"]
@@ -186,18 +198,22 @@ def parse_config(text: str, source: str = "time-slicing config") -> TimeSlicingC
         mig_strategy=mig_strategy,
         resources=resources,
         renames=renames,
+        mps=section == "mps" and bool(time_slicing),
     )
 
 
 def render_config(
     replicas: int | str, rename_by_default: bool = False, fail_requests_greater_than_one: bool = False,
     mig_strategy: str = "none", mig_resources: Sequence[str] = (),
+    mps: bool = False,
 ) -> str:
-    """The YAML of a config that time-slices every nvidia.com/gpu into ``replicas`` (validated first)."""
+    """The YAML of a config that time-slices every nvidia.com/gpu into ``replicas`` (validated first); with
+    ``mps`` the same under sharing.mps (MPS has no failRequestsGreaterThanOne: it is left out)."""
     count = validate_replicas(replicas)
     for name, flag in (
         ("rename_by_default", rename_by_default),
         ("fail_requests_greater_than_one", fail_requests_greater_than_one),
+        ("mps", mps),
     ):
         if not isinstance(flag, bool):
             raise TimeSlicingError(f"{name} must be True or False, got {flag!r}")
@@ -213,4 +229,8 @@ def render_config(
             }
         },
     }
+    if mps:
+        section = doc["sharing"].pop("timeSlicing")
+        section.pop("failRequestsGreaterThanOne")
+        doc["sharing"]["mps"] = section
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)

@@ -193,6 +193,19 @@ def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] |
     return {"cls": cls, "title": "\n".join(lines), "glyph": _GLYPH[cls]}
 
 
+def _mode_badge(info: Any) -> dict[str, str] | None:
+    """The runtime mode and sharing a node was judged in (summary.json nodes.<node>, issue 16), or None."""
+    if not isinstance(info, Mapping) or not info.get("runtime_mode"):
+        return None
+    sharing = info.get("sharing") if isinstance(info.get("sharing"), Mapping) else {}
+    parts = [str(info["runtime_mode"])]
+    if sharing.get("strategy") and sharing["strategy"] != "none":
+        parts.append(f"{sharing['strategy']} x{sharing.get('replicas')}")
+    if sharing.get("renamed"):
+        parts.append(str(sharing.get("resource")))
+    return {"text": " \u00b7 ".join(parts), "title": str(info.get("runtime_mode_source") or "")}
+
+
 def render_fleet(
     summary: Mapping[str, Any],
     links: Mapping[str, str],
@@ -258,7 +271,7 @@ def render_fleet(
         health = _health_cell(node_results, health_by_node.get(key)) if has_health else None
         return {"id": row_id, "label": label, "href": row_href, "bad": bad, "cells": tds, "health": health,
                 # the node's Kubernetes distribution (summary.json nodes.<node>.distribution)
-                "distribution": distribution.get(key)}
+                "distribution": distribution.get(key), "mode": _mode_badge(per_node.get(key))}
 
     rows = [row(node, node, f"node-{node}") for node in node_rows]
     cluster = env.get("cluster") or "cluster"
