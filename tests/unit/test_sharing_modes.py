@@ -218,8 +218,14 @@ def test_summary_node_modes_and_the_fleet_badge() -> None:
                                    "strategy": "time-slicing", "replicas": 4, "resource": "nvidia.com/gpu",
                                    "renamed": False}
     badge = _mode_badge(out["a"])
-    assert "cdi \u00b7 time-slicing x2 \u00b7 nvidia.com/gpu.shared" in badge and 'class="mode"' in badge
-    assert _mode_badge(None) == ""
+    assert badge == {"text": "cdi \u00b7 time-slicing x2 \u00b7 nvidia.com/gpu.shared",
+                     "title": "ClusterPolicy spec.cdi (unset: CRD defaults)"}
+    assert _mode_badge(None) is None
+    from provision.reporting.fleet import render_fleet
+
+    page = render_fleet({"results": [{"node": "a", "feature": "f", "scenario": "s", "outcome": "passed"}],
+                         "nodes": {"a": out["a"]}}, {})
+    assert '<small class="mode" title="ClusterPolicy spec.cdi (unset: CRD defaults)">cdi \u00b7 time-slicing x2' in page
 
 
 def test_desired_configmap_and_labels_follow_the_sharing_profiles() -> None:
