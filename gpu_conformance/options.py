@@ -94,6 +94,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--replica-profile", "'GPU product=replicas' profile chosen through nvidia.com/device-plugin.config "
            "(repeatable)", "replica_profiles", _profiles, kind="append"),
     Option("--chart-version", "GPU Operator chart version (default v26.3.0)", "chart_version"),
+    Option("--stack", "GPU stack: clusterpolicy (device plugin, default) | dra (GPUCluster + DRA driver, "
+           "v26.7.0+)", "stack"),
+    Option("--switch-stack", "let --provision move an installed release to the other --stack", "switch_stack",
+           kind="switch"),
     Option("--chart-repo", "GPU Operator chart repository URL", "chart_repo"),
     Option("--min-driver", "minimum NVIDIA driver major version (default 470; the workload image's CUDA raises it "
            "when it needs more: 525 for the default CUDA 12.5 image)", "min_driver"),

@@ -74,6 +74,8 @@ class Settings:
     metrics_file: str | None = None  # node-exporter textfile (*.prom) for the run's metrics
     pushgateway: str | None = None  # Pushgateway URL the run's metrics are pushed to
     pushgateway_job: str = "gpu-conformance"
+    stack: str = "clusterpolicy"  # the GPU stack: clusterpolicy (device plugin) | dra (GPUCluster + DRA driver)
+    switch_stack: bool = False  # --provision may move an installed release to the other stack (docs/dra.md)
 
     @property
     def provisioning(self) -> bool:
@@ -240,6 +242,7 @@ def validate(raw: dict[str, Any]) -> Settings:
     if s.host_backend == "lab" and not s.host_roots:
         raise _err("host_backend", "lab", "the lab backend needs host roots (use --lab)")
     _validate_reporting(s)
+    _validate_stack(s)
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:
@@ -275,3 +278,18 @@ def _validate_reporting(s: Settings) -> None:
             raise _err("pushgateway", s.pushgateway, "the Pushgateway's URL, e.g. http://pushgateway:9091")
     if not isinstance(s.pushgateway_job, str) or not s.pushgateway_job or "/" in s.pushgateway_job:
         raise _err("pushgateway_job", s.pushgateway_job, "a job name without '/'")
+
+
+def _validate_stack(s: Settings) -> None:
+    """stack: the GPU Operator's stack to judge (and install) the cluster by (docs/dra.md)."""
+    from provision.observe.dra import STACKS
+
+    if s.stack not in STACKS:
+        raise _err("stack", s.stack, "clusterpolicy (ClusterPolicy, the device plugin: the default) or dra "
+                   "(GPUCluster and the NVIDIA DRA driver, GPU Operator v26.7.0 or newer)")
+    if s.stack == "dra" and s.chart_version and CHART_VERSION.match(s.chart_version) and \
+            Version(s.chart_version.lstrip("v")) < Version("26.7.0"):
+        raise _err("chart_version", s.chart_version, "stack = \"dra\" needs GPU Operator v26.7.0 or newer (the first "
+                   "chart with gpuCluster.deployCR); set chart_version = \"v26.7.0\"")
+    if not isinstance(s.switch_stack, bool):
+        raise _err("switch_stack", s.switch_stack, "true or false")
