@@ -27,6 +27,11 @@ FAULTS = (
     "pcie-x8",                # GPU 0: current_link_width 8x of 16x in -q -x
     "hw-slowdown",            # GPU 0: clocks_event_reason_hw_slowdown Active in -q -x
     "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
+    # DRA mode (stack dra, docs/dra.md): what the DRA kubelet plugin publishes (lab/twin/dra_plugin.py)
+    "dra-plugin-never-publishes",  # the kubelet-plugin pod runs ready but publishes no ResourceSlice
+    "dra-slice-missing-gpu",       # the node's ResourceSlice lacks its last GPU
+    "dra-driver-version-differs",  # the slice's driverVersion is another driver than the host's
+    "dra-claim-left-allocated",    # a ResourceClaim of a gone pod keeps the node's last GPU allocated
 )
 NFD_MODES = ("preinstalled", "chart")
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -32,7 +32,7 @@ from urllib3.exceptions import HTTPError
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import LabSpec, NodeSpec
 from lab.state import LabPaths
-from lab.twin import containerd, dcgm_server, hook_jobs, nfd, operands, outputs, plugin_config, podspec
+from lab.twin import containerd, dcgm_server, dra_plugin, hook_jobs, nfd, operands, outputs, plugin_config, podspec
 from lab.twin.gpus import gpus_for
 from lab.twin.informer import Informer
 from lab.twin.operator_process import OperatorSupervisor, State
@@ -244,6 +244,11 @@ class Twin:
             self._start_operator_pod(pod)
         elif operands.is_nfd_worker(labels):
             self._run_nfd_worker(pod, node)
+        elif labels.get("app") == dra_plugin.PLUGIN_APP:
+            self._start_dra_plugin(pod, node)
+        elif labels.get("app") in dra_plugin.DRA_OPERAND_APPS:
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
         elif op is not None:
             self._start_operand(pod, op, node)
         elif self._requests_gpu(pod):
@@ -265,6 +270,9 @@ class Twin:
 
     @staticmethod
     def _requests_gpu(pod: dict) -> bool:
+        if pod["spec"].get("resourceClaims") and any((c.get("resources") or {}).get("claims")
+                                                     for c in pod["spec"].get("containers", [])):
+            return True  # a DRA workload: the scheduler allocated its claims before it bound the pod here
         for c in pod["spec"].get("containers", []):
             res = c.get("resources") or {}
             if WORKLOAD_RESOURCE in (res.get("limits") or {}) or WORKLOAD_RESOURCE in (res.get("requests") or {}):
@@ -411,6 +419,9 @@ class Twin:
         if app == "nvidia-container-toolkit-daemonset" and node in self.nodes:
             # The real toolkit removes its drop-in when its container stops (the import line stays).
             self._submit(lambda: containerd.toolkit_uninstall(self._host_root(node)))
+        if app == dra_plugin.PLUGIN_APP and node in self.nodes:
+            # the kubeletplugin helper removes the node's slices when the plugin stops
+            self._submit(lambda: self._unpublish_slices(node))
         if app == "nvidia-device-plugin-daemonset" and node in self.nodes:
             # kubelet drops a device plugin's resources when the plugin goes away.
             self._submit(lambda: self._advertise(node, 0))
@@ -492,6 +503,50 @@ class Twin:
         patch = {k: v for k, v in nfd.labels(node).items() if have.get(k) != v}
         if patch:
             _sent(self.core.patch_node(node.name, {"metadata": {"labels": patch}}, _preload_content=False))
+
+    # ----------------------------------------------------------------- the DRA kubelet plugin
+    def _start_dra_plugin(self, pod: dict, node: NodeSpec) -> None:
+        """The DRA driver's kubelet plugin: publishes the node's ResourceSlice (lab/twin/dra_plugin.py), then is
+        ready. With dra-claim-left-allocated it also leaves a claim of a gone pod allocated on the node."""
+        uid = pod["metadata"]["uid"]
+        self._set_running(pod, ready=False)
+
+        def publish() -> None:
+            if not self._alive(pod):
+                return
+            if "dra-plugin-never-publishes" not in node.faults and node.gpus and "gpu-missing" not in node.faults:
+                self._unpublish_slices(node.name)
+                node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
+                self.custom.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                                         dra_plugin.resource_slice(node, node_obj["metadata"].get("uid", "")))
+                self.record("slices-published", node=node.name)
+            if "dra-claim-left-allocated" in node.faults:
+                self._leave_claim(node)
+            self._write_logs(pod, f"Published ResourceSlice for pool {node.name}\n")
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
+        self.timers.after(self.timing.plugin_ready_s, lambda: self._submit(publish))
+
+    def _unpublish_slices(self, node: str) -> None:
+        slices = self.custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                                        field_selector=f"spec.nodeName={node}")["items"]
+        for sl in slices:
+            if sl["spec"].get("driver") == dra_plugin.DRIVER:
+                with contextlib.suppress(ApiException):
+                    self.custom.delete_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                                             sl["metadata"]["name"])
+
+    def _leave_claim(self, node: NodeSpec) -> None:
+        body = dra_plugin.left_claim(node)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            self.custom.create_namespaced_custom_object("resource.k8s.io", "v1", ns, "resourceclaims", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return
+        self.custom.patch_namespaced_custom_object_status("resource.k8s.io", "v1", ns, "resourceclaims", name,
+                                                          {"status": dra_plugin.left_claim_status(node)})
 
     # ----------------------------------------------------------------- operands
     def _start_operand(self, pod: dict, op: operands.Operand, node: NodeSpec) -> None:
