@@ -7,10 +7,11 @@ from a ResourceClaimTemplate) writes only in the suite's namespace: provision/dr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kubernetes.client.rest import ApiException
 
+from provision.checks import Finding
 from provision.observe import dra
 
 GROUP, VERSION = "resource.k8s.io", "v1"
@@ -19,13 +20,6 @@ PLUGIN_APP = "nvidia-dra-driver-kubelet-plugin"      # the operator's DaemonSet 
 CONTROLLER_APP = "nvidia-dra-driver-controller"      # the operator's Deployment
 DEVICE_PLUGIN_APP = "nvidia-device-plugin-daemonset"
 GPU_RESOURCE = "nvidia.com/gpu"
-
-
-@dataclass(frozen=True)
-class Finding:
-    ok: bool
-    message: str
-    nodes: tuple[str, ...] = field(default_factory=tuple)  # nodes the problem is about (cluster-wide checks)
 
 
 def _list(kube, plural: str, group: str = GROUP, version: str = VERSION) -> list[dict]:
@@ -42,15 +36,10 @@ def list_gpu_clusters(kube) -> list[dict]:
 
 
 def resource_api_served(kube) -> bool:
-    try:
-        groups = kube.custom.api_client.call_api("/apis/resource.k8s.io", "GET", auth_settings=["BearerToken"],
-                                                 response_type="object", _return_http_data_only=True,
-                                                 _request_timeout=kube.timeout)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return any(v.get("groupVersion") == dra.RESOURCE_API for v in (groups or {}).get("versions") or [])
+    from kubernetes import client
+
+    groups = client.ApisApi(kube.custom.api_client).get_api_versions(_request_timeout=kube.timeout).groups or []
+    return any(v.group_version == dra.RESOURCE_API for g in groups if g.name == GROUP for v in g.versions or [])
 
 
 @dataclass
@@ -106,16 +95,18 @@ def check_gpu_cluster(state: DraState) -> Finding:
                           f"conditions: {conds or 'none'}. Fix: read the operator's log and the DRA operand pods")
 
 
-def check_driver_pods(pods: list[dict], gpu_nodes: list[str]) -> Finding:
-    """The DRA driver's controller (Deployment) and a ready kubelet-plugin pod on every GPU node."""
+def check_driver_pods(pods: list[dict], gpu_nodes: list[str], controller: bool = True) -> Finding:
+    """The DRA driver's controller (Deployment; unless controller=False) and a ready kubelet-plugin pod on every
+    node of `gpu_nodes`."""
     from provision.kube import ready
 
     def app(p: dict) -> str | None:
         return (p["metadata"].get("labels") or {}).get("app")
 
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    problems, bad_nodes = [], []
-    if not any(app(p) == CONTROLLER_APP and ready(p) for p in live):
+    problems: list[str] = []
+    bad_nodes: list[str] = []
+    if controller and not any(app(p) == CONTROLLER_APP and ready(p) for p in live):
         problems.append(f"no ready {CONTROLLER_APP} pod")
     for node in gpu_nodes:
         mine = [p for p in live if app(p) == PLUGIN_APP and (p.get("spec") or {}).get("nodeName") == node]
@@ -127,18 +118,16 @@ def check_driver_pods(pods: list[dict], gpu_nodes: list[str]) -> Finding:
         return Finding(True, f"{CONTROLLER_APP} ready; {PLUGIN_APP} ready on {len(gpu_nodes)} GPU node(s)")
     return Finding(False, "expected: the DRA driver's controller and a ready kubelet-plugin pod on every GPU node. "
                           "Found: " + "; ".join(problems) + ". Fix: `kubectl -n <operator ns> describe pod` the pods "
-                          "named", tuple(bad_nodes))
+                          "named")
 
 
 def check_claims(state: DraState, pods: list[dict]) -> Finding:
     stuck = dra.stuck_claims(state.claims, pods)
     if not stuck:
         return Finding(True, "no ResourceClaim of gpu.nvidia.com is held for a pod that no longer exists")
-    nodes = sorted({n for _, pools in stuck for n in pools})
     return Finding(False, "expected: every allocated gpu.nvidia.com claim is used by an existing pod. Found: "
                           + "; ".join(m for m, _ in stuck) + ". Fix: delete the claim (`kubectl delete "
-                          "resourceclaim -n NS NAME`) once you are sure no workload needs it; its GPU is unusable until then",
-                   tuple(nodes))
+                          "resourceclaim -n NS NAME`) once you are sure no workload needs it; its GPU is unusable until then")
 
 
 def check_node_slices(state: DraState, node: str, uuids: list[str], host_driver: str | None) -> Finding:
@@ -149,7 +138,7 @@ def check_node_slices(state: DraState, node: str, uuids: list[str], host_driver:
                              "match nvidia-smi")
     return Finding(False, f"expected: {node}'s ResourceSlices (driver {dra.DRIVER}, pool {node}) list one device per "
                           f"GPU with nvidia-smi's UUIDs and driverVersion {host_driver}. Found: " + "; ".join(problems)
-                   + f". Fix: read the log of the {PLUGIN_APP} pod on {node} (container gpus)", (node,))
+                   + f". Fix: read the log of the {PLUGIN_APP} pod on {node} (container gpus)")
 
 
 def check_no_double_advertisement(node_obj: dict, pods: list[dict], node: str) -> Finding:
@@ -161,4 +150,96 @@ def check_no_double_advertisement(node_obj: dict, pods: list[dict], node: str) -
     return Finding(False, f"expected: {node}'s GPUs only through DRA. Found: allocatable {GPU_RESOURCE}={alloc}"
                           + (f", device plugin pod(s) {plugin}" if plugin else "") + ": the same GPUs are handed out "
                           "twice. Fix: run one stack only (ClusterPolicy's device plugin or the GPUCluster's DRA "
-                          "driver)", (node,))
+                          "driver)")
+
+
+# ----------------------------------------------------------------- a run's view (RunContext)
+def state(ctx, refresh: bool = False) -> DraState:
+    """The run's one read of the DRA objects (per process), like the Snapshot for the other kinds."""
+    cached = getattr(ctx, "_dra_state", None)
+    if cached is None or refresh:
+        cached = DraState.read(ctx.kube)
+        ctx._dra_state = cached
+    return cached
+
+
+def settle(ctx) -> str | None:
+    """--provision in DRA mode, once before verifying: wait until GPUCluster gpu-cluster is ready and every GPU node
+    published its slices (or the cluster_policy timeout; nothing moving for operands_settle seconds ends it
+    early). None when settled, else what is still missing (the checks then say which node and why)."""
+    import time
+
+    s = ctx.settings
+    deadline = time.monotonic() + s.timeout("cluster_policy")
+    last, changed = None, time.monotonic()
+    while True:
+        st = state(ctx, refresh=True)
+        missing = [] if check_gpu_cluster(st).ok else [f"GPUCluster {dra.GPU_CLUSTER} not ready"]
+        missing += [f"{n}: no ResourceSlice" for n in ctx.gpu_nodes if not dra.node_devices(st.slices, n)]
+        if not missing:
+            return None
+        if missing != last:
+            last, changed = missing, time.monotonic()
+        if time.monotonic() > deadline or time.monotonic() - changed > s.timeout("operands_settle"):
+            return "DRA stack not settled: " + "; ".join(missing)
+        time.sleep(1.0)
+
+
+def _mig_on(ctx) -> bool:
+    from provision import checks
+
+    return any((checks._mig_enabled_gpus(ctx, n) or 0) > 0 for n in ctx.gpu_nodes)
+
+
+def _smi(ctx, node: str) -> tuple[list[str], str | None]:
+    from provision import expect
+
+    facts = expect.smi(ctx, node)
+    if not facts.usable:
+        raise HostUnusable(f"nvidia-smi on {node} does not work: {(facts.stderr or facts.stdout).strip()[:300]}")
+    return [g.uuid for g in facts.gpus], next((g.driver_version for g in facts.gpus if g.driver_version), None)
+
+
+class HostUnusable(RuntimeError):
+    """nvidia-smi on the node gives nothing to compare the slices with."""
+
+
+def api_served(ctx) -> Finding:
+    return check_api(state(ctx))
+
+
+def device_classes(ctx) -> Finding:
+    return check_device_classes(state(ctx), _mig_on(ctx))
+
+
+def gpu_cluster_ready(ctx) -> Finding:
+    return check_gpu_cluster(state(ctx))
+
+
+def driver_controller(ctx) -> Finding:
+    return check_driver_pods(ctx.kube.snapshot().pods, [], controller=True)
+
+
+def kubelet_plugin(ctx, node: str) -> Finding:
+    return check_driver_pods(ctx.kube.snapshot().pods, [node], controller=False)
+
+
+def claims_released(ctx) -> Finding:
+    """Stuck claims: pods are listed only in the namespaces that hold allocated gpu.nvidia.com claims."""
+    st = state(ctx)
+    namespaces = sorted({c["metadata"]["namespace"] for c in st.claims if (c.get("status") or {}).get("allocation")})
+    pods: list[dict] = []
+    for ns in namespaces:
+        items = ctx.kube.core.list_namespaced_pod(ns, _request_timeout=ctx.kube.timeout).items
+        pods += [ctx.kube.core.api_client.sanitize_for_serialization(p) for p in items]
+    return check_claims(st, pods)
+
+
+def node_slices(ctx, node: str) -> Finding:
+    uuids, driver = _smi(ctx, node)
+    return check_node_slices(state(ctx), node, uuids, driver)
+
+
+def no_double_advertisement(ctx, node: str) -> Finding:
+    snap = ctx.kube.snapshot()
+    return check_no_double_advertisement(snap.nodes.get(node) or {}, snap.pods, node)

@@ -14,7 +14,7 @@ import uuid
 
 from kubernetes.client.rest import ApiException
 
-from provision.dra import Finding
+from provision.checks import Finding
 from provision.labels import MANAGED_BY, SUITE
 from provision.observe.dra import GPU_CLASS
 
@@ -74,19 +74,19 @@ def claim_vectoradd(kube, settings, node: str, sharing: dict | None = None) -> F
             return Finding(False, f"expected: the DRA test pod on {node} runs to completion. Found: phase "
                                   f"{st.get('phase')}{'; ' + why[0] if why and why[0] else ''}. Fix: the scheduler "
                                   f"allocates a gpu.nvidia.com device only from {node}'s ResourceSlices: check them "
-                                  "and the kubelet plugin on the node", (node,))
+                                  "and the kubelet plugin on the node")
         if pod["spec"].get("nodeName") != node:
-            return Finding(False, f"the DRA test pod ran on {pod['spec'].get('nodeName')}, not {node}", (node,))
+            return Finding(False, f"the DRA test pod ran on {pod['spec'].get('nodeName')}, not {node}")
         log = kube.pod_log(pname, ns)
         if st.get("phase") != "Succeeded" or "Test PASSED" not in log:
             return Finding(False, f"expected: phase Succeeded and 'Test PASSED'. Found: phase {st.get('phase')}, "
-                                  f"log {log.strip()[-300:]!r}. Fix: check nvidia-smi and dmesg on the host", (node,))
+                                  f"log {log.strip()[-300:]!r}. Fix: check nvidia-smi and dmesg on the host")
     finally:
         _cleanup(kube, ns, tname, pname)
     if claim_name and not _claim_gone(kube, ns, claim_name, settings.timeout("workload")):
         return Finding(False, f"the DRA test pod passed on {node} but its ResourceClaim {ns}/{claim_name} was not "
                               "released after the pod was deleted. Fix: check kube-controller-manager's "
-                              "resource claim controller", (node,))
+                              "resource claim controller")
     return Finding(True, f"a pod with a gpu.nvidia.com claim ran on {node}: Test PASSED; claim {claim_name} released")
 
 
