@@ -63,3 +63,52 @@ def test_provision_installs_the_dra_stack_and_the_healthy_nodes_pass(dra_lab, pr
         assert any(r["scenario"] == WORKLOAD and r["outcome"] == "passed" for r in results), run.output[-3000:]
     failures = _failures(run)
     assert set(failures) == set(EXPECTED_FAILURES), {k: v[:300] for k, v in failures.items()}
+
+
+@pytest.fixture(scope="module")
+def audited(dra_lab, provisioned, tmp_path_factory):
+    return run_suite(dra_lab, tmp_path_factory.mktemp("audit"), *ARGS, timeout=600)
+
+
+def test_the_audit_after_it_gives_the_same_verdicts(audited):
+    run = audited
+    assert run.rc == 10, run.output[-3000:]  # the faulty nodes: non-conformant
+    failures = _failures(run)
+    assert set(failures) == set(EXPECTED_FAILURES), {k: v[:300] for k, v in failures.items()}
+    for key, text in EXPECTED_FAILURES.items():
+        assert text in failures[key], (key, failures[key][:500])
+        assert "Fix" in failures[key] or "fix" in failures[key], failures[key]
+    for node in HEALTHY:
+        dra_results = [r for r in run.results(node) if r["feature"].startswith("Every GPU node publishes")]
+        assert len(dra_results) == 4 and all(r["outcome"] == "passed" for r in dra_results), dra_results
+    # the device plugin stack's scenarios are not part of a DRA run (deselected, not skipped or failed)
+    assert not [r for r in run.results() if r["scenario"] in ("ClusterPolicy is ready", "CUDA vector addition passes "
+                                                                                      "on the node")]
+
+
+def test_the_audit_wrote_only_its_claim_templates_and_pods_in_its_namespace(dra_lab, audited):
+    writes = suite_writes(dra_lab, audited)
+    assert writes, "the DRA workload scenarios made no request: the proof below would prove nothing"
+    where = {(e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("namespace")) for e in writes}
+    assert where <= {("create", "resourceclaimtemplates", "gpu-conformance"), ("create", "pods", "gpu-conformance"),
+                     ("delete", "resourceclaimtemplates", "gpu-conformance"), ("delete", "pods", "gpu-conformance")}, \
+        where
+    # the claims themselves are made (and deleted with their pods) by the resource claim controller, not the suite
+    claims = [e for e in dra_lab.audit_events() if e.get("objectRef", {}).get("resource") == "resourceclaims"
+              and e.get("verb") == "create" and e.get("objectRef", {}).get("namespace") == "gpu-conformance"
+              and audited.started <= _t(e) <= audited.finished + 1]
+    assert claims and {e["user"]["username"] for e in claims} == {"system:serviceaccount:kube-system:resource-claim-controller"}
+
+
+def _t(event: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_no_write_at_all_without_workload(dra_lab, audited, tmp_path):
+    run = run_suite(dra_lab, tmp_path, *ARGS, "--no-workload")
+    assert run.summary["results"], run.output[-2000:]
+    assert suite_writes(dra_lab, run) == []
+    workload = [r for r in run.results() if r["scenario"] == WORKLOAD]
+    assert workload and all(r["outcome"] == "skipped" for r in workload)
