@@ -32,7 +32,14 @@ def _list(kube, plural: str, group: str = GROUP, version: str = VERSION) -> list
 
 
 def list_gpu_clusters(kube) -> list[dict]:
-    return _list(kube, GC_PLURAL, GC_GROUP, GC_VERSION)
+    """GPUClusters; none when the CRD is not there (a chart before v26.7.0) or when an identity made from an older
+    deploy/rbac/ may not read them (ClusterPolicy mode then works as before)."""
+    try:
+        return _list(kube, GC_PLURAL, GC_GROUP, GC_VERSION)
+    except ApiException as exc:
+        if exc.status == 403:
+            return []
+        raise
 
 
 def resource_api_served(kube) -> bool:
