@@ -20,3 +20,7 @@ Feature: Every GPU node publishes its GPUs through DRA
   @workload
   Scenario: A pod with a GPU claim runs CUDA on the node
     Then a pod with a ResourceClaim for one gpu.nvidia.com device on the node prints "Test PASSED" and its claim is released
+
+  @workload
+  Scenario: Two pods share one GPU through one claim when sharing is asked for
+    Then two pods naming one ResourceClaim with the desired GPU sharing on the node both print "Test PASSED"

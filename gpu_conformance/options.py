@@ -98,6 +98,8 @@ OPTIONS: tuple[Option, ...] = (
            "v26.7.0+)", "stack"),
     Option("--switch-stack", "let --provision move an installed release to the other --stack", "switch_stack",
            kind="switch"),
+    Option("--dra-sharing", "stack dra: GPU sharing through the claim's GpuConfig: none (default) | TimeSlicing | MPS",
+           "dra_sharing"),
     Option("--chart-repo", "GPU Operator chart repository URL", "chart_repo"),
     Option("--min-driver", "minimum NVIDIA driver major version (default 470; the workload image's CUDA raises it "
            "when it needs more: 525 for the default CUDA 12.5 image)", "min_driver"),

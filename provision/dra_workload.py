@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from provision.checks import Finding
 from provision.labels import MANAGED_BY, SUITE
-from provision.observe.dra import GPU_CLASS
+from provision.observe.dra import GPU_CLASS, SHARING_GATES
 
 GROUP, VERSION = "resource.k8s.io", "v1"
 
@@ -110,3 +110,69 @@ def _cleanup(kube, ns: str, template: str, pod: str) -> None:
     with contextlib.suppress(ApiException):
         kube.workload_write(f"delete ResourceClaimTemplate {ns}/{template}", kube.custom.delete_namespaced_custom_object,
                             GROUP, VERSION, ns, "resourceclaimtemplates", template)
+
+
+def claim_body(name: str, sharing: dict) -> dict:
+    """One ResourceClaim (not a template): pods that name it share its device, with the GpuConfig sharing."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ResourceClaim",
+            "metadata": {"name": name, "labels": {MANAGED_BY: SUITE}},
+            "spec": template_body(name, sharing)["spec"]["spec"]}
+
+
+def shared_pod_body(name: str, node: str, claim: str, image: str) -> dict:
+    body = pod_body(name, node, "", image)
+    body["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": claim}]
+    return body
+
+
+def shared_claim_vectoradd(kube, settings, node: str, strategy: str) -> Finding:
+    """DRA sharing: two pods on the node name one claim whose GpuConfig asks for `strategy` (TimeSlicing or MPS);
+    the claim is allocated one device, reserved for both pods, and both print "Test PASSED"."""
+    ns = settings.suite_namespace
+    short = f"{node[:34]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
+    cname, pods = f"dra-shared-{short}", [f"dra-share-a-{short}", f"dra-share-b-{short}"]
+    custom = kube.custom
+    made: list[str] = []
+    try:
+        kube.workload_write(f"create ResourceClaim {ns}/{cname}", custom.create_namespaced_custom_object,
+                            GROUP, VERSION, ns, "resourceclaims", claim_body(cname, {"strategy": strategy}))
+        for p in pods:
+            kube.workload_write(f"create Pod {ns}/{p}", kube.core.create_namespaced_pod, ns,
+                                shared_pod_body(p, node, cname, settings.workload_image))
+            made.append(p)
+        deadline = time.monotonic() + settings.timeout("workload")
+        reserved, devices, phases = 0, [], {}
+        while time.monotonic() < deadline:
+            claim = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "resourceclaims", cname,
+                                                        _request_timeout=kube.timeout)
+            st = claim.get("status") or {}
+            reserved = max(reserved, len(st.get("reservedFor") or []))
+            devices = [f"{r.get('pool')}/{r.get('device')}" for r in
+                       ((st.get("allocation") or {}).get("devices") or {}).get("results") or []] or devices
+            phases = {p: (kube.core.read_namespaced_pod(p, ns, _request_timeout=kube.timeout).status.phase) for p in pods}
+            if all(ph in ("Succeeded", "Failed") for ph in phases.values()):
+                break
+            time.sleep(0.5)
+        if not all(ph in ("Succeeded", "Failed") for ph in phases.values()):
+            events = [e for p in pods for e in kube.events_for(p, ns)[-2:]]
+            return Finding(False, f"expected: two pods sharing claim {cname} ({strategy}) on {node} run to completion. "
+                                  f"Found: phases {phases}, claim allocated {devices or 'nothing'}, reserved for "
+                                  f"{reserved} pod(s); events: {' | '.join(events) or 'none'}. Fix: the DRA driver "
+                                  f"honours GpuConfig sharing {strategy} only with its feature gate "
+                                  f"{SHARING_GATES[strategy]} (chart value draDriver.featureGates)")
+        logs = {p: kube.pod_log(p, ns) for p in pods}
+        bad = {p: (phases[p], logs[p].strip()[-200:]) for p in pods if phases[p] != "Succeeded" or "Test PASSED" not in logs[p]}
+        if bad or len(devices) != 1 or not devices[0].startswith(f"{node}/") or reserved < 2:
+            return Finding(False, f"expected: one device of {node} for both pods, both 'Test PASSED'. Found: claim "
+                                  f"allocated {devices}, reserved for at most {reserved} pod(s) at once, failing pods "
+                                  f"{bad or 'none'}. Fix: check the kubelet plugin's log on {node}")
+        return Finding(True, f"two pods shared {devices[0]} through claim {cname} ({strategy}): both Test PASSED")
+    except ApiException as exc:
+        return Finding(False, f"could not run the DRA sharing pods in {ns}: {exc.status} {exc.reason}")
+    finally:
+        for p in made:
+            with contextlib.suppress(ApiException):
+                kube.workload_write(f"delete Pod {ns}/{p}", kube.core.delete_namespaced_pod, p, ns, grace_period_seconds=0)
+        with contextlib.suppress(ApiException):
+            kube.workload_write(f"delete ResourceClaim {ns}/{cname}", custom.delete_namespaced_custom_object,
+                                GROUP, VERSION, ns, "resourceclaims", cname)

@@ -76,6 +76,7 @@ class Settings:
     pushgateway_job: str = "gpu-conformance"
     stack: str = "clusterpolicy"  # the GPU stack: clusterpolicy (device plugin) | dra (GPUCluster + DRA driver)
     switch_stack: bool = False  # --provision may move an installed release to the other stack (docs/dra.md)
+    dra_sharing: str = "none"  # stack dra: GPU sharing through the claim's GpuConfig: none | TimeSlicing | MPS
 
     @property
     def provisioning(self) -> bool:
@@ -291,5 +292,9 @@ def _validate_stack(s: Settings) -> None:
             Version(s.chart_version.lstrip("v")) < Version("26.7.0"):
         raise _err("chart_version", s.chart_version, "stack = \"dra\" needs GPU Operator v26.7.0 or newer (the first "
                    "chart with gpuCluster.deployCR); set chart_version = \"v26.7.0\"")
+    from provision.observe.dra import SHARING_GATES
+
+    if s.dra_sharing != "none" and s.dra_sharing not in SHARING_GATES:
+        raise _err("dra_sharing", s.dra_sharing, f"none or one of the DRA driver's sharing strategies {sorted(SHARING_GATES)}")
     if not isinstance(s.switch_stack, bool):
         raise _err("switch_stack", s.switch_stack, "true or false")

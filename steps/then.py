@@ -233,3 +233,17 @@ def dra_workload(run, node):
     run.settle_dra()
     run.require_workload()
     expect_finding(claim_vectoradd(run.ctx.kube, run.ctx.settings, node))
+
+
+@then('two pods naming one ResourceClaim with the desired GPU sharing on the node both print "Test PASSED"')
+def dra_sharing(run, node):
+    import pytest
+
+    from provision.dra_workload import shared_claim_vectoradd
+
+    strategy = run.ctx.settings.dra_sharing
+    if strategy == "none":
+        pytest.skip("no GPU sharing asked for (dra_sharing = none)")
+    run.settle_dra()
+    run.require_workload()
+    expect_finding(shared_claim_vectoradd(run.ctx.kube, run.ctx.settings, node, strategy))

@@ -99,3 +99,30 @@ def left_claim_status(node: NodeSpec) -> dict:
             {"key": "metadata.name", "operator": "In", "values": [node.name]}]}]}},
         "reservedFor": [{"resource": "pods", "name": "finished-job-pod",
                          "uid": "00000000-0000-4000-8000-000000000001"}]}
+
+
+SHARING_GATES = {"TimeSlicing": "TimeSlicingSettings", "MPS": "MPSSupport"}  # pkg/featuregates, alpha, off by default
+GATE_ERROR = "%r is selected as the GPU sharing strategy, but the %r feature gate is not enabled"  # api/.../validate.go
+
+
+def feature_gates(env: dict[str, str]) -> dict[str, bool]:
+    """The plugin's FEATURE_GATES env (the operator renders draDriver.featureGates as A=true,B=false)."""
+    out = {}
+    for item in (env.get("FEATURE_GATES") or "").split(","):
+        if "=" in item:
+            k, v = item.split("=", 1)
+            out[k.strip()] = v.strip().lower() == "true"
+    return out
+
+
+def sharing_error(claim: dict, gates: dict[str, bool]) -> str | None:
+    for cfg in ((claim.get("spec") or {}).get("devices") or {}).get("config") or []:
+        opaque = cfg.get("opaque") or {}
+        params = opaque.get("parameters") or {}
+        if opaque.get("driver") != DRIVER or params.get("kind") != "GpuConfig":
+            continue
+        strategy = (params.get("sharing") or {}).get("strategy")
+        gate = SHARING_GATES.get(strategy or "")
+        if gate and not gates.get(gate):
+            return (GATE_ERROR % (strategy, gate)).replace("'", '"')
+    return None

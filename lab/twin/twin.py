@@ -252,6 +252,14 @@ class Twin:
         elif op is not None:
             self._start_operand(pod, op, node)
         elif self._requests_gpu(pod):
+            error = self._dra_prepare_error(pod, node) if pod["spec"].get("resourceClaims") else None
+            if error:
+                # kubelet's NodePrepareResources through the DRA plugin failed: the pod stays ContainerCreating
+                self._event(pod, "Warning", "FailedPrepareDynamicResources",
+                            f"Failed to prepare dynamic resources: prepare dynamic resources: NodePrepareResources "
+                            f"failed for ResourceClaim: {error}")
+                self._set_state(uid, "waiting-claim")
+                return
             self._run_workload(pod, node)
         elif any(o.get("kind") == "Job" for o in md.get("ownerReferences") or []):
             self._run_job_pod(pod)
@@ -526,6 +534,26 @@ class Twin:
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
         self.timers.after(self.timing.plugin_ready_s, lambda: self._submit(publish))
+
+    def _dra_prepare_error(self, pod: dict, node: NodeSpec) -> str | None:
+        """What the DRA kubelet plugin's prepare says about the pod's claims: a GpuConfig sharing strategy whose
+        feature gate the node's plugin does not have (its FEATURE_GATES env, rendered from draDriver.featureGates)."""
+        ns = pod["metadata"]["namespace"]
+        names = [c.get("resourceClaimName") for c in pod["spec"].get("resourceClaims") or []]
+        names += [c.get("resourceClaimName") for c in (pod.get("status") or {}).get("resourceClaimStatuses") or []]
+        plugin = next((p for p in self.informers["pods"].items() if p["spec"].get("nodeName") == node.name
+                       and not p["metadata"].get("deletionTimestamp")
+                       and (p["metadata"].get("labels") or {}).get("app") == dra_plugin.PLUGIN_APP), None)
+        gates = dra_plugin.feature_gates(podspec.env(plugin, podspec.container(plugin, "gpus")) if plugin else {})
+        for name in {n for n in names if n}:
+            try:
+                claim = self.custom.get_namespaced_custom_object("resource.k8s.io", "v1", ns, "resourceclaims", name)
+            except ApiException:
+                continue
+            error = dra_plugin.sharing_error(claim, gates)
+            if error:
+                return error
+        return None
 
     def _unpublish_slices(self, node: str) -> None:
         slices = self.custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",

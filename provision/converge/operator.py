@@ -19,7 +19,7 @@ from provision.helm import HelmError, unknown_value_paths
 from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
 from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
-from provision.observe.dra import detect_stack, stack_values, switch_refusal
+from provision.observe.dra import detect_stack, sharing_values, stack_values, switch_refusal
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 REPAIR = "repair first: "
@@ -83,6 +83,7 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
         # GPUCluster mode (docs/dra.md): the chart's singleton GPUCluster instead of the ClusterPolicy; ClusterPolicy
         # mode adds nothing here (a v26.3.0 chart has no gpuCluster value).
         values.update(stack_values("dra"))
+        values.update(sharing_values(ctx.settings.dra_sharing))
         notes.append("stack dra: gpuCluster.deployCR=true, clusterPolicy.deployCR=false (the GPUCluster stack runs "
                      "the DRA driver, no device plugin and no container toolkit)")
     docker = [n for n in ctx.gpu_nodes if n in base_dirs and has_docker(ctx.host(n))]

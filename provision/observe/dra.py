@@ -20,6 +20,9 @@ MIG_CLASS = "mig.nvidia.com"
 RESOURCE_API = "resource.k8s.io/v1"
 GPU_CLUSTER = "gpu-cluster"
 STACKS = ("clusterpolicy", "dra")
+# GPU sharing in DRA mode: the GpuConfig sharing strategy of the claim, and the DRA driver's feature gate it needs
+# (NVIDIA/k8s-dra-driver-gpu pkg/featuregates: both alpha, off by default; GpuConfig.Normalize / Validate)
+SHARING_GATES = {"TimeSlicing": "TimeSlicingSettings", "MPS": "MPSSupport"}
 # The chart's own words (values.yaml of gpu-operator v26.7.0, above gpuCluster:), quoted in the refusal.
 CHART_WORDS = ("To enable the GPUCluster (DRA) enablement stack, set gpuCluster.deployCR=true and "
                "clusterPolicy.deployCR=false. It is an invalid configuration for both CRs to exist.")
@@ -137,6 +140,13 @@ def switch_refusal(installed: str, wanted: str) -> str:
             "has no migration path between the ClusterPolicy (device plugin) and the GPUCluster (DRA) stacks, "
             "and switching drains every GPU workload of the cluster. Nothing was changed. Set stack = "
             f"\"{installed}\" to keep it, or pass --switch-stack to switch on purpose")
+
+
+def sharing_values(strategy: str) -> dict:
+    """Chart values that let the DRA driver honour a claim's GpuConfig sharing `strategy` (none: {})."""
+    if strategy == "none":
+        return {}
+    return {"draDriver": {"featureGates": {SHARING_GATES[strategy]: True}}}
 
 
 def stack_values(stack: str) -> dict:

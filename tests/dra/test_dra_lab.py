@@ -27,6 +27,7 @@ SLICES = "The node's ResourceSlices list its GPUs as nvidia-smi does"
 WORKLOAD = "A pod with a GPU claim runs CUDA on the node"
 CLAIMS = "No GPU claim is held for a pod that no longer exists"
 GPU_CLUSTER = "GPUCluster is ready"
+SHARING = "Two pods share one GPU through one claim when sharing is asked for"
 # (node, scenario) -> a text its message must contain: every failure of the run, no other
 EXPECTED_FAILURES = {
     ("gpu-c", SLICES): "published nothing",
@@ -80,7 +81,9 @@ def test_the_audit_after_it_gives_the_same_verdicts(audited):
         assert "Fix" in failures[key] or "fix" in failures[key], failures[key]
     for node in HEALTHY:
         dra_results = [r for r in run.results(node) if r["feature"].startswith("Every GPU node publishes")]
-        assert len(dra_results) == 4 and all(r["outcome"] == "passed" for r in dra_results), dra_results
+        outcomes = {r["scenario"]: r["outcome"] for r in dra_results}
+        assert outcomes.pop(SHARING) == "skipped", "no sharing asked for: the sharing scenario is not applicable"
+        assert len(outcomes) == 4 and set(outcomes.values()) == {"passed"}, dra_results
     # the device plugin stack's scenarios are not part of a DRA run (deselected, not skipped or failed)
     assert not [r for r in run.results() if r["scenario"] in ("ClusterPolicy is ready", "CUDA vector addition passes "
                                                                                       "on the node")]
@@ -112,3 +115,21 @@ def test_no_write_at_all_without_workload(dra_lab, audited, tmp_path):
     assert suite_writes(dra_lab, run) == []
     workload = [r for r in run.results() if r["scenario"] == WORKLOAD]
     assert workload and all(r["outcome"] == "skipped" for r in workload)
+
+
+
+# ----------------------------------------------------------------- sharing (these change the lab: they run last)
+def test_sharing_the_driver_was_not_configured_for_fails_with_the_drivers_words(dra_lab, audited, tmp_path):
+    run = run_suite(dra_lab, tmp_path, *ARGS, "--dra-sharing", "MPS", "--gpu-nodes", "gpu-a")
+    result = next(r for r in run.results("gpu-a") if r["scenario"] == SHARING)
+    assert result["outcome"] == "failed", result
+    assert '"MPS" is selected as the GPU sharing strategy, but the "MPSSupport" feature gate is not enabled' in \
+        result["message"] and "draDriver.featureGates" in result["message"], result["message"]
+
+
+def test_provision_with_time_slicing_lets_two_pods_share_one_gpu(dra_lab, audited, tmp_path):
+    run = run_suite(dra_lab, tmp_path, "--provision", *ARGS, "--dra-sharing", "TimeSlicing", timeout=900)
+    for node in HEALTHY:
+        result = next(r for r in run.results(node) if r["scenario"] == SHARING)
+        assert result["outcome"] == "passed", result["message"][:1000]
+    assert set(_failures(run)) == set(EXPECTED_FAILURES), {k: v[:300] for k, v in _failures(run).items()}

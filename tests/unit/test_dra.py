@@ -191,3 +191,28 @@ def test_the_twins_slice_follows_the_drivers_formats():
     assert dra.compare_devices(devices, [d.uuid for d in devices], node.driver) == []
     missing = NodeSpec(name="gpu-b", gpus=2, faults=("dra-slice-missing-gpu",))
     assert len(dra_plugin.devices(missing)) == 1
+
+
+def test_sharing_values_are_the_charts_values_and_name_the_drivers_gate():
+    values = _chart_values("v26.7.0")
+    assert dra.sharing_values("none") == {}
+    for strategy, gate in dra.SHARING_GATES.items():
+        want = dra.sharing_values(strategy)
+        assert want == {"draDriver": {"featureGates": {gate: True}}}
+        assert unknown_value_paths(want, values) == []  # featureGates is a free-form map ({} in values.yaml)
+    assert unknown_value_paths({"draDriver": {"nope": 1}}, values) == ["draDriver.nope"]
+    assert dra.SHARING_GATES == dra_plugin.SHARING_GATES  # the suite and the twin read the driver alike
+    assert validate({"stack": "dra", "chart_version": "v26.7.0", "dra_sharing": "MPS"}).dra_sharing == "MPS"
+    with pytest.raises(SettingsError, match="dra_sharing"):
+        validate({"dra_sharing": "timeslicing"})
+
+
+def test_the_twins_plugin_refuses_a_sharing_strategy_without_its_gate():
+    claim = {"spec": {"devices": {"config": [{"opaque": {"driver": "gpu.nvidia.com", "parameters": {
+        "apiVersion": "resource.nvidia.com/v1beta1", "kind": "GpuConfig", "sharing": {"strategy": "TimeSlicing"}}}}]}}}
+    gates = dra_plugin.feature_gates({"FEATURE_GATES": "MPSSupport=true,TimeSlicingSettings=false"})
+    assert gates == {"MPSSupport": True, "TimeSlicingSettings": False}
+    assert dra_plugin.sharing_error(claim, gates) == ('"TimeSlicing" is selected as the GPU sharing strategy, but the '
+                                                      '"TimeSlicingSettings" feature gate is not enabled')
+    assert dra_plugin.sharing_error(claim, {"TimeSlicingSettings": True}) is None
+    assert dra_plugin.sharing_error({"spec": {"devices": {}}}, {}) is None
