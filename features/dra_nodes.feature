@@ -22,5 +22,9 @@ Feature: Every GPU node publishes its GPUs through DRA
     Then a pod with a ResourceClaim for one gpu.nvidia.com device on the node prints "Test PASSED" and its claim is released
 
   @workload
+  Scenario: A pod without a GPU claim is given no GPU
+    Then a pod without a ResourceClaim on the node sees no /dev/nvidia* device
+
+  @workload
   Scenario: Two pods share one GPU through one claim when sharing is asked for
     Then two pods naming one ResourceClaim with the desired GPU sharing on the node both print "Test PASSED"

@@ -176,3 +176,42 @@ def shared_claim_vectoradd(kube, settings, node: str, strategy: str) -> Finding:
         with contextlib.suppress(ApiException):
             kube.workload_write(f"delete ResourceClaim {ns}/{cname}", custom.delete_namespaced_custom_object,
                                 GROUP, VERSION, ns, "resourceclaims", cname)
+
+
+def unclaimed_pod_sees_no_gpu(kube, settings, node: str) -> Finding:
+    """CNCF secure accelerator access: a pod on the node without a claim (and without nvidia.com/gpu) is given no
+    GPU: its container lists no /dev/nvidia* device node."""
+    ns = settings.suite_namespace
+    name = f"dra-isolation-{node[:36]}-{uuid.uuid4().hex[:6]}".replace(".", "-")
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {MANAGED_BY: SUITE, "app": "gpu-conformance-dra-isolation"}},
+            "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": node},
+                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                     "containers": [{"name": "list", "image": settings.workload_image,
+                                     "command": ["sh", "-c", "ls -1 /dev/nvidia* 2>&1; exit 0"]}]}}
+    try:
+        kube.workload_write(f"create Pod {ns}/{name}", kube.core.create_namespaced_pod, ns, body)
+        deadline = time.monotonic() + settings.timeout("workload")
+        phase = None
+        while time.monotonic() < deadline:
+            phase = kube.core.read_namespaced_pod(name, ns, _request_timeout=kube.timeout).status.phase
+            if phase in ("Succeeded", "Failed"):
+                break
+            time.sleep(0.5)
+        if phase != "Succeeded":
+            return Finding(False, f"expected: a pod without a GPU claim on {node} lists /dev/nvidia* and ends. Found: "
+                                  f"phase {phase}. Fix: check the node's container runtime")
+        log = kube.pod_log(name, ns)
+        seen = [line.strip() for line in log.splitlines() if line.strip().startswith("/dev/nvidia")]
+        if seen:
+            return Finding(False, f"expected: a pod without a GPU claim on {node} sees no NVIDIA device. Found: its "
+                                  f"container sees {seen}. Fix: do not make nvidia the default runtime or set "
+                                  "NVIDIA_VISIBLE_DEVICES=all for every container; in DRA mode GPUs come only through "
+                                  "claims (CNCF AI conformance: secure accelerator access)")
+        return Finding(True, f"a pod without a claim on {node} sees no /dev/nvidia* device")
+    except ApiException as exc:
+        return Finding(False, f"could not run the isolation pod in {ns}: {exc.status} {exc.reason}")
+    finally:
+        with contextlib.suppress(ApiException):
+            kube.workload_write(f"delete Pod {ns}/{name}", kube.core.delete_namespaced_pod, name, ns,
+                                grace_period_seconds=0)

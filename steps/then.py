@@ -247,3 +247,12 @@ def dra_sharing(run, node):
     run.settle_dra()
     run.require_workload()
     expect_finding(shared_claim_vectoradd(run.ctx.kube, run.ctx.settings, node, strategy))
+
+
+@then("a pod without a ResourceClaim on the node sees no /dev/nvidia* device")
+def dra_isolation(run, node):
+    from provision.dra_workload import unclaimed_pod_sees_no_gpu
+
+    run.settle_dra()
+    run.require_workload()
+    expect_finding(unclaimed_pod_sees_no_gpu(run.ctx.kube, run.ctx.settings, node))

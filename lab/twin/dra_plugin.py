@@ -126,3 +126,29 @@ def sharing_error(claim: dict, gates: dict[str, bool]) -> str | None:
         if gate and not gates.get(gate):
             return (GATE_ERROR % (strategy, gate)).replace("'", '"')
     return None
+
+
+LIST_DEVICES = "/dev/nvidia*"
+
+
+def lists_devices(pod: dict) -> bool:
+    """A container whose command lists the NVIDIA device nodes (the suite's isolation check: `ls /dev/nvidia*`)."""
+    return any(LIST_DEVICES in " ".join((c.get("command") or []) + (c.get("args") or []))
+               for c in pod["spec"].get("containers", []))
+
+
+def claim_device_nodes(claim: dict) -> list[str]:
+    """Device nodes CDI injects for a claim's allocated gpu.nvidia.com devices (the driver's CDI spec: the GPU's
+    /dev/nvidia<minor> plus the control devices)."""
+    out = []
+    for r in (((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []:
+        if r.get("driver") == DRIVER and str(r.get("device", "")).startswith("gpu-"):
+            out += [f"/dev/nvidia{r['device'].removeprefix('gpu-')}", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+    return out
+
+
+def ls_output(devices: list[str]) -> str:
+    """`ls -1 /dev/nvidia*` as a shell prints it (GNU coreutils' message when the glob matches nothing)."""
+    if not devices:
+        return "ls: cannot access '/dev/nvidia*': No such file or directory\n"
+    return "".join(f"{d}\n" for d in devices)

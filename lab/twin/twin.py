@@ -261,6 +261,8 @@ class Twin:
                 self._set_state(uid, "waiting-claim")
                 return
             self._run_workload(pod, node)
+        elif dra_plugin.lists_devices(pod):
+            self._run_device_listing(pod)
         elif any(o.get("kind") == "Job" for o in md.get("ownerReferences") or []):
             self._run_job_pod(pod)
         else:
@@ -438,6 +440,27 @@ class Twin:
                                                         md["name"])
 
     # ----------------------------------------------------------------- workloads
+    def _run_device_listing(self, pod: dict) -> None:
+        """A container that lists /dev/nvidia*: it sees the device nodes CDI gives it, i.e. those of its
+        allocated gpu.nvidia.com claims (none for a pod without a claim: lab/twin/dra_plugin.py)."""
+        uid = pod["metadata"]["uid"]
+        self._set_running(pod, ready=True)
+        self._set_state(uid, "running")
+        devices: list[str] = []
+        names = {c.get("resourceClaimName") for c in (pod.get("status") or {}).get("resourceClaimStatuses") or []}
+        names |= {c.get("resourceClaimName") for c in pod["spec"].get("resourceClaims") or []}
+        for name in names:
+            if not name:
+                continue
+            with contextlib.suppress(ApiException):
+                devices += dra_plugin.claim_device_nodes(self.custom.get_namespaced_custom_object(
+                    "resource.k8s.io", "v1", pod["metadata"]["namespace"], "resourceclaims", name))
+
+        def finish() -> None:
+            self._set_terminated(pod, 0, dra_plugin.ls_output(sorted(set(devices))))
+            self._set_state(uid, "done")
+        self.timers.after(self.timing.workload_s, finish)
+
     def _run_workload(self, pod: dict, node: NodeSpec) -> None:
         uid = pod["metadata"]["uid"]
         self._set_running(pod, ready=True)

@@ -216,3 +216,14 @@ def test_the_twins_plugin_refuses_a_sharing_strategy_without_its_gate():
                                                       '"TimeSlicingSettings" feature gate is not enabled')
     assert dra_plugin.sharing_error(claim, {"TimeSlicingSettings": True}) is None
     assert dra_plugin.sharing_error({"spec": {"devices": {}}}, {}) is None
+
+
+def test_the_twins_containers_see_device_nodes_only_through_their_claims():
+    claim = {"status": {"allocation": {"devices": {"results": [
+        {"driver": "gpu.nvidia.com", "pool": "gpu-b", "device": "gpu-1", "request": "gpu"}]}}}}
+    assert dra_plugin.claim_device_nodes(claim) == ["/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+    assert dra_plugin.claim_device_nodes({"status": {}}) == []
+    assert "/dev/nvidia1" in dra_plugin.ls_output(dra_plugin.claim_device_nodes(claim))
+    assert dra_plugin.ls_output([]).startswith("ls: cannot access '/dev/nvidia*'")
+    pod = {"spec": {"containers": [{"command": ["sh", "-c", "ls -1 /dev/nvidia* 2>&1; exit 0"]}]}}
+    assert dra_plugin.lists_devices(pod) and not dra_plugin.lists_devices({"spec": {"containers": [{}]}})
