@@ -246,6 +246,15 @@ class Twin:
             self._run_nfd_worker(pod, node)
         elif labels.get("app") == dra_plugin.PLUGIN_APP:
             self._start_dra_plugin(pod, node)
+        elif labels.get("app") == operands.BY_APP["nvidia-operator-validator"].app and spec.get("resourceClaims"):
+            # the GPUCluster's DRA validator: it carries the ClusterPolicy validator's app label (the upgrade
+            # controller selects on it) but validates the driver and its GPU claim, not toolkit and device plugin
+            if "driver-broken" in node.faults or "gpu-missing" in node.faults:
+                self._set_running(pod, ready=False, init_waiting="driver-validation")
+                self._set_state(uid, "validating")
+            else:
+                self._set_running(pod, ready=True)
+                self._set_state(uid, "running")
         elif labels.get("app") in dra_plugin.DRA_OPERAND_APPS:
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
