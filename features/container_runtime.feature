@@ -1,4 +1,4 @@
-@per_node
+@per_node @clusterpolicy
 Feature: The container runtime can run GPU containers
   containerd on each GPU node imports the runc and nvidia drop-ins from the directory it really reads,
   ends up with runc as default and nvidia as an extra runtime, and never meets a drop-in newer than its

@@ -1,4 +1,4 @@
-@per_node @workload
+@per_node @workload @clusterpolicy
 Feature: A CUDA workload runs on every GPU node
   A CUDA vector addition pod pinned to the node, with runtimeClassName nvidia and one nvidia.com/gpu,
   succeeds and prints "Test PASSED". The pod is removed afterwards.

@@ -1,4 +1,4 @@
-@per_node
+@per_node @clusterpolicy
 Feature: GPU metrics are exported for every GPU
   The node's DCGM exporter answers and reports a metric for every GPU UUID that nvidia-smi lists.
 

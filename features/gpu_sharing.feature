@@ -1,4 +1,4 @@
-@per_node
+@per_node @clusterpolicy
 Feature: GPUs are advertised and shared by time-slicing
   Each GPU node advertises its physical GPUs times the time-slicing replicas, and GPU feature discovery
   labels agree.

@@ -1,4 +1,4 @@
-@cluster
+@cluster @clusterpolicy
 Feature: Time-slicing is configured for the whole cluster
   The time-slicing ConfigMap lives in the operator namespace with a valid config, and ClusterPolicy's
   device plugin points at it.

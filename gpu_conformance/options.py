@@ -119,6 +119,12 @@ OPTIONS: tuple[Option, ...] = (
            "RuntimeClass, no containerd drop-in; needs containerd >= 1.7.30 or 2.1+ with NRI and CDI on)",
            "cdi_nri_plugin", lambda _: True, kind="switch"),
     Option("--chart-version", "GPU Operator chart version (default v26.3.0)", "chart_version"),
+    Option("--stack", "GPU stack: clusterpolicy (device plugin, default) | dra (GPUCluster + DRA driver, "
+           "v26.7.0+)", "stack"),
+    Option("--switch-stack", "let --provision move an installed release to the other --stack", "switch_stack",
+           kind="switch"),
+    Option("--dra-sharing", "stack dra: GPU sharing through the claim's GpuConfig: none (default) | TimeSlicing | MPS",
+           "dra_sharing"),
     Option("--chart-repo", "GPU Operator chart repository URL", "chart_repo"),
     Option("--min-driver", "minimum NVIDIA driver major version (default 470; the workload image's CUDA raises it "
            "when it needs more: 525 for the default CUDA 12.5 image)", "min_driver"),

@@ -48,6 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: scenario runs once for the cluster")
     config.addinivalue_line("markers", "workload: scenario creates a test pod (skipped with --no-workload)")
     config.addinivalue_line("markers", "host: host-level scenario, run by --host-only (no Kubernetes needed)")
+    config.addinivalue_line("markers", "clusterpolicy: scenario of the ClusterPolicy stack (stack = clusterpolicy)")
+    config.addinivalue_line("markers", "dra: scenario of the GPUCluster / DRA stack (stack = dra, docs/dra.md)")
     if not _active(config):
         return
     from provision.settings import SettingsError, validate
@@ -133,7 +135,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         is_host = item.get_closest_marker("host") is not None
         anywhere = item.get_closest_marker("anywhere") is not None  # @anywhere: cluster and --host-only runs
-        (keep if anywhere or is_host == settings.host_only else drop).append(item)
+        other_stack = item.get_closest_marker("dra" if settings.stack == "clusterpolicy" else "clusterpolicy")
+        (keep if (anywhere or is_host == settings.host_only) and other_stack is None else drop).append(item)
     if drop:
         # Host-level features run in --host-only runs; cluster runs check the same things through their nodes.
         config.hook.pytest_deselected(items=drop)

@@ -32,6 +32,11 @@ FAULTS = (
     # issue 16: renamed sharing, CDI (each fails exactly that node's check, the message names the mode)
     "cdi-spec-missing-gpu",   # the device plugin's CDI spec (CDI mode) leaves out the node's last GPU
     "renamed-count-wrong",    # the device plugin advertises the renamed resource (nvidia.com/gpu.shared) one short
+    # DRA mode (stack dra, docs/dra.md): what the DRA kubelet plugin publishes (lab/twin/dra_plugin.py)
+    "dra-plugin-never-publishes",  # the kubelet-plugin pod runs ready but publishes no ResourceSlice
+    "dra-slice-missing-gpu",       # the node's ResourceSlice lacks its last GPU
+    "dra-driver-version-differs",  # the slice's driverVersion is another driver than the host's
+    "dra-claim-left-allocated",    # a ResourceClaim of a gone pod keeps the node's last GPU allocated
 )
 MIG_STRATEGIES = ("single", "mixed")
 MIG_PROFILE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")

@@ -147,7 +147,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def unknown_value_paths(values: Any, chart_values: Any, prefix: str = "") -> list[str]:
     """Dotted paths of `values` that the chart's own values.yaml does not have (the chart would ignore
-    them). Lists are leaves: their items are not checked against the chart's defaults."""
+    them). Lists are leaves: their items are not checked against the chart's defaults; so are maps the chart
+    leaves empty (free-form maps such as draDriver.featureGates: {}, whose keys it documents in comments)."""
     out: list[str] = []
     if not isinstance(values, dict):
         return out
@@ -155,6 +156,6 @@ def unknown_value_paths(values: Any, chart_values: Any, prefix: str = "") -> lis
         path = f"{prefix}.{key}" if prefix else str(key)
         if not isinstance(chart_values, dict) or key not in chart_values:
             out.append(path)
-        elif isinstance(val, dict):
+        elif isinstance(val, dict) and chart_values[key] != {}:
             out += unknown_value_paths(val, chart_values[key], path)
     return out

@@ -90,6 +90,9 @@ class Settings:
     # ClusterPolicy cdi.nriPluginEnabled (chart value, v26.3+): the toolkit's NRI plugin; no RuntimeClass, no
     # containerd drop-in (runtime mode nri, provision/observe/runtime_mode.py)
     cdi_nri_plugin: bool = False
+    stack: str = "clusterpolicy"  # the GPU stack: clusterpolicy (device plugin) | dra (GPUCluster + DRA driver)
+    switch_stack: bool = False  # --provision may move an installed release to the other stack (docs/dra.md)
+    dra_sharing: str = "none"  # stack dra: GPU sharing through the claim's GpuConfig: none | TimeSlicing | MPS
 
     @property
     def provisioning(self) -> bool:
@@ -270,6 +273,7 @@ def validate(raw: dict[str, Any]) -> Settings:
         raise _err("host_pod_creates_per_s", s.host_pod_creates_per_s, "access pods created per second: 0 < n <= 1000")
     if not isinstance(s.host_gather, bool):
         raise _err("host_gather", s.host_gather, "true (one round trip per node) or false")
+    _validate_stack(s)
     timeouts = dict(DEFAULT_TIMEOUTS)
     for k, v in (s.timeouts or {}).items():
         if k not in DEFAULT_TIMEOUTS:
@@ -364,3 +368,22 @@ def _validate_mig_strategies(raw: Any) -> None:
     if not isinstance(raw, dict) or not all(isinstance(k, str) and v in MIG_STRATEGIES for k, v in raw.items()):
         raise _err("mig_strategies", raw, f'a table of node name or GPU product -> one of {MIG_STRATEGIES}, such as '
                    '{gpu-b = "mixed"}')
+
+
+def _validate_stack(s: Settings) -> None:
+    """stack: the GPU Operator's stack to judge (and install) the cluster by (docs/dra.md)."""
+    from provision.observe.dra import STACKS
+
+    if s.stack not in STACKS:
+        raise _err("stack", s.stack, "clusterpolicy (ClusterPolicy, the device plugin: the default) or dra "
+                   "(GPUCluster and the NVIDIA DRA driver, GPU Operator v26.7.0 or newer)")
+    if s.stack == "dra" and s.chart_version and CHART_VERSION.match(s.chart_version) and \
+            Version(s.chart_version.lstrip("v")) < Version("26.7.0"):
+        raise _err("chart_version", s.chart_version, "stack = \"dra\" needs GPU Operator v26.7.0 or newer (the first "
+                   "chart with gpuCluster.deployCR); set chart_version = \"v26.7.0\"")
+    from provision.observe.dra import SHARING_GATES
+
+    if s.dra_sharing != "none" and s.dra_sharing not in SHARING_GATES:
+        raise _err("dra_sharing", s.dra_sharing, f"none or one of the DRA driver's sharing strategies {sorted(SHARING_GATES)}")
+    if not isinstance(s.switch_stack, bool):
+        raise _err("switch_stack", s.switch_stack, "true or false")

@@ -51,6 +51,7 @@ class RunState:
     discovery_error: str | None = None
     feature_numbers: dict[str, set] = field(default_factory=dict)
     operands_settled: bool = False
+    dra_settled: bool = False
 
     def __repr__(self) -> str:
         # Allure records each step's arguments by repr, in every result file: keep it short (the default repr
@@ -98,6 +99,21 @@ class RunState:
         self.ctx.kube.snapshot(refresh=True)
         if note:
             allure.attach(note, "operands not settled after provisioning", allure.attachment_type.TEXT)
+
+    def settle_dra(self) -> None:
+        """DRA mode's settle_operands: in a --provision run, once per process, converge everything and wait for
+        GPUCluster ready and every GPU node's ResourceSlices (provision/dra.py settle)."""
+        if self.ctx.settings.mode != "provision" or self.dra_settled:
+            return
+        self.dra_settled = True
+        for name in self.engine.by_name:
+            self.engine.ensure(name)
+        from provision import dra
+
+        note = dra.settle(self.ctx)
+        self.ctx.kube.snapshot(refresh=True)
+        if note:
+            allure.attach(note, "DRA stack not settled after provisioning", allure.attachment_type.TEXT)
 
     def require_workload(self) -> None:
         if not self.ctx.settings.workload:

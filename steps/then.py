@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pytest_bdd import parsers, then
 
-from provision import checks
+from provision import checks, dra
 from steps.support import expect_check, expect_finding
 
 
@@ -203,3 +203,93 @@ def mig_dcgm(run, node):
 @then("the node has what its runtime mode needs")
 def runtime_mode_needs(run, node):
     expect_check(checks.runtime_mode_needs, run.ctx, node)
+
+
+# ----------------------------------------------------------------- DRA mode (features/dra_*.feature, docs/dra.md)
+@then("the cluster runs exactly the desired GPU stack")
+def dra_stack(run):
+    from provision.converge.operator import stack_refusal
+
+    refused = stack_refusal(run.ctx)
+    assert refused is None, refused
+
+
+@then("the apiserver serves resource.k8s.io/v1")
+def dra_api(run):
+    run.settle_dra()
+    expect_finding(dra.api_served(run.ctx))
+
+
+@then("the DeviceClasses of the NVIDIA DRA driver exist")
+def dra_device_classes(run):
+    run.settle_dra()
+    expect_finding(dra.device_classes(run.ctx))
+
+
+@then(parsers.parse('GPUCluster gpu-cluster is "{state}"'))
+def dra_gpu_cluster(run, state):
+    run.settle_dra()
+    assert state == "ready", f"only the state ready is checked, the feature asks for {state!r}"
+    expect_finding(dra.gpu_cluster_ready(run.ctx))
+
+
+@then("the DRA driver's controller is ready")
+def dra_controller(run):
+    run.settle_dra()
+    expect_finding(dra.driver_controller(run.ctx))
+
+
+@then("no gpu.nvidia.com ResourceClaim is held for a pod that no longer exists")
+def dra_claims(run):
+    run.settle_dra()
+    expect_finding(dra.claims_released(run.ctx))
+
+
+@then("the DRA kubelet plugin pod on the node is ready")
+def dra_plugin(run, node):
+    run.settle_dra()
+    expect_finding(dra.kubelet_plugin(run.ctx, node))
+
+
+@then("the node's ResourceSlices list one device per GPU with nvidia-smi's UUIDs and driver version")
+def dra_slices(run, node):
+    run.settle_dra()
+    expect_check(dra.node_slices, run.ctx, node)
+
+
+@then("the node does not also advertise nvidia.com/gpu")
+def dra_not_twice(run, node):
+    run.settle_dra()
+    expect_finding(dra.no_double_advertisement(run.ctx, node))
+
+
+@then('a pod with a ResourceClaim for one gpu.nvidia.com device on the node prints "Test PASSED" and its claim is released')
+def dra_workload(run, node):
+    from provision.dra_workload import claim_vectoradd
+
+    run.settle_dra()
+    run.require_workload()
+    expect_finding(claim_vectoradd(run.ctx.kube, run.ctx.settings, node))
+
+
+@then('two pods naming one ResourceClaim with the desired GPU sharing on the node both print "Test PASSED"')
+def dra_sharing(run, node):
+    import pytest
+
+    from provision.dra_workload import shared_claim_vectoradd
+
+    strategy = run.ctx.settings.dra_sharing
+    if strategy == "none":
+        pytest.skip("no GPU sharing asked for (dra_sharing = none)")
+    run.settle_dra()
+    run.require_workload()
+    expect_finding(shared_claim_vectoradd(run.ctx.kube, run.ctx.settings, node, strategy))
+
+
+@then("a pod without a ResourceClaim on the node sees no /dev/nvidia* device")
+def dra_isolation(run, node):
+    from provision.dra_workload import unclaimed_pod_sees_no_gpu
+
+    run.settle_dra()
+    run.require_workload()
+    expect_finding(unclaimed_pod_sees_no_gpu(run.ctx.kube, run.ctx.settings, node))

@@ -33,7 +33,7 @@ from lab import podnet
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import LabSpec, NodeSpec
 from lab.state import LabPaths
-from lab.twin import containerd, dcgm_server, hook_jobs, mig, nfd, operands, outputs, plugin_config, podspec
+from lab.twin import containerd, dcgm_server, dra_plugin, hook_jobs, mig, nfd, operands, outputs, plugin_config, podspec
 from lab.twin.gpus import gpus_for
 from lab.twin.informer import Informer
 from lab.twin.operator_process import OperatorSupervisor, State
@@ -251,10 +251,34 @@ class Twin:
             self._start_operator_pod(pod)
         elif operands.is_nfd_worker(labels):
             self._run_nfd_worker(pod, node)
+        elif labels.get("app") == dra_plugin.PLUGIN_APP:
+            self._start_dra_plugin(pod, node)
+        elif labels.get("app") == operands.BY_APP["nvidia-operator-validator"].app and spec.get("resourceClaims"):
+            # the GPUCluster's DRA validator: it carries the ClusterPolicy validator's app label (the upgrade
+            # controller selects on it) but validates the driver and its GPU claim, not toolkit and device plugin
+            if "driver-broken" in node.faults or "gpu-missing" in node.faults:
+                self._set_running(pod, ready=False, init_waiting="driver-validation")
+                self._set_state(uid, "validating")
+            else:
+                self._set_running(pod, ready=True)
+                self._set_state(uid, "running")
+        elif labels.get("app") in dra_plugin.DRA_OPERAND_APPS:
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
         elif op is not None:
             self._start_operand(pod, op, node)
         elif self._requests_gpu(pod):
+            error = self._dra_prepare_error(pod, node) if pod["spec"].get("resourceClaims") else None
+            if error:
+                # kubelet's NodePrepareResources through the DRA plugin failed: the pod stays ContainerCreating
+                self._event(pod, "Warning", "FailedPrepareDynamicResources",
+                            f"Failed to prepare dynamic resources: prepare dynamic resources: NodePrepareResources "
+                            f"failed for ResourceClaim: {error}")
+                self._set_state(uid, "waiting-claim")
+                return
             self._run_workload(pod, node)
+        elif dra_plugin.lists_devices(pod):
+            self._run_device_listing(pod)
         elif any(o.get("kind") == "Job" for o in md.get("ownerReferences") or []):
             self._run_job_pod(pod)
         else:
@@ -272,6 +296,9 @@ class Twin:
 
     @staticmethod
     def _requests_gpu(pod: dict) -> bool:
+        if pod["spec"].get("resourceClaims") and any((c.get("resources") or {}).get("claims")
+                                                     for c in pod["spec"].get("containers", [])):
+            return True  # a DRA workload: the scheduler allocated its claims before it bound the pod here
         for c in pod["spec"].get("containers", []):
             res = c.get("resources") or {}
             names = set(res.get("limits") or {}) | set(res.get("requests") or {})
@@ -419,6 +446,9 @@ class Twin:
         if app == "nvidia-container-toolkit-daemonset" and node in self.nodes:
             # The real toolkit removes its drop-in when its container stops (the import line stays).
             self._submit(lambda: containerd.toolkit_uninstall(self._host_root(node)))
+        if app == dra_plugin.PLUGIN_APP and node in self.nodes:
+            # the kubeletplugin helper removes the node's slices when the plugin stops
+            self._submit(lambda: self._unpublish_slices(node))
         if app == "nvidia-device-plugin-daemonset" and node in self.nodes:
             # kubelet drops a device plugin's resources when the plugin goes away.
             self._submit(lambda: self._advertise(node, 0))
@@ -428,6 +458,27 @@ class Twin:
                                                         md["name"])
 
     # ----------------------------------------------------------------- workloads
+    def _run_device_listing(self, pod: dict) -> None:
+        """A container that lists /dev/nvidia*: it sees the device nodes CDI gives it, i.e. those of its
+        allocated gpu.nvidia.com claims (none for a pod without a claim: lab/twin/dra_plugin.py)."""
+        uid = pod["metadata"]["uid"]
+        self._set_running(pod, ready=True)
+        self._set_state(uid, "running")
+        devices: list[str] = []
+        names = {c.get("resourceClaimName") for c in (pod.get("status") or {}).get("resourceClaimStatuses") or []}
+        names |= {c.get("resourceClaimName") for c in pod["spec"].get("resourceClaims") or []}
+        for name in names:
+            if not name:
+                continue
+            with contextlib.suppress(ApiException):
+                devices += dra_plugin.claim_device_nodes(self.custom.get_namespaced_custom_object(
+                    "resource.k8s.io", "v1", pod["metadata"]["namespace"], "resourceclaims", name))
+
+        def finish() -> None:
+            self._set_terminated(pod, 0, dra_plugin.ls_output(sorted(set(devices))))
+            self._set_state(uid, "done")
+        self.timers.after(self.timing.workload_s, finish)
+
     def _run_workload(self, pod: dict, node: NodeSpec) -> None:
         uid = pod["metadata"]["uid"]
         self._set_running(pod, ready=True)
@@ -501,6 +552,70 @@ class Twin:
         patch = {k: v for k, v in nfd.labels(node).items() if have.get(k) != v}
         if patch:
             _sent(self.core.patch_node(node.name, {"metadata": {"labels": patch}}, _preload_content=False))
+
+    # ----------------------------------------------------------------- the DRA kubelet plugin
+    def _start_dra_plugin(self, pod: dict, node: NodeSpec) -> None:
+        """The DRA driver's kubelet plugin: publishes the node's ResourceSlice (lab/twin/dra_plugin.py), then is
+        ready. With dra-claim-left-allocated it also leaves a claim of a gone pod allocated on the node."""
+        uid = pod["metadata"]["uid"]
+        self._set_running(pod, ready=False)
+
+        def publish() -> None:
+            if not self._alive(pod):
+                return
+            if "dra-plugin-never-publishes" not in node.faults and node.gpus and "gpu-missing" not in node.faults:
+                self._unpublish_slices(node.name)
+                node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
+                self.custom.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                                         dra_plugin.resource_slice(node, node_obj["metadata"].get("uid", "")))
+                self.record("slices-published", node=node.name)
+            if "dra-claim-left-allocated" in node.faults:
+                self._leave_claim(node)
+            self._write_logs(pod, f"Published ResourceSlice for pool {node.name}\n")
+            self._set_running(pod, ready=True)
+            self._set_state(uid, "running")
+        self.timers.after(self.timing.plugin_ready_s, lambda: self._submit(publish))
+
+    def _dra_prepare_error(self, pod: dict, node: NodeSpec) -> str | None:
+        """What the DRA kubelet plugin's prepare says about the pod's claims: a GpuConfig sharing strategy whose
+        feature gate the node's plugin does not have (its FEATURE_GATES env, rendered from draDriver.featureGates)."""
+        ns = pod["metadata"]["namespace"]
+        names = [c.get("resourceClaimName") for c in pod["spec"].get("resourceClaims") or []]
+        names += [c.get("resourceClaimName") for c in (pod.get("status") or {}).get("resourceClaimStatuses") or []]
+        plugin = next((p for p in self.informers["pods"].items() if p["spec"].get("nodeName") == node.name
+                       and not p["metadata"].get("deletionTimestamp")
+                       and (p["metadata"].get("labels") or {}).get("app") == dra_plugin.PLUGIN_APP), None)
+        gates = dra_plugin.feature_gates(podspec.env(plugin, podspec.container(plugin, "gpus")) if plugin else {})
+        for name in {n for n in names if n}:
+            try:
+                claim = self.custom.get_namespaced_custom_object("resource.k8s.io", "v1", ns, "resourceclaims", name)
+            except ApiException:
+                continue
+            error = dra_plugin.sharing_error(claim, gates)
+            if error:
+                return error
+        return None
+
+    def _unpublish_slices(self, node: str) -> None:
+        slices = self.custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                                        field_selector=f"spec.nodeName={node}")["items"]
+        for sl in slices:
+            if sl["spec"].get("driver") == dra_plugin.DRIVER:
+                with contextlib.suppress(ApiException):
+                    self.custom.delete_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                                             sl["metadata"]["name"])
+
+    def _leave_claim(self, node: NodeSpec) -> None:
+        body = dra_plugin.left_claim(node)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            self.custom.create_namespaced_custom_object("resource.k8s.io", "v1", ns, "resourceclaims", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return
+        self.custom.patch_namespaced_custom_object_status("resource.k8s.io", "v1", ns, "resourceclaims", name,
+                                                          {"status": dra_plugin.left_claim_status(node)})
 
     # ----------------------------------------------------------------- operands
     def _start_operand(self, pod: dict, op: operands.Operand, node: NodeSpec) -> None:

@@ -105,6 +105,10 @@ class TimeSlicing:
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         s = ctx.settings
+        if s.stack == "dra":
+            result.notes.append("stack dra: GPU sharing comes from a ResourceClaim's opaque GpuConfig, not from the "
+                                "device plugin's time-slicing ConfigMap (docs/dra.md): nothing to configure")
+            return []
         snap = ctx.kube.snapshot()
         nodes = self._supported(ctx, result)
         data, default, labels = _with_mig(ctx, nodes, desired_timeslicing(ctx, nodes))

@@ -22,6 +22,7 @@ from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
 from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
 from provision.observe import distribution as dist
+from provision.observe.dra import detect_stack, sharing_values, stack_values, switch_refusal
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 REPAIR = "repair first: "
@@ -123,6 +124,13 @@ def desired_values(ctx: RunContext) -> tuple[dict, list[str]]:
     mig_values, mig_notes = mig.chart_values(ctx)  # ClusterPolicy spec.mig.strategy for the MIG nodes
     values.update(mig_values)
     notes += mig_notes
+    if ctx.settings.stack == "dra":
+        # GPUCluster mode (docs/dra.md): the chart's singleton GPUCluster instead of the ClusterPolicy; ClusterPolicy
+        # mode adds nothing here (a v26.3.0 chart has no gpuCluster value).
+        values.update(stack_values("dra"))
+        values.update(sharing_values(ctx.settings.dra_sharing))
+        notes.append("stack dra: gpuCluster.deployCR=true, clusterPolicy.deployCR=false (the GPUCluster stack runs "
+                     "the DRA driver, no device plugin and no container toolkit)")
     docker = [n for n in ctx.gpu_nodes if n in base_dirs and has_docker(ctx.host(n))]
     if docker:
         notes.append(f"RUNTIME_CONFIG_SOURCE=file on {', '.join(docker)}: the toolkit's default source `command` "
@@ -166,6 +174,27 @@ def _node_runtime_failure(ctx: RunContext, node: str) -> str | None:
     return None if finding.ok else f"containerd on {node} does not run with runc and nvidia: {finding.message}"
 
 
+def installed_stack(ctx: RunContext) -> tuple[str | None, str | None]:
+    """(stack the cluster runs, error): from the ClusterPolicy and GPUCluster CRs that exist (docs/dra.md)."""
+    from provision.dra import list_gpu_clusters
+
+    cp = ctx.kube.get_cluster_policy()
+    st = detect_stack([cp] if cp else [], list_gpu_clusters(ctx.kube))
+    return st.mode, st.error
+
+
+def stack_refusal(ctx: RunContext) -> str | None:
+    """Why --provision must not touch the release: both CRs exist, or it runs the other stack and switching was
+    not asked for. None: go ahead."""
+    mode, error = installed_stack(ctx)
+    if error:
+        return error
+    want = ctx.settings.stack
+    if mode is not None and mode != want and not ctx.settings.switch_stack:
+        return switch_refusal(mode, want)
+    return None
+
+
 class OperatorRelease:
     name = "operator-release"
     depends = ("docker-runtime", "host-driver", "runc-dropin")
@@ -180,6 +209,10 @@ class OperatorRelease:
                            f"chart gpu-operator {s.chart_version} from {s.chart_repo}; values " + yaml.safe_dump(
                                values, default_flow_style=True, width=1000).strip())]
         changes = []
+        refused = stack_refusal(ctx)
+        if refused:
+            return [Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
+                           f"stack {s.stack} (refused: {refused})")]
         user, effective = ctx.helm.values(), ctx.helm.values(all_values=True)
         _, value_changes, kept = merge_values(user, values, effective)
         adopted = self._adopting(ctx)
@@ -241,6 +274,10 @@ class OperatorRelease:
                 f"({before.chart}): another helm operation is running or was killed before it finished; nothing was "
                 f"changed. If no helm operation is running, run helm rollback {s.release} -n {s.namespace}{first}, "
                 "then --provision again")
+        if before is not None:
+            refused = stack_refusal(ctx)
+            if refused:
+                raise ConvergeError(refused)
         if before is not None and is_downgrade(before.chart_version, s.chart_version):
             raise ConvergeError(downgrade_error(s.namespace, s.release, before.chart_version, s.chart_version))
         ns_existed = self._namespace_exists(ctx)
@@ -319,6 +356,10 @@ class ContainerdRestart:
         return env.get("RUNTIME_DROP_IN_CONFIG", "/etc/containerd/conf.d/99-nvidia.toml")
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
+        if ctx.settings.stack == "dra":
+            result.notes.append("stack dra: the GPUCluster stack has no container toolkit (the DRA driver hands "
+                                "devices to containerd through CDI): no containerd restart")
+            return []
         changes = []
         if ctx.settings.cdi_nri_plugin or (not ctx.settings.provisioning and self._nri(ctx)):
             result.notes.append("runtime mode nri: the toolkit configures no containerd runtime (its installer's "

@@ -1,0 +1,138 @@
+"""DRA mode against ONE lab with the real GPU Operator v26.7.0 in its GPUCluster stack (gpuCluster.deployCR=true,
+clusterPolicy.deployCR=false): `pytest features/ --provision --stack dra` installs it, the real kube-scheduler
+allocates the claims from the ResourceSlices the twin publishes as the DRA kubelet plugin does, and the audit
+after it passes on the healthy nodes; each DRA fault (one per node) fails exactly its node's check (and the
+cluster-wide checks the real operator and controller make it fail, named below); the audit writes only its own
+claim templates, claims and pods in its namespace, and --no-workload nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.suite.runner import run_suite, suite_writes
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+HEALTHY = ("gpu-a", "gpu-b")
+SPEC = {"nodes": [
+    {"name": "cp-1", "control_plane": True, "gpus": 0},
+    {"name": "gpu-a", "gpus": 1},
+    {"name": "gpu-b", "gpus": 2},
+    {"name": "gpu-c", "gpus": 1, "faults": ["dra-plugin-never-publishes"]},
+    {"name": "gpu-d", "gpus": 2, "faults": ["dra-slice-missing-gpu", "dra-claim-left-allocated"]},
+    {"name": "gpu-e", "gpus": 1, "faults": ["dra-driver-version-differs"]},
+]}
+ARGS = ("--stack", "dra", "--chart-version", "v26.7.0", "--timeouts", "workload=30,operands_settle=20")
+SLICES = "The node's ResourceSlices list its GPUs as nvidia-smi does"
+WORKLOAD = "A pod with a GPU claim runs CUDA on the node"
+CLAIMS = "No GPU claim is held for a pod that no longer exists"
+GPU_CLUSTER = "GPUCluster is ready"
+SHARING = "Two pods share one GPU through one claim when sharing is asked for"
+# (node, scenario) -> a text its message must contain: every failure of the run, no other
+EXPECTED_FAILURES = {
+    ("gpu-c", SLICES): "published nothing",
+    ("gpu-c", WORKLOAD): "gpu-c",               # nothing to allocate on a node without slices
+    # (the isolation scenario passes on every node: a pod without a claim sees no device, faults or not)
+    (None, GPU_CLUSTER): "notReady",            # the real operator: gpu-c's DRA validator pod cannot be scheduled
+    ("gpu-d", SLICES): "are not in the node's ResourceSlices",
+    (None, CLAIMS): "default/left-behind-gpu-d (gpu-d/gpu-1)",
+    ("gpu-e", SLICES): "driverVersion differs from the host driver 580.159.04",
+}
+
+
+@pytest.fixture(scope="module")
+def dra_lab(module_lab_factory):
+    return module_lab_factory(SPEC, "dra")
+
+
+@pytest.fixture(scope="module")
+def provisioned(dra_lab, tmp_path_factory):
+    return run_suite(dra_lab, tmp_path_factory.mktemp("provision"), "--provision", *ARGS, timeout=900)
+
+
+def _failures(run) -> dict:
+    return {(r["node"], r["scenario"]): r["message"] for r in run.results() if r["outcome"] in ("failed", "broken")}
+
+
+def test_provision_installs_the_dra_stack_and_the_healthy_nodes_pass(dra_lab, provisioned):
+    run = provisioned
+    assert run.summary.get("results"), run.output[-4000:]
+    for node in HEALTHY:
+        results = run.results(node)
+        bad = [(r["scenario"], r["outcome"], r["message"][:300]) for r in results if r["outcome"] != "passed"
+               and r["feature"].startswith("Every GPU node publishes") and r["scenario"] != SHARING]
+        assert not bad, bad
+        assert any(r["scenario"] == WORKLOAD and r["outcome"] == "passed" for r in results), run.output[-3000:]
+    failures = _failures(run)
+    assert set(failures) == set(EXPECTED_FAILURES), {k: v[:300] for k, v in failures.items()}
+
+
+@pytest.fixture(scope="module")
+def audited(dra_lab, provisioned, tmp_path_factory):
+    return run_suite(dra_lab, tmp_path_factory.mktemp("audit"), *ARGS, timeout=600)
+
+
+def test_the_audit_after_it_gives_the_same_verdicts(audited):
+    run = audited
+    assert run.rc == 10, run.output[-3000:]  # the faulty nodes: non-conformant
+    failures = _failures(run)
+    assert set(failures) == set(EXPECTED_FAILURES), {k: v[:300] for k, v in failures.items()}
+    for key, text in EXPECTED_FAILURES.items():
+        assert text in failures[key], (key, failures[key][:500])
+        assert "Fix" in failures[key] or "fix" in failures[key], failures[key]
+    for node in HEALTHY:
+        dra_results = [r for r in run.results(node) if r["feature"].startswith("Every GPU node publishes")]
+        outcomes = {r["scenario"]: r["outcome"] for r in dra_results}
+        assert outcomes.pop(SHARING) == "skipped", "no sharing asked for: the sharing scenario is not applicable"
+        assert len(outcomes) == 5 and set(outcomes.values()) == {"passed"}, dra_results
+    # the device plugin stack's scenarios are not part of a DRA run (deselected, not skipped or failed)
+    assert not [r for r in run.results() if r["scenario"] in ("ClusterPolicy is ready", "CUDA vector addition passes "
+                                                                                      "on the node")]
+
+
+def test_the_audit_wrote_only_its_claim_templates_and_pods_in_its_namespace(dra_lab, audited):
+    writes = suite_writes(dra_lab, audited)
+    assert writes, "the DRA workload scenarios made no request: the proof below would prove nothing"
+    where = {(e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("namespace")) for e in writes}
+    assert where <= {("create", "resourceclaimtemplates", "gpu-conformance"), ("create", "pods", "gpu-conformance"),
+                     ("delete", "resourceclaimtemplates", "gpu-conformance"), ("delete", "pods", "gpu-conformance")}, \
+        where
+    # the claims themselves are made (and deleted with their pods) by the resource claim controller, not the suite
+    claims = [e for e in dra_lab.audit_events() if e.get("objectRef", {}).get("resource") == "resourceclaims"
+              and e.get("verb") == "create" and e.get("objectRef", {}).get("namespace") == "gpu-conformance"
+              and audited.started <= _t(e) <= audited.finished + 1]
+    assert claims and {e["user"]["username"] for e in claims} == {"system:serviceaccount:kube-system:resource-claim-controller"}
+
+
+def _t(event: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_no_write_at_all_without_workload(dra_lab, audited, tmp_path):
+    run = run_suite(dra_lab, tmp_path, *ARGS, "--no-workload")
+    assert run.summary["results"], run.output[-2000:]
+    assert suite_writes(dra_lab, run) == []
+    workload = [r for r in run.results() if r["scenario"] == WORKLOAD]
+    assert workload and all(r["outcome"] == "skipped" for r in workload)
+
+
+
+# ----------------------------------------------------------------- sharing (these change the lab: they run last)
+def test_sharing_the_driver_was_not_configured_for_fails_with_the_drivers_words(dra_lab, audited, tmp_path):
+    run = run_suite(dra_lab, tmp_path, *ARGS, "--dra-sharing", "MPS", "--gpu-nodes", "gpu-a")
+    result = next(r for r in run.results("gpu-a") if r["scenario"] == SHARING)
+    assert result["outcome"] == "failed", result
+    assert '"MPS" is selected as the GPU sharing strategy, but the "MPSSupport" feature gate is not enabled' in \
+        result["message"] and "draDriver.featureGates" in result["message"], result["message"]
+
+
+def test_provision_with_time_slicing_lets_two_pods_share_one_gpu(dra_lab, audited, tmp_path):
+    run = run_suite(dra_lab, tmp_path, "--provision", *ARGS, "--dra-sharing", "TimeSlicing", timeout=900)
+    for node in HEALTHY:
+        result = next(r for r in run.results(node) if r["scenario"] == SHARING)
+        assert result["outcome"] == "passed", result["message"][:1000]
+    # gpu-c publishes nothing: its sharing pods have nothing to be allocated either
+    want = {*EXPECTED_FAILURES, ("gpu-c", SHARING)}
+    assert set(_failures(run)) == want, {k: v[:300] for k, v in _failures(run).items()}
