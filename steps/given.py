@@ -60,7 +60,12 @@ def time_slicing(replicas, run, gpu_node):
 @given("the GPU Operator is installed")
 def operator_installed(run):
     require_cluster_level(converged(run, "operator-release"))
-    run.settle_operands()   # --provision: the whole fleet converged and its operands settled before any Then
+    # --provision: the whole fleet converged and its operands (DRA mode: GPUCluster and the slices) settled before
+    # any Then
+    if run.ctx.settings.stack == "dra":
+        run.settle_dra()
+    else:
+        run.settle_operands()
 
 
 @given("the discovery ConfigMap is published")

@@ -216,50 +216,42 @@ def dra_stack(run):
 
 @then("the apiserver serves resource.k8s.io/v1")
 def dra_api(run):
-    run.settle_dra()
     expect_finding(dra.api_served(run.ctx))
 
 
 @then("the DeviceClasses of the NVIDIA DRA driver exist")
 def dra_device_classes(run):
-    run.settle_dra()
     expect_finding(dra.device_classes(run.ctx))
 
 
 @then(parsers.parse('GPUCluster gpu-cluster is "{state}"'))
 def dra_gpu_cluster(run, state):
-    run.settle_dra()
     assert state == "ready", f"only the state ready is checked, the feature asks for {state!r}"
     expect_finding(dra.gpu_cluster_ready(run.ctx))
 
 
 @then("the DRA driver's controller is ready")
 def dra_controller(run):
-    run.settle_dra()
     expect_finding(dra.driver_controller(run.ctx))
 
 
 @then("no gpu.nvidia.com ResourceClaim is held for a pod that no longer exists")
 def dra_claims(run):
-    run.settle_dra()
     expect_finding(dra.claims_released(run.ctx))
 
 
 @then("the DRA kubelet plugin pod on the node is ready")
 def dra_plugin(run, node):
-    run.settle_dra()
     expect_finding(dra.kubelet_plugin(run.ctx, node))
 
 
 @then("the node's ResourceSlices list one device per GPU with nvidia-smi's UUIDs and driver version")
 def dra_slices(run, node):
-    run.settle_dra()
     expect_check(dra.node_slices, run.ctx, node)
 
 
 @then("the node does not also advertise nvidia.com/gpu")
 def dra_not_twice(run, node):
-    run.settle_dra()
     expect_finding(dra.no_double_advertisement(run.ctx, node))
 
 
@@ -267,7 +259,6 @@ def dra_not_twice(run, node):
 def dra_workload(run, node):
     from provision.dra_workload import claim_vectoradd
 
-    run.settle_dra()
     run.require_workload()
     expect_finding(claim_vectoradd(run.ctx.kube, run.ctx.settings, node))
 
@@ -281,7 +272,6 @@ def dra_sharing(run, node):
     strategy = run.ctx.settings.dra_sharing
     if strategy == "none":
         pytest.skip("no GPU sharing asked for (dra_sharing = none)")
-    run.settle_dra()
     run.require_workload()
     expect_finding(shared_claim_vectoradd(run.ctx.kube, run.ctx.settings, node, strategy))
 
@@ -290,6 +280,5 @@ def dra_sharing(run, node):
 def dra_isolation(run, node):
     from provision.dra_workload import unclaimed_pod_sees_no_gpu
 
-    run.settle_dra()
     run.require_workload()
     expect_finding(unclaimed_pod_sees_no_gpu(run.ctx.kube, run.ctx.settings, node))

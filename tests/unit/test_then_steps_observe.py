@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 STEPS = Path(__file__).resolve().parents[2] / "steps"
-SIDE_EFFECTS = {"settle_operands", "converged", "ensure", "apply", "require_node_level", "require_cluster_level"}
+SIDE_EFFECTS = {"settle_operands", "settle_dra", "converged", "ensure", "apply", "require_node_level", "require_cluster_level"}
 
 
 def test_no_then_step_has_a_side_effect() -> None:
