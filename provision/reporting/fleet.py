@@ -194,11 +194,14 @@ def _health_cell(results: list[Mapping[str, Any]], measured: Mapping[str, Any] |
 
 
 def _mode_badge(info: Any) -> dict[str, str] | None:
-    """The runtime mode and sharing a node was judged in (summary.json nodes.<node>, issue 16), or None."""
-    if not isinstance(info, Mapping) or not info.get("runtime_mode"):
+    """The runtime mode, MIG and sharing a node was judged in (summary.json nodes.<node>, issue 16), or None."""
+    if not isinstance(info, Mapping) or not (info.get("runtime_mode") or isinstance(info.get("mig"), Mapping)):
         return None
     sharing = info.get("sharing") if isinstance(info.get("sharing"), Mapping) else {}
-    parts = [str(info["runtime_mode"])]
+    parts = [str(info["runtime_mode"])] if info.get("runtime_mode") else []
+    mig = info.get("mig") if isinstance(info.get("mig"), Mapping) else None
+    if mig:
+        parts.append(f"MIG {mig.get('strategy') or '?'} {mig.get('profile') or '?'} ({mig.get('state') or '?'})")
     if sharing.get("strategy") and sharing["strategy"] != "none":
         parts.append(f"{sharing['strategy']} x{sharing.get('replicas')}")
     if sharing.get("renamed"):

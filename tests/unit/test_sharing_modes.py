@@ -226,6 +226,8 @@ def test_summary_node_modes_and_the_fleet_badge() -> None:
     page = render_fleet({"results": [{"node": "a", "feature": "f", "scenario": "s", "outcome": "passed"}],
                          "nodes": {"a": out["a"]}}, {})
     assert '<small class="mode" title="ClusterPolicy spec.cdi (unset: CRD defaults)">cdi \u00b7 time-slicing x2' in page
+    mig = _mode_badge({"runtime_mode": "cdi", "mig": {"strategy": "single", "profile": "all-1g.10gb", "state": "success"}})
+    assert mig and mig["text"] == "cdi \u00b7 MIG single all-1g.10gb (success)", mig
 
 
 def test_desired_configmap_and_labels_follow_the_sharing_profiles() -> None:
