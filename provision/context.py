@@ -252,8 +252,9 @@ class RunContext:
         if not path or not self._hosts:
             return
         trips = {n: getattr(getattr(h, "host", h), "round_trips", 0) for n, h in sorted(self._hosts.items())}
+        live = {n: h.live_calls for n, h in sorted(self._hosts.items()) if getattr(h, "live_calls", None)}
         with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"pid": os.getpid(), "round_trips": trips}) + "\n")
+            f.write(json.dumps({"pid": os.getpid(), "round_trips": trips, "not_gathered": live}) + "\n")
 
     def host_record(self, node: str) -> HostRecord:
         return HostRecord(self.host(node))

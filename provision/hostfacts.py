@@ -250,6 +250,7 @@ def gather_plan(spec, health_window_s: float):
     cover (an `imports` glob outside the folders listed here, say) is still read from the host, one call each."""
     from provision.converge.hosts import IS_ENABLED_ARGV, IS_ENABLED_TIMEOUT_S
     from provision.hosts.gather import ContainerdSpec, DirSpec, GatherPlan
+    from provision.observe.runtime_mode import CDI_SPEC_DIRS
     from provision.record import HOST_RECORD, HOST_STATE
 
     chroot = str(spec.root) if spec.exec_mode == "path" and spec.root not in (None, "/") else ""
@@ -257,7 +258,9 @@ def gather_plan(spec, health_window_s: float):
         files=(BASE_DIR_FILE, DOCKER_DAEMON_JSON, HOST_RECORD, HOST_STATE),
         probes=(SNAP_CONTAINERD, VANILLA_CONTAINERD, "/usr/bin/dockerd"),
         dirs=(DirSpec("/etc/containerd", 2, "*.toml"), DirSpec("/etc/systemd/system", 1, "*.service"),
-              DirSpec("/run/nvidia/validations", 1, "-")),
+              DirSpec("/run/nvidia/validations", 1, "-"),
+              # CDI spec files (runtime modes cdi / nri, provision/checks.py runtime_mode_needs)
+              *(DirSpec(d, 1, "*") for d in CDI_SPEC_DIRS)),
         commands=((tuple(nvidia_smi.query_argv()), 60.0),
                   (("sh", "-c", _HEALTH_SCRIPT, "sh", str(int(health_window_s))), 120.0),
                   (IS_ENABLED_ARGV, IS_ENABLED_TIMEOUT_S)),

@@ -58,6 +58,7 @@ class GatheredHost:
         self._doc = doc
         self.why_not = why_not          # why there is no document (the gather failed), for messages and logs
         self.served = 0                 # calls answered from the document
+        self.live_calls: list[str] = []
         self.passed = 0                 # calls that went to the host
         self._lock = threading.Lock()
 
@@ -81,9 +82,11 @@ class GatheredHost:
         with self._lock:
             self._doc = None
 
-    def _live(self) -> None:
+    def _live(self, what: str = "") -> None:
         with self._lock:
             self.passed += 1
+            if len(self.live_calls) < 50:      # what the document did not cover (the round-trip log names it)
+                self.live_calls.append(what)
 
     def _hit(self) -> None:
         with self._lock:
@@ -106,7 +109,7 @@ class GatheredHost:
                 if check and not result.ok:
                     raise CommandFailed(result)
                 return result
-        self._live()
+        self._live(f"run {shlex.join(argv) if not isinstance(argv, str | bytes) else argv!r}"[:200])
         return self.host.run(argv, check=check, timeout=timeout, mutates=mutates)
 
     # -- files ---------------------------------------------------------------------------------------------
@@ -120,7 +123,7 @@ class GatheredHost:
                 if isinstance(value, tuple):
                     raise HostCommandError(self.host.name, f"reading {path}", value[0], value[1])
                 return value
-        self._live()
+        self._live(f"read {path}")
         return self.host.read_bytes(path)
 
     def read_text(self, path: str) -> str | None:
@@ -139,7 +142,7 @@ class GatheredHost:
             if answer is not None:
                 self._hit()
                 return answer
-        self._live()
+        self._live(f"exists {path}")
         return self.host.exists(path)
 
     def glob(self, pattern: str) -> list[str]:
@@ -150,7 +153,7 @@ class GatheredHost:
             if found is not None:
                 self._hit()
                 return found
-        self._live()
+        self._live(f"glob {pattern}")
         return self.host.glob(pattern)
 
     def write_text(self, path: str, text: str, mode: int | None = 0o644, backup: bool = True, *,

@@ -24,6 +24,7 @@ import contextlib
 import json
 import re
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -331,7 +332,7 @@ class PodExecBackend:
         marker = f"gnc-exit-status-{secrets.token_hex(8)}"
         try:
             resp = stream(
-                self.core_v1.connect_get_namespaced_pod_exec,
+                _exec_api(self.core_v1).connect_get_namespaced_pod_exec,
                 name,
                 self.namespace,
                 container=CONTAINER,
@@ -515,3 +516,26 @@ def close_fleet(backends: list[PodExecBackend], concurrency: int = 16) -> list[s
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(started))), thread_name_prefix="pod-close") as pool:
         list(pool.map(close, started))
     return errors
+
+
+_EXEC_CLIENTS = threading.local()
+
+
+def _exec_api(core_v1: Any) -> Any:
+    """A CoreV1Api of this thread's own ApiClient (same configuration) for exec streams. kubernetes.stream.stream
+    swaps the ApiClient's call_api for the WebSocket one while it runs and puts back what it found: two threads
+    streaming on one shared client (the gathers run in a pool) can leave the websocket call_api installed, and
+    every later plain request of that client then fails with "Handshake status 200 OK" (seen: operator-release
+    broken in a pod-backend audit)."""
+    from kubernetes import client
+
+    if not isinstance(getattr(core_v1, "api_client", None), client.ApiClient):
+        return core_v1                      # a test double
+    cache = getattr(_EXEC_CLIENTS, "apis", None)
+    if cache is None:
+        cache = _EXEC_CLIENTS.apis = {}
+    key = id(core_v1.api_client)
+    api = cache.get(key)
+    if api is None:
+        api = cache[key] = client.CoreV1Api(client.ApiClient(core_v1.api_client.configuration))
+    return api

@@ -67,11 +67,16 @@ def test_serial_and_xdist_give_identical_results(faulty, tmp_path):
     # scenarios of a node run on one worker, but the convergers' plan, once per process, reads every node's host)
     gpu_nodes = sorted([*FAULTY, *HEALTHY])
     per_node: dict[str, dict[str, int]] = {k: {} for k in trips}
+    not_gathered: dict[str, list[str]] = {}
     for kind, path in trips.items():
         for line in path.read_text().splitlines():
-            for node, n in json.loads(line)["round_trips"].items():
+            doc = json.loads(line)
+            for node, n in doc["round_trips"].items():
                 per_node[kind][node] = per_node[kind].get(node, 0) + n
-    assert per_node["serial"] == dict.fromkeys(gpu_nodes, 1), per_node["serial"]
+            if kind == "serial":
+                for node, calls in (doc.get("not_gathered") or {}).items():
+                    not_gathered.setdefault(node, []).extend(calls)
+    assert per_node["serial"] == dict.fromkeys(gpu_nodes, 1), (per_node["serial"], not_gathered)
     assert sorted(per_node["xdist"]) == gpu_nodes and all(1 <= n <= 2 for n in per_node["xdist"].values()), per_node
 
     def comparable(run):
