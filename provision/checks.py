@@ -89,7 +89,11 @@ def operator_available(ctx: RunContext) -> Finding:
 
 
 def cluster_policy_state(ctx: RunContext, want: str) -> Finding:
+    """ClusterPolicy's state. Under --provision the read waits (watching, at most `operands_settle` s) for the
+    operator's roll-up to catch up with operands that became ready after the Given settled them."""
     cp = ctx.kube.snapshot().cluster_policy
+    if cp is not None and (cp.get("status") or {}).get("state") != want and ctx.settings.mode == "provision":
+        cp = _wait_cluster_policy(ctx, want) or cp
     if cp is None:
         return Finding(False, _fix("ClusterPolicy cluster-policy", "none", "install the operator chart (--provision)"))
     st = cp.get("status") or {}
@@ -97,6 +101,20 @@ def cluster_policy_state(ctx: RunContext, want: str) -> Finding:
                       for c in st.get("conditions") or [])
     return Finding(st.get("state") == want, _fix(f"state {want!r}", f"state {st.get('state')!r} ({conds or 'no conditions'})",
                    "kubectl get clusterpolicy cluster-policy -o yaml; see the operand DaemonSets that are not ready"))
+
+
+def _wait_cluster_policy(ctx: RunContext, want: str) -> dict | None:
+    from provision.kube import CP_NAME
+
+    kube = ctx.kube
+    try:
+        objs = kube.wait_for(f"ClusterPolicy to be {want!r}", kube.custom.list_cluster_custom_object,
+                             lambda o: ((o.get(CP_NAME) or {}).get("status") or {}).get("state") == want,
+                             lambda o: [f"ClusterPolicy {CP_NAME}"], ctx.settings.timeout("operands_settle"),
+                             lambda _: "", "nvidia.com", "v1", "clusterpolicies")
+    except WaitTimeout:
+        return kube.snapshot(refresh=True).cluster_policy
+    return objs.get(CP_NAME)
 
 
 def supported_gpu_nodes(ctx: RunContext) -> list[str]:
