@@ -60,12 +60,7 @@ def time_slicing(replicas, run, gpu_node):
 @given("the GPU Operator is installed")
 def operator_installed(run):
     require_cluster_level(converged(run, "operator-release"))
-    # --provision: the whole fleet converged and its operands (DRA mode: GPUCluster and the slices) settled before
-    # any Then
-    if run.ctx.settings.stack == "dra":
-        run.settle_dra()
-    else:
-        run.settle_operands()
+    run.settle_operands()   # --provision: the fleet converged, its operands (DRA: GPUCluster, slices) settled
 
 
 @given("the discovery ConfigMap is published")

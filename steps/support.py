@@ -85,6 +85,9 @@ class RunState:
         operator's pods have started and become Ready on the GPU nodes that provisioning did not fail, and the
         ClusterPolicy is ready (provision/converge/settle.py). What did not settle goes to the report; the
         checks that follow say which node and why."""
+        if self.ctx.settings.stack == "dra":
+            self.settle_dra()   # the GPUCluster stack has no ClusterPolicy operands to wait for
+            return
         if self.ctx.settings.mode != "provision" or self.operands_settled:
             return
         self.operands_settled = True
