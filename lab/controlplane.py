@@ -174,8 +174,20 @@ def wait_etcd(paths: LabPaths, ports: dict[str, int], timeout: float = 30.0) -> 
 
 def start(bin_dir: Path, paths: LabPaths, ports: dict[str, int]) -> None:
     prepare(paths, ports)
-    processes.start(paths, "etcd", etcd_argv(bin_dir, paths, ports))
-    wait_etcd(paths, ports)
+
+    def start_etcd() -> None:
+        processes.start(paths, "etcd", etcd_argv(bin_dir, paths, ports))
+        try:
+            wait_etcd(paths, ports)
+        except LabError:
+            processes.stop(paths, "etcd")
+            raise
+
+    # Seen in make test (twice, in a run of ~25 lab starts): etcd gone within a second of its start, its log empty;
+    # the same lab started again comes up. Cause not found (docs/reliability.md); a start is tried three times.
+    tenacity.Retrying(retry=tenacity.retry_if_exception_type(LabError), stop=tenacity.stop_after_attempt(3),
+                      wait=tenacity.wait_fixed(1), reraise=True)(start_etcd)
+
     def start_apiserver() -> None:
         processes.start(paths, "kube-apiserver", apiserver_argv(bin_dir, paths, ports))
         try:
