@@ -172,33 +172,27 @@ def wait_etcd(paths: LabPaths, ports: dict[str, int], timeout: float = 30.0) -> 
     poll("etcd not healthy", healthy, timeout, 0.1, lambda: processes.log_tail(paths, "etcd"))
 
 
+def _start_tried(paths: LabPaths, name: str, argv: list[str], wait: Callable[[], None]) -> None:
+    """Start a component and wait for it; on LabError stop it and start again, three times in all."""
+    def once() -> None:
+        processes.start(paths, name, argv)
+        try:
+            wait()
+        except LabError:
+            processes.stop(paths, name)
+            raise
+
+    tenacity.Retrying(retry=tenacity.retry_if_exception_type(LabError), stop=tenacity.stop_after_attempt(3),
+                      wait=tenacity.wait_fixed(1), reraise=True)(once)
+
+
 def start(bin_dir: Path, paths: LabPaths, ports: dict[str, int]) -> None:
     prepare(paths, ports)
 
-    def start_etcd() -> None:
-        processes.start(paths, "etcd", etcd_argv(bin_dir, paths, ports))
-        try:
-            wait_etcd(paths, ports)
-        except LabError:
-            processes.stop(paths, "etcd")
-            raise
-
-    # Seen in make test (twice, in a run of ~25 lab starts): etcd gone within a second of its start, its log empty;
-    # the same lab started again comes up. Cause not found (docs/reliability.md); a start is tried three times.
-    tenacity.Retrying(retry=tenacity.retry_if_exception_type(LabError), stop=tenacity.stop_after_attempt(3),
-                      wait=tenacity.wait_fixed(1), reraise=True)(start_etcd)
-
-    def start_apiserver() -> None:
-        processes.start(paths, "kube-apiserver", apiserver_argv(bin_dir, paths, ports))
-        try:
-            wait_apiserver(paths, ports)
-        except LabError:
-            processes.stop(paths, "kube-apiserver")
-            raise
-
-    # Seen on a loaded 2-core machine: the apiserver dies at start without a word; a second start works.
-    tenacity.Retrying(retry=tenacity.retry_if_exception_type(LabError), stop=tenacity.stop_after_attempt(3),
-                      reraise=True)(start_apiserver)
+    # Both seen on a loaded 2-core machine, cause not found (docs/reliability.md): etcd gone within a second of its
+    # start with an empty log, the apiserver dying at start without a word; the same start again comes up.
+    _start_tried(paths, "etcd", etcd_argv(bin_dir, paths, ports), lambda: wait_etcd(paths, ports))
+    _start_tried(paths, "kube-apiserver", apiserver_argv(bin_dir, paths, ports), lambda: wait_apiserver(paths, ports))
     processes.start(paths, "kube-controller-manager", controller_manager_argv(bin_dir, paths))
     processes.start(paths, "kube-scheduler", scheduler_argv(bin_dir, paths))
 
