@@ -154,8 +154,9 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     if created:
         shown = created if len(created) <= 12 else [*created[:10], f"... ({len(created)} in all)"]
         say(f"created nodes {', '.join(shown)}")
-    # kwok reports 1000 nodes Ready in ~25 s on an idle 2-core machine; a loaded one needs longer
-    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths, timeout=max(60.0, 0.2 * len(spec.nodes)))
+    # kwok reports 1000 nodes Ready in ~25 s on an idle 2-core machine, 123 s at load 13: the wait is a watch that
+    # returns when they are Ready, so a generous bound costs nothing when things work
+    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths, timeout=max(120.0, 0.3 * len(spec.nodes)))
     wait_chart_repo(paths, ports["charts"])
     say(f"lab up in {time.monotonic() - t0:.1f}s: {len(spec.nodes)} nodes Ready")
     return status(paths)

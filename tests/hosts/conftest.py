@@ -59,7 +59,7 @@ class Sshd:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # sshd's start on a busy machine; returns at its banner
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd {self.name} exited with {self.process.returncode}: {self.log.read_text()}")

@@ -128,7 +128,7 @@ def _quota_without_jobs(api: client.ApiClient) -> Iterator[None]:
     core.create_namespaced_resource_quota(OPERATOR_NS, {"metadata": {"name": "no-jobs"},
                                                         "spec": {"hard": {"count/jobs.batch": "0"}}})
     try:
-        deadline = time.monotonic() + 30  # the quota controller has to count before admission enforces it
+        deadline = time.monotonic() + 120  # the quota controller has to count before admission enforces it
         while time.monotonic() < deadline and not (core.read_namespaced_resource_quota("no-jobs", OPERATOR_NS)
                                                    .status.hard or {}):
             time.sleep(0.2)
