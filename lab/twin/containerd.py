@@ -30,6 +30,7 @@ import tomlkit
 
 from lab import build_node
 from lab.build import BuildError
+from lab.spec import Fault
 from lab.twin.hostview import (
     DISTRO_CONTAINERD,
     LOCK_FILE,
@@ -277,13 +278,13 @@ def _restart_signal(root: Path, resolved: Mapping[str, Any]) -> str:
 
 def _apply_faults(root: Path, dropin: str, faults: tuple[str, ...]) -> None:
     """Injected faults, applied to the drop-in the real toolkit wrote (lab/spec.py FAULTS)."""
-    if not ({"containerd-breaks", "dropin-version-too-high"} & set(faults)):
+    if not ({Fault.CONTAINERD_BREAKS, Fault.DROPIN_VERSION_TOO_HIGH} & set(faults)):
         return
     f = host_path(root, dropin)
     if not f.exists():
         return
     doc = tomlkit.parse(f.read_text())
-    if "containerd-breaks" in faults:
+    if Fault.CONTAINERD_BREAKS in faults:
         for table in (doc.get("plugins") or {}).values():
             ctrd = table.get("containerd") if hasattr(table, "get") else None
             if ctrd is None:
@@ -294,7 +295,7 @@ def _apply_faults(root: Path, dropin: str, faults: tuple[str, ...]) -> None:
                     del rts[name]
             if "default_runtime_name" in ctrd:
                 del ctrd["default_runtime_name"]
-    if "dropin-version-too-high" in faults:
+    if Fault.DROPIN_VERSION_TOO_HIGH in faults:
         doc["version"] = 4
     f.write_text(tomlkit.dumps(doc))
 

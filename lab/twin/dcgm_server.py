@@ -8,7 +8,7 @@ import json
 import threading
 from pathlib import Path
 
-from lab.spec import NodeSpec
+from lab.spec import Fault, NodeSpec
 from lab.state import LabPaths
 
 PORT = 9400
@@ -44,7 +44,7 @@ def render(node: NodeSpec, gpus: list, mig_state: dict | None = None) -> str:
         for g in gpus if value is not None else ():
             labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.pci_bus_id}",device="nvidia{g.index}",'
                       f'modelName="{g.name}",Hostname="{node.name}",DCGM_FI_DRIVER_VERSION="{g.driver_version}"')
-            v = 79 if name == "DCGM_FI_DEV_XID_ERRORS" and "xid-79" in node.faults and g.index == 0 else value(g)
+            v = 79 if name == "DCGM_FI_DEV_XID_ERRORS" and Fault.XID_79 in node.faults and g.index == 0 else value(g)
             out.append(f"{name}{{{labels}}} {v}")
         out += mig.dcgm_rows(name, node, gpus, mig_state or {})
     return "\n".join(out) + "\n"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.spec import Fault
 from lab.twin import containerd
 from lab.twin.hostview import host_path, load_node, read_json, twin_dir, update_json
 
@@ -543,7 +544,7 @@ def kernel_log(root: Path, now: float | None = None) -> list[tuple[float, str]]:
     lines = [(boot + up, text) for up, text in outputs.KERNEL_BOOT]
     node = load_node(root)
     records = gpus_for(node)
-    if "xid-79" in node.faults and records:
+    if Fault.XID_79 in node.faults and records:
         domain, bus, rest = records[0].pci_bus_id.split(":")
         where = f"{int(domain, 16):04x}:{bus.lower()}:{rest.split('.')[0].lower()}"
         lines += [(now - 60, t.format(bus=where, uuid=records[0].uuid)) for t in outputs.XID_79]

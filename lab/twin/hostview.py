@@ -28,7 +28,7 @@ from typing import Any
 
 import tomlkit
 
-from lab.spec import NodeSpec
+from lab.spec import NodeSpec, parse_faults
 from lab.state import REPO_ROOT, LabPaths
 
 __all__ = [
@@ -181,7 +181,7 @@ def _node_to_json(node: NodeSpec) -> dict[str, Any]:
     d = dataclasses.asdict(node)
     d["nvidia_smi"] = str(node.nvidia_smi) if node.nvidia_smi else None
     d["files"] = {k: str(v) for k, v in node.files.items()}
-    d["faults"] = list(node.faults)
+    d["faults"] = [str(f) for f in node.faults]
     return d
 
 
@@ -199,9 +199,11 @@ def load_node(root: Path) -> NodeSpec:
 
 
 def set_faults(root: Path, faults: tuple[str, ...] | list[str]) -> None:
-    """Change the faults the host's tools play (nvidia-smi reads them on every run)."""
+    """Change the faults the host's tools play (nvidia-smi reads them on every run); unknown names are refused."""
+    checked = parse_faults(tuple(faults), f"set_faults({root})")
+
     def change(d: dict[str, Any]) -> dict[str, Any]:
-        d["faults"] = list(faults)
+        d["faults"] = [str(f) for f in checked]
         return d
     update_json(root, "node.json", change)
 

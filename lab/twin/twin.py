@@ -31,7 +31,7 @@ from urllib3.exceptions import HTTPError
 
 from lab import podnet
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
-from lab.spec import LabSpec, NodeSpec
+from lab.spec import Fault, LabSpec, NodeSpec
 from lab.state import LabPaths
 from lab.twin import containerd, dcgm_server, dra_plugin, hook_jobs, mig, nfd, operands, outputs, plugin_config, podspec
 from lab.twin.gpus import gpus_for
@@ -256,7 +256,7 @@ class Twin:
         elif labels.get("app") == operands.BY_APP["nvidia-operator-validator"].app and spec.get("resourceClaims"):
             # the GPUCluster's DRA validator: it carries the ClusterPolicy validator's app label (the upgrade
             # controller selects on it) but validates the driver and its GPU claim, not toolkit and device plugin
-            if "driver-broken" in node.faults or "gpu-missing" in node.faults:
+            if Fault.DRIVER_BROKEN in node.faults or Fault.GPU_MISSING in node.faults:
                 self._set_running(pod, ready=False, init_waiting="driver-validation")
                 self._set_state(uid, "validating")
             else:
@@ -483,7 +483,7 @@ class Twin:
         uid = pod["metadata"]["uid"]
         self._set_running(pod, ready=True)
         self._set_state(uid, "running")
-        fails = "vectoradd-fails" in node.faults or "driver-broken" in node.faults or "gpu-missing" in node.faults
+        fails = Fault.VECTORADD_FAILS in node.faults or Fault.DRIVER_BROKEN in node.faults or Fault.GPU_MISSING in node.faults
 
         def finish() -> None:
             if fails:
@@ -563,13 +563,13 @@ class Twin:
         def publish() -> None:
             if not self._alive(pod):
                 return
-            if "dra-plugin-never-publishes" not in node.faults and node.gpus and "gpu-missing" not in node.faults:
+            if Fault.DRA_PLUGIN_NEVER_PUBLISHES not in node.faults and node.gpus and Fault.GPU_MISSING not in node.faults:
                 self._unpublish_slices(node.name)
                 node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
                 self.custom.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
                                                          dra_plugin.resource_slice(node, node_obj["metadata"].get("uid", "")))
                 self.record("slices-published", node=node.name)
-            if "dra-claim-left-allocated" in node.faults:
+            if Fault.DRA_CLAIM_LEFT_ALLOCATED in node.faults:
                 self._leave_claim(node)
             self._write_logs(pod, f"Published ResourceSlice for pool {node.name}\n")
             self._set_running(pod, ready=True)
@@ -664,7 +664,7 @@ class Twin:
         if op.component == "dcgmExporter":
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
-            if "dcgm-down" not in node.faults and "driver-broken" not in node.faults:
+            if Fault.DCGM_DOWN not in node.faults and Fault.DRIVER_BROKEN not in node.faults:
                 self.dcgm.start(uid, self._pod_ip(pod), node, gpus_for(node))
             return
         if op.component == "validator":
@@ -689,9 +689,9 @@ class Twin:
 
     def _start_device_plugin(self, pod: dict, node: NodeSpec, ns: str) -> None:
         uid = pod["metadata"]["uid"]
-        if "device-plugin-crash" in node.faults or "driver-broken" in node.faults:
+        if Fault.DEVICE_PLUGIN_CRASH in node.faults or Fault.DRIVER_BROKEN in node.faults:
             self._crashloop(pod, "failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND"
-                            if "driver-broken" in node.faults else "panic: runtime error: invalid memory address")
+                            if Fault.DRIVER_BROKEN in node.faults else "panic: runtime error: invalid memory address")
             return
         self._set_running(pod, ready=False)
         cm_name, default_key = plugin_config_source(pod)
@@ -700,13 +700,13 @@ class Twin:
         cm = self.informers["configmaps"].get(f"{ns}/{cm_name}") if cm_name else None
         sharing = plugin_config.choose(labels, cm_name, default_key, cm)
         self.plugin_sharing[node.name] = sharing
-        gpus = 0 if "gpu-missing" in node.faults else node.gpus
+        gpus = 0 if Fault.GPU_MISSING in node.faults else node.gpus
         plugin_env = podspec.env(pod, podspec.container(pod, "nvidia-device-plugin"))
         strategy = plugin_env.get("MIG_STRATEGY") or sharing.mig_strategy or "none"  # env over the config file
         log_text = outputs.DEVICE_PLUGIN_START + (f"E {sharing.error}\n" if sharing.error else "") + (
             f"Running with time-slicing: {sharing.replicas} replicas per GPU\n" if sharing.shared else
             "No sharing configured\n") + ("No devices found. Waiting indefinitely.\n" if not gpus else "")
-        delay = self.timing.plugin_ready_s + (self.timing.slow_advertise_s if "slow-advertise" in node.faults else 0)
+        delay = self.timing.plugin_ready_s + (self.timing.slow_advertise_s if Fault.SLOW_ADVERTISE in node.faults else 0)
 
         def ready() -> None:
             if not self._alive(pod):  # deleted (restarted) while it started: a plugin that is gone advertises nothing
@@ -720,7 +720,7 @@ class Twin:
                 counts = self._advertise_mig(node, gpus, strategy, sharing)
             else:
                 count = gpus * sharing.replicas
-                if "renamed-count-wrong" in node.faults and sharing.resource != WORKLOAD_RESOURCE and count:
+                if Fault.RENAMED_COUNT_WRONG in node.faults and sharing.resource != WORKLOAD_RESOURCE and count:
                     count -= 1     # the fault: the renamed resource is advertised one short
                 counts = {WORKLOAD_RESOURCE: count}
                 self._advertise(node.name, count, sharing.resource)
@@ -784,7 +784,7 @@ class Twin:
                 cm = self.informers["configmaps"].get(f"{pod['metadata']['namespace']}/{cm_name}") if cm_name else None
                 text = ((cm or {}).get("data") or {}).get("config.yaml")
                 try:
-                    if "mig-state-failed" in node.faults:
+                    if Fault.MIG_STATE_FAILED in node.faults:
                         raise mig.MigError("error applying MIG configuration: the GPUs are in use (fault "
                                            "mig-state-failed)")
                     if not (node.mig or {}).get("capable", True):
@@ -819,7 +819,7 @@ class Twin:
         if pod is not None and self._alive(pod):
             sharing = self.plugin_sharing.get(node.name, plugin_config.Sharing())
             env = podspec.env(pod, podspec.container(pod, "nvidia-device-plugin"))
-            gpus = 0 if "gpu-missing" in node.faults else node.gpus
+            gpus = 0 if Fault.GPU_MISSING in node.faults else node.gpus
             self._advertise_mig(node, gpus, env.get("MIG_STRATEGY") or sharing.mig_strategy or "none", sharing)
         self._label_gfd(node)
 
@@ -842,8 +842,8 @@ class Twin:
         if env.get("CDI_ENABLED", "").lower() != "true" or "cdi-cri" not in env.get("DEVICE_LIST_STRATEGY", ""):
             path.unlink(missing_ok=True)
             return
-        uuids = [g.uuid for g in gpus_for(node)] if "gpu-missing" not in node.faults else []
-        if "cdi-spec-missing-gpu" in node.faults:
+        uuids = [g.uuid for g in gpus_for(node)] if Fault.GPU_MISSING not in node.faults else []
+        if Fault.CDI_SPEC_MISSING_GPU in node.faults:
             uuids = uuids[:-1]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "k8s.device-plugin.nvidia.com/gpu",
@@ -863,11 +863,11 @@ class Twin:
         node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
         labels = node_obj["metadata"].get("labels") or {}
         gfd = gfd if gfd is not None and self._alive(gfd) else self._gfd_pod(node.name)
-        if gfd is None or "driver-broken" in node.faults:
+        if gfd is None or Fault.DRIVER_BROKEN in node.faults:
             return
         gfd_env = podspec.env(gfd, podspec.container(gfd, "gpu-feature-discovery"))
         sharing = self.plugin_sharing.get(node.name, plugin_config.Sharing())
-        gpus = 0 if "gpu-missing" in node.faults else node.gpus
+        gpus = 0 if Fault.GPU_MISSING in node.faults else node.gpus
         records = gpus_for(node)
         want = {
             "nvidia.com/gpu.count": str(gpus),
@@ -901,11 +901,11 @@ class Twin:
                 return
         root = self._host_root(node.name)
         waiting = None
-        if "driver-broken" in node.faults or "gpu-missing" in node.faults:
+        if Fault.DRIVER_BROKEN in node.faults or Fault.GPU_MISSING in node.faults:
             waiting = "driver-validation"
         elif not self._has_runtime(node.name, "nvidia") and not self._nri_toolkit_ready(node.name):
             waiting = "toolkit-validation"
-        elif "vectoradd-fails" in node.faults:
+        elif Fault.VECTORADD_FAILS in node.faults:
             waiting = "cuda-validation"
         elif self._allocatable(node.name) == 0:
             waiting = "plugin-validation"

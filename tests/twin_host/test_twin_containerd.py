@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.spec import Fault
 from lab.twin import containerd, hostview
 from provision.hostfacts import containerd_dump, containerd_facts
 from provision.hosts.access import HostAccess
@@ -140,7 +141,7 @@ def test_1_36_node_with_the_v26_3_toolkit(make_host) -> None:
 
 def test_containerd_breaks_fault_is_judged_by_containerd(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-b"]
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=("containerd-breaks",))
+    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=(Fault.CONTAINERD_BREAKS,))
     st = containerd.state(root)
     assert st["running"] is False and NO_RUNC in st["error"]
     assert not _ask_node(root).ok

@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from lab.spec import NodeSpec
+from lab.spec import Fault, NodeSpec
 from lab.state import REPO_ROOT, LabPaths
 from lab.twin import containerd, hostview, shim_server
 
@@ -119,8 +119,8 @@ def test_custom_base_dir(make_host) -> None:
 
 
 def test_set_faults_changes_node_json(hosts: dict[str, Path]) -> None:
-    hostview.set_faults(hosts["gpu-a"], ["driver-broken"])
-    assert hostview.load_node(hosts["gpu-a"]).faults == ("driver-broken",)
+    hostview.set_faults(hosts["gpu-a"], [Fault.DRIVER_BROKEN])
+    assert hostview.load_node(hosts["gpu-a"]).faults == (Fault.DRIVER_BROKEN,)
 
 
 def test_host_path_refuses_escapes(tmp_path: Path) -> None:
