@@ -43,4 +43,4 @@ def test_fault_members_dump_as_plain_yaml_strings(tmp_path: Path) -> None:
     text = yaml.safe_dump(_doc([Fault.DRIVER_BROKEN]))
     assert "- driver-broken" in text
     assert parse(yaml.safe_load(text), tmp_path / "s.yaml").nodes[0].faults == (Fault.DRIVER_BROKEN,)
-    assert FAULTS == tuple(Fault)
+    assert tuple(Fault) == FAULTS
