@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.spec import H200_CAPTURE, Fault, NodeSpec
+from lab.twin import mig
 from lab.twin.gpus import GpuRecord, captured, gpus_for, is_unadapted
+from lab.twin.hostview import load_node
 
 __all__ = [
     "DRIVER_BROKEN_EXIT",
@@ -57,6 +59,7 @@ DRIVER_BROKEN_MESSAGE = (
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest "
     "NVIDIA driver is installed and running."
 )
+
 DRIVER_BROKEN_EXIT = 9
 NO_DEVICES_MESSAGE = "No devices were found"
 NO_DEVICES_EXIT = 6
@@ -367,8 +370,6 @@ def table(records: list[GpuRecord], folder: Path = H200_CAPTURE, now: dt.datetim
 
 # ------------------------------------------------------------------------------------------------ entry points
 def _node(host_root: Path) -> NodeSpec:
-    from lab.twin.hostview import load_node
-
     return load_node(host_root)
 
 
@@ -407,8 +408,6 @@ def run(host_root: Path, argv: list[str]) -> tuple[int, str, str]:
     unadapted = is_unadapted(node)
     mig_state: dict = {}
     if node.mig is not None:   # the MIG manager's partitions (lab/twin/mig.py)
-        from lab.twin import mig
-
         mig_state = mig.read(host_root)
         records = mig.with_mig_mode(records, mig_state)
 

@@ -33,7 +33,7 @@ from lab import podnet
 from lab.kwok import RUNTIME_DOWN_ANNOTATION
 from lab.spec import Fault, LabSpec, NodeSpec
 from lab.state import LabPaths
-from lab.twin import containerd, dcgm_server, dra_plugin, hook_jobs, mig, nfd, operands, outputs, plugin_config, podspec
+from lab.twin import containerd, dcgm_server, dra_plugin, hook_jobs, mig, nfd, operands, outputs, plugin_config, podspec, toolkit
 from lab.twin.gpus import gpus_for
 from lab.twin.informer import Informer
 from lab.twin.operator_process import OperatorSupervisor, State
@@ -445,7 +445,7 @@ class Twin:
             self.dcgm.stop(md["uid"])
         if app == "nvidia-container-toolkit-daemonset" and node in self.nodes:
             # The real toolkit removes its drop-in when its container stops (the import line stays).
-            self._submit(lambda: containerd.toolkit_uninstall(self._host_root(node)))
+            self._submit(lambda: toolkit.toolkit_uninstall(self._host_root(node)))
         if app == dra_plugin.PLUGIN_APP and node in self.nodes:
             # the kubeletplugin helper removes the node's slices when the plugin stops
             self._submit(lambda: self._unpublish_slices(node))
@@ -641,10 +641,10 @@ class Twin:
                     self.record("toolkit-ready", node=node.name, nri=True)
                     return
                 try:
-                    written = containerd.toolkit_install(self._host_root(node.name), env,
+                    written = toolkit.toolkit_install(self._host_root(node.name), env,
                                                          env.get("CDI_ENABLED", "").lower() == "true", node.faults,
                                                          mounts=podspec.host_mounts(pod, ctr), image=ctr.get("image"))
-                except containerd.ToolkitError as exc:
+                except toolkit.ToolkitError as exc:
                     self._crashloop(pod, f"level=error msg=\"{exc}\"")
                     return
                 self._write_logs(pod, "".join(f"Wrote {p}\n" for p in written))

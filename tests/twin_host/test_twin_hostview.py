@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lab.spec import Fault, NodeSpec
 from lab.state import REPO_ROOT, LabPaths
-from lab.twin import containerd, hostview, shim_server
+from lab.twin import containerd, hostview, seeding, shim_server
 
 from .conftest import SNAP_CONFIG, B, hp
 
@@ -89,11 +89,11 @@ def test_a_docker_node_without_files_gets_an_empty_daemon_json(make_host) -> Non
 
 def test_seed_is_idempotent_and_leaves_a_seeded_host_alone(paths: LabPaths, spec_nodes: dict[str, NodeSpec]) -> None:
     node = spec_nodes["gpu-a"]
-    root = hostview.seed(paths, node)
+    root = seeding.seed(paths, node)
     cfg = hp(root, SNAP_CONFIG)
     cfg.write_text(cfg.read_text() + "\n# changed by the suite\n")
     (root / "usr/bin/snap").write_text("stale")
-    assert hostview.seed(paths, node) == root
+    assert seeding.seed(paths, node) == root
     assert cfg.read_text().endswith("# changed by the suite\n")
     assert (root / "usr/bin/snap").read_text().startswith("#!")            # shims are refreshed
 
