@@ -226,14 +226,14 @@ class Twin:
         rt = self._runtime(node_name)
         if not rt.get("running", True):
             self.event(pod, "Warning", "FailedCreatePodSandBox",
-                        f"Failed to create pod sandbox: container runtime is down: {rt.get('error')}")
+                       f"Failed to create pod sandbox: container runtime is down: {rt.get('error')}")
             self.set_state(uid, "waiting-runtime")
             return
         handler = spec.get("runtimeClassName")
         if handler and not self.has_runtime(node_name, handler):
             self.event(pod, "Warning", "FailedCreatePodSandBox",
-                        f'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox '
-                        f'runtime: no runtime for "{handler}" is configured')
+                       f'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox '
+                       f'runtime: no runtime for "{handler}" is configured')
             self.set_state(uid, "waiting-runtime")
             return
         player = registry.player_for(pod)
@@ -244,8 +244,8 @@ class Twin:
             if error:
                 # kubelet's NodePrepareResources through the DRA plugin failed: the pod stays ContainerCreating
                 self.event(pod, "Warning", "FailedPrepareDynamicResources",
-                            f"Failed to prepare dynamic resources: prepare dynamic resources: NodePrepareResources "
-                            f"failed for ResourceClaim: {error}")
+                           f"Failed to prepare dynamic resources: prepare dynamic resources: NodePrepareResources "
+                           f"failed for ResourceClaim: {error}")
                 self.set_state(uid, "waiting-claim")
                 return
             self._run_workload(pod, node)
@@ -314,7 +314,7 @@ class Twin:
                                                    _preload_content=False))
 
     def set_running(self, pod: dict, ready: bool, restarts: int = 0, waiting: dict | None = None,
-                     init_waiting: str | None = None) -> None:
+                    init_waiting: str | None = None) -> None:
         t = now()
         ip = self.pod_ip(pod)
         state = {"waiting": waiting} if waiting else {"running": {"startedAt": t}}
@@ -398,9 +398,9 @@ class Twin:
         md = pod["metadata"]
         try:
             sent(self.core.delete_namespaced_pod(md["name"], md["namespace"], grace_period_seconds=0,
-                                                  body=client.V1DeleteOptions(grace_period_seconds=0,
-                                                                              preconditions={"uid": md["uid"]}),
-                                                  _preload_content=False))
+                                                 body=client.V1DeleteOptions(grace_period_seconds=0,
+                                                                             preconditions={"uid": md["uid"]}),
+                                                 _preload_content=False))
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -494,7 +494,7 @@ class Twin:
         if st["version"] != tag or st["error"]:
             why = st["error"] or f"the lab runs gpu-operator {st['version']}, this pod's image is {tag}"
             self.set_running(pod, ready=False, restarts=st["restarts"],
-                              waiting={"reason": "CrashLoopBackOff", "message": why})
+                             waiting={"reason": "CrashLoopBackOff", "message": why})
         elif st["pid"] is None:
             self.set_running(pod, ready=False, restarts=st["restarts"], waiting={
                 "reason": "CrashLoopBackOff",
@@ -508,8 +508,8 @@ class Twin:
     def crashloop(self, pod: dict, message: str) -> None:
         self.write_logs(pod, message + "\n")
         self.set_running(pod, ready=False, restarts=3,
-                          waiting={"reason": "CrashLoopBackOff",
-                                   "message": f"back-off 40s restarting failed container: {message}"})
+                         waiting={"reason": "CrashLoopBackOff",
+                                  "message": f"back-off 40s restarting failed container: {message}"})
         self.set_state(pod["metadata"]["uid"], "crashloop")
 
     # ----------------------------------------------------------------- hosts -> nodes
@@ -537,7 +537,7 @@ class Twin:
         if st.get("running", True):
             if RUNTIME_DOWN_ANNOTATION in annotations:
                 sent(self.core.patch_node(node, {"metadata": {"annotations": {RUNTIME_DOWN_ANNOTATION: None}}},
-                                           _preload_content=False))
+                                          _preload_content=False))
             else:
                 # What kubelet does when its runtime comes back: post a fresh Ready status.
                 t = now()
@@ -549,7 +549,7 @@ class Twin:
             message = f"container runtime is down: {st.get('error')}"
             if annotations.get(RUNTIME_DOWN_ANNOTATION) != message:
                 sent(self.core.patch_node(node, {"metadata": {"annotations": {RUNTIME_DOWN_ANNOTATION: message}}},
-                                           _preload_content=False))
+                                          _preload_content=False))
         # Pods that waited for a runtime get another try.
         for pod in self.informers["pods"].items():
             if pod["spec"].get("nodeName") != node:

@@ -35,7 +35,7 @@ def start_plugin(twin: Twin, pod: dict, node: NodeSpec, ns: str) -> None:
     uid = pod["metadata"]["uid"]
     if Fault.DEVICE_PLUGIN_CRASH in node.faults or Fault.DRIVER_BROKEN in node.faults:
         twin.crashloop(pod, "failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND"
-                        if Fault.DRIVER_BROKEN in node.faults else "panic: runtime error: invalid memory address")
+                       if Fault.DRIVER_BROKEN in node.faults else "panic: runtime error: invalid memory address")
         return
     twin.set_running(pod, ready=False)
     cm_name, default_key = plugin_config_source(pod)
@@ -85,7 +85,7 @@ def advertise(twin: Twin, node: str, count: int, resource: str = WORKLOAD_RESOUR
         if "nvidia.com/gpu.shared" in ((obj.get("status") or {}).get("allocatable") or {}):
             values["nvidia.com/gpu.shared"] = "0"
     sent(twin.core.patch_node_status(node, {"status": {"capacity": dict(values), "allocatable": values}},
-                                      _preload_content=False))
+                                     _preload_content=False))
 
 
 def advertise_mig(twin: Twin, node: NodeSpec, gpus: int, strategy: str, sharing: plugin_config.Sharing
@@ -97,7 +97,7 @@ def advertise_mig(twin: Twin, node: NodeSpec, gpus: int, strategy: str, sharing:
     have = (obj.get("status") or {}).get("capacity") or {}
     res = {k: "0" for k in have if k.startswith("nvidia.com/mig-")} | {k: str(v) for k, v in counts.items()}
     sent(twin.core.patch_node_status(node.name, {"status": {"capacity": res, "allocatable": res}},
-                                      _preload_content=False))
+                                     _preload_content=False))
     return counts
 
 

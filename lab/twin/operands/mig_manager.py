@@ -44,7 +44,7 @@ def manage(twin: Twin, node_name: str) -> None:
     with twin.lock:
         twin.mig_busy.add(node_name)
     sent(twin.core.patch_node(node_name, {"metadata": {"labels": {mig.STATE_LABEL: "pending"}}},
-                               _preload_content=False))
+                              _preload_content=False))
 
     def apply() -> None:
         try:
@@ -65,14 +65,14 @@ def manage(twin: Twin, node_name: str) -> None:
                 mig.write(root, {**state, "config": want, "state": "failed", "error": str(exc)})
                 twin.write_logs(pod, f"{exc}\nChanging the 'nvidia.com/mig.config.state' label to 'failed'\n")
                 sent(twin.core.patch_node(node_name, {"metadata": {"labels": {mig.STATE_LABEL: "failed"}}},
-                                           _preload_content=False))
+                                          _preload_content=False))
                 return
             mig.write(root, mig.partition(node, [g.uuid for g in gpus_for(node)], per_gpu, want))
             operands_again(twin, node)
             twin.write_logs(pod, f"Applying the selected MIG config {want}\n"
-                                  "Changing the 'nvidia.com/mig.config.state' label to 'success'\n")
+                                 "Changing the 'nvidia.com/mig.config.state' label to 'success'\n")
             sent(twin.core.patch_node(node_name, {"metadata": {"labels": {mig.STATE_LABEL: "success"}}},
-                                       _preload_content=False))
+                                      _preload_content=False))
             twin.record("mig-applied", node=node_name, config=want)
         finally:
             with twin.lock:
