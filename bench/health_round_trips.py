@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lab.spec import load
 from lab.state import LabPaths
-from lab.twin import hostview
+from lab.twin import seeding
 from provision import checks, health
 from provision.context import RunContext
 from provision.hosts.access import HostAccess
@@ -40,7 +40,7 @@ def main() -> None:
     base = next(n for n in load().nodes if n.name == "gpu-b")
     with tempfile.TemporaryDirectory() as tmp:
         paths = LabPaths(root=Path(tmp))
-        roots = {f"gpu-{i:03d}": str(hostview.seed(paths, dataclasses.replace(base, name=f"gpu-{i:03d}")))
+        roots = {f"gpu-{i:03d}": str(seeding.seed(paths, dataclasses.replace(base, name=f"gpu-{i:03d}")))
                  for i in range(args.nodes)}
         settings = validate({"host_backend": "lab", "host_roots": roots, "host_only": True, "mode": "audit"})
         ctx = RunContext(settings, None, Path(tmp), tuple(roots))  # type: ignore[arg-type]

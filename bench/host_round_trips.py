@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 from lab.spec import load
 from lab.state import LabPaths
-from lab.twin import hostview, shim_server
+from lab.twin import seeding, shim_server
 from provision import checks, health
 from provision.context import RunContext
 from provision.hosts.access import HostAccess
@@ -82,7 +82,7 @@ def audit_hosts(ctx: RunContext, nodes: list[str]) -> list[str]:
 def seed_views(tmp: Path, n: int) -> dict[str, str]:
     base = next(x for x in load().nodes if x.name == "gpu-b")
     paths = LabPaths(root=tmp)
-    return {f"gpu-{i:04d}": str(hostview.seed(paths, dataclasses.replace(base, name=f"gpu-{i:04d}")))
+    return {f"gpu-{i:04d}": str(seeding.seed(paths, dataclasses.replace(base, name=f"gpu-{i:04d}")))
             for i in range(n)}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from lab import build_node
 from lab.spec import load
 from lab.state import LabPaths
-from lab.twin import containerd, hostview
+from lab.twin import containerd, hostview, seeding, toolkit
 
 B = "/var/lib/k8s-containerd/k8s-containerd"
 TOOLKIT_IMAGES = {"v26.3 (v1.19.0)": "nvcr.io/nvidia/k8s/container-toolkit:v1.19.0",
@@ -40,8 +40,8 @@ def _cell(root: Path, image: str, source: str | None, dropin: str | None) -> dic
     if dropin:
         env["RUNTIME_DROP_IN_CONFIG"] = dropin
     try:
-        containerd.toolkit_install(root, env, cdi_enabled=True, image=image)
-    except containerd.ToolkitError as exc:
+        toolkit.toolkit_install(root, env, cdi_enabled=True, image=image)
+    except toolkit.ToolkitError as exc:
         return {"dropin": f"toolkit fails: {exc}", "starts": "-", "suite": "-"}
     rec = (hostview.read_json(root / ".twin/toolkit.json") or {})["last"]
     try:
@@ -75,7 +75,7 @@ def measure() -> list[dict]:
                             i += 1
                             node = dataclasses.replace(base["spark-1" if docker else "gpu-a"], name=f"m{i}",
                                                        k8s_snap_track=track, containerd_version="")
-                            root = hostview.seed(paths, node)
+                            root = seeding.seed(paths, node)
                             started = time.monotonic()
                             cell = _cell(root, image, src, dropin)
                             rows.append({"track": f"{track} (containerd {node.containerd_version})",

@@ -7,37 +7,44 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import yaml
 
-FAULTS = (
-    "gpu-missing",            # nvidia-smi sees no GPU: "No devices were found"; nothing is advertised
-    "driver-broken",          # nvidia-smi exits 9 with the real message
-    "device-plugin-crash",    # device-plugin pod on the node crash-loops; nothing advertised
-    "dcgm-down",              # the node's DCGM exporter endpoint refuses connections
-    "vectoradd-fails",        # CUDA workloads fail: exit 1, real failure message
-    "slow-advertise",         # the device plugin waits timing.slow_advertise_s before re-advertising
-    "containerd-breaks",      # the toolkit writes a drop-in without runc (canonical/k8s-snap#1991)
-    "dropin-version-too-high",  # the toolkit writes a drop-in with version 4 (NVIDIA/aicr#1688)
+
+class Fault(StrEnum):
+    """The faults a lab node can play (its `faults:` list): one name each, used by the twin and the tests."""
+
+    GPU_MISSING = "gpu-missing"  # nvidia-smi sees no GPU: "No devices were found"; nothing is advertised
+    DRIVER_BROKEN = "driver-broken"  # nvidia-smi exits 9 with the real message
+    DEVICE_PLUGIN_CRASH = "device-plugin-crash"  # device-plugin pod on the node crash-loops; nothing advertised
+    DCGM_DOWN = "dcgm-down"  # the node's DCGM exporter endpoint refuses connections
+    VECTORADD_FAILS = "vectoradd-fails"  # CUDA workloads fail: exit 1, real failure message
+    SLOW_ADVERTISE = "slow-advertise"  # the device plugin waits timing.slow_advertise_s before re-advertising
+    CONTAINERD_BREAKS = "containerd-breaks"  # the toolkit writes a drop-in without runc (canonical/k8s-snap#1991)
+    DROPIN_VERSION_TOO_HIGH = "dropin-version-too-high"  # the toolkit writes a drop-in with version 4 (NVIDIA/aicr#1688)
     # GPU health (features/gpu_health.feature); each fails exactly that node's scenario of the check
-    "xid-79",                 # GPU 0 logged Xid 79: a kernel-log line (journalctl/dmesg) and DCGM_FI_DEV_XID_ERRORS 79
-    "row-remap-pending",      # GPU 0: nvidia-smi -q -x remapped_row_pending Yes, 1 row remapped (uncorrectable)
-    "ecc-dbe",                # GPU 0: 2 volatile (and aggregate) DRAM uncorrectable ECC errors in -q -x
-    "pcie-x8",                # GPU 0: current_link_width 8x of 16x in -q -x
-    "hw-slowdown",            # GPU 0: clocks_event_reason_hw_slowdown Active in -q -x
-    "gpu-off-bus",            # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
+    XID_79 = "xid-79"  # GPU 0 logged Xid 79: a kernel-log line (journalctl/dmesg) and DCGM_FI_DEV_XID_ERRORS 79
+    ROW_REMAP_PENDING = "row-remap-pending"  # GPU 0: nvidia-smi -q -x remapped_row_pending Yes, 1 row remapped (uncorrectable)
+    ECC_DBE = "ecc-dbe"  # GPU 0: 2 volatile (and aggregate) DRAM uncorrectable ECC errors in -q -x
+    PCIE_X8 = "pcie-x8"  # GPU 0: current_link_width 8x of 16x in -q -x
+    HW_SLOWDOWN = "hw-slowdown"  # GPU 0: clocks_event_reason_hw_slowdown Active in -q -x
+    GPU_OFF_BUS = "gpu-off-bus"  # lspci shows one NVIDIA GPU more than nvidia-smi lists (it fell off the bus)
     # MIG (features/mig.feature)
-    "mig-state-failed",       # the MIG manager cannot apply the node's nvidia.com/mig.config: state failed, no devices
+    MIG_STATE_FAILED = "mig-state-failed"  # the MIG manager cannot apply nvidia.com/mig.config: state failed, no devices
     # issue 16: renamed sharing, CDI (each fails exactly that node's check, the message names the mode)
-    "cdi-spec-missing-gpu",   # the device plugin's CDI spec (CDI mode) leaves out the node's last GPU
-    "renamed-count-wrong",    # the device plugin advertises the renamed resource (nvidia.com/gpu.shared) one short
+    CDI_SPEC_MISSING_GPU = "cdi-spec-missing-gpu"  # the device plugin's CDI spec (CDI mode) leaves out the node's last GPU
+    RENAMED_COUNT_WRONG = "renamed-count-wrong"  # the renamed resource (nvidia.com/gpu.shared) is advertised one short
     # DRA mode (stack dra, docs/dra.md): what the DRA kubelet plugin publishes (lab/twin/dra_plugin.py)
-    "dra-plugin-never-publishes",  # the kubelet-plugin pod runs ready but publishes no ResourceSlice
-    "dra-slice-missing-gpu",       # the node's ResourceSlice lacks its last GPU
-    "dra-driver-version-differs",  # the slice's driverVersion is another driver than the host's
-    "dra-claim-left-allocated",    # a ResourceClaim of a gone pod keeps the node's last GPU allocated
-)
+    DRA_PLUGIN_NEVER_PUBLISHES = "dra-plugin-never-publishes"  # the kubelet-plugin pod runs ready but publishes no ResourceSlice
+    DRA_SLICE_MISSING_GPU = "dra-slice-missing-gpu"  # the node's ResourceSlice lacks its last GPU
+    DRA_DRIVER_VERSION_DIFFERS = "dra-driver-version-differs"  # the slice's driverVersion is another driver than the host's
+    DRA_CLAIM_LEFT_ALLOCATED = "dra-claim-left-allocated"  # a ResourceClaim of a gone pod keeps the node's last GPU allocated
+
+
+FAULTS = tuple(Fault)  # every fault, in the order above
+yaml.SafeDumper.add_representer(Fault, lambda dumper, f: dumper.represent_str(str(f)))  # spec documents in tests
 MIG_STRATEGIES = ("single", "mixed")
 MIG_PROFILE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 SHARING_KEYS = ("config",)  # sharing: {config: KEY}: the node's nvidia.com/device-plugin.config label at start
@@ -53,6 +60,20 @@ H200_CAPTURE = SHARED / "fixtures" / "nvidia-smi" / "h200"
 
 class SpecError(ValueError):
     pass
+
+
+def parse_faults(raw: object, where: str) -> tuple[Fault, ...]:
+    """A node's `faults:` list as Fault members; an unknown name is refused naming every known one."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple) or not all(isinstance(f, str) for f in raw):
+        raise SpecError(f"{where}: faults must be a list of fault names such as [gpu-missing], got {raw!r}; "
+                        f"known faults: {', '.join(FAULTS)}")
+    bad = [f for f in raw if f not in FAULTS]
+    if bad:
+        raise SpecError(f"{where}: unknown faults {bad}; known faults: {', '.join(FAULTS)} (lab/spec.py Fault "
+                        "says what each plays)")
+    return tuple(Fault(f) for f in raw)
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,7 @@ class NodeSpec:
     containerd_version: str = ""     # "" = the k8s_snap_track's (lab/build_node.py CONTAINERD_FOR_TRACK)
     arch: str = "amd64"
     files: dict[str, Path] = field(default_factory=dict)
-    faults: tuple[str, ...] = ()
+    faults: tuple[Fault, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     # The host as NFD's worker reports it (feature.node.kubernetes.io/system-os_release.*, kernel-version.*):
     # the real operator refuses to reconcile GPU nodes without them.
@@ -105,6 +126,7 @@ class NodeSpec:
     sharing: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "faults", parse_faults(self.faults, f"node {self.name}"))  # Fault members, known ones
         if not self.containerd_version:
             from lab.build_node import CONTAINERD_FOR_TRACK
 
@@ -145,10 +167,7 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
     gpus = raw.get("gpus", 0)
     if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 16:
         raise SpecError(f"{where} ({name}): gpus must be an integer 0..16, got {gpus!r}")
-    faults = tuple(raw.get("faults") or ())
-    bad = [f for f in faults if f not in FAULTS]
-    if bad:
-        raise SpecError(f"{where} ({name}): unknown faults {bad}; known: {list(FAULTS)}")
+    faults = parse_faults(raw.get("faults"), f"{where} ({name})")
     if raw.get("distribution", "k8s-snap") not in DISTRIBUTIONS:
         raise SpecError(f"{where} ({name}): distribution must be one of {list(DISTRIBUTIONS)}, got "
                         f"{raw.get('distribution')!r}")
@@ -173,7 +192,7 @@ def _node(raw: dict, base: Path, where: str) -> NodeSpec:
         raise SpecError(f"{where} ({name}): nvidia_smi folder {smi_path} does not exist")
     if raw.get("mig") is not None:
         raw = {**raw, "mig": _mig(raw["mig"], f"{where} ({name})")}
-    if "mig-state-failed" in faults and not raw.get("mig"):
+    if Fault.MIG_STATE_FAILED in faults and not raw.get("mig"):
         raise SpecError(f"{where} ({name}): fault mig-state-failed needs a MIG node: add mig: {{profile: ...}}")
     kwargs = {k: v for k, v in raw.items() if k not in ("files", "faults", "nvidia_smi", "sharing")}
     kwargs["sharing"] = dict(sharing)

@@ -8,8 +8,9 @@ import json
 import threading
 from pathlib import Path
 
-from lab.spec import NodeSpec
+from lab.spec import Fault, NodeSpec
 from lab.state import LabPaths
+from lab.twin import mig
 
 PORT = 9400
 _METRICS = (
@@ -27,14 +28,11 @@ _FB = (
     ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).", lambda g: g.memory_used_mib or 0),
 )
 
-
 _MIG_ONLY = (("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active.", None),)
 
 
 def render(node: NodeSpec, gpus: list, mig_state: dict | None = None) -> str:
     """The exporter's text; with MIG instances (lab/twin/mig.py) their samples follow each GPU family's."""
-    from lab.twin import mig
-
     unified = any(g.memory_total_mib is None for g in gpus)
     out: list[str] = []
     families = _METRICS + (() if unified else _FB) + (_MIG_ONLY if mig.enabled(mig_state or {}) else ())
@@ -44,7 +42,7 @@ def render(node: NodeSpec, gpus: list, mig_state: dict | None = None) -> str:
         for g in gpus if value is not None else ():
             labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.pci_bus_id}",device="nvidia{g.index}",'
                       f'modelName="{g.name}",Hostname="{node.name}",DCGM_FI_DRIVER_VERSION="{g.driver_version}"')
-            v = 79 if name == "DCGM_FI_DEV_XID_ERRORS" and "xid-79" in node.faults and g.index == 0 else value(g)
+            v = 79 if name == "DCGM_FI_DEV_XID_ERRORS" and Fault.XID_79 in node.faults and g.index == 0 else value(g)
             out.append(f"{name}{{{labels}}} {v}")
         out += mig.dcgm_rows(name, node, gpus, mig_state or {})
     return "\n".join(out) + "\n"
@@ -60,8 +58,6 @@ class Servers:
         self.endpoints_file: Path = paths.root / "twin-endpoints.json"
 
     def start(self, uid: str, ip: str, node: NodeSpec, gpus: list) -> str:
-        from lab.twin import mig
-
         root = self.paths.host_root(node.name)
         plain = render(node, gpus).encode()
 

@@ -15,7 +15,7 @@ driverVersion. Pure: the twin does the API calls.
 
 from __future__ import annotations
 
-from lab.spec import NodeSpec
+from lab.spec import Fault, NodeSpec
 from lab.twin.gpus import capture_dir, gpus_for
 from lab.twin.nvidia_smi import cuda_version
 
@@ -46,9 +46,9 @@ def pci_bus_id(nvidia_smi_bus_id: str) -> str:
 
 def devices(node: NodeSpec) -> list[dict]:
     records = gpus_for(node)
-    if "dra-slice-missing-gpu" in node.faults:
+    if Fault.DRA_SLICE_MISSING_GPU in node.faults:
         records = records[:-1]
-    driver = WRONG_DRIVER if "dra-driver-version-differs" in node.faults else node.driver
+    driver = WRONG_DRIVER if Fault.DRA_DRIVER_VERSION_DIFFERS in node.faults else node.driver
     cuda = cuda_version(node.driver, capture_dir(node))
     out = []
     for r in records:

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.spec import H200_CAPTURE, NodeSpec
+from lab.spec import H200_CAPTURE, Fault, NodeSpec
 
 __all__ = ["QUERY_FILE", "GpuRecord", "capture_dir", "captured", "gpus_for", "is_unadapted", "lspci_lines", "twin_uuid"]
 
@@ -173,6 +173,6 @@ def lspci_lines(node: NodeSpec) -> list[str]:
         return []
     taken = {r.pci_bus_id for r in records}
     buses = [r.pci_bus_id for r in records]
-    if "gpu-off-bus" in node.faults:
+    if Fault.GPU_OFF_BUS in node.faults:
         buses.append(_bus_id(records[0].pci_bus_id, len(records), taken))
     return [f"{_lspci_address(b)} 0302: 10de:2335 (rev a1)" for b in buses]

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.twin import containerd
-from lab.twin.hostview import host_path, load_node, read_json, twin_dir, update_json
+from lab.spec import Fault
+from lab.twin import containerd, nvidia_smi, outputs
+from lab.twin.gpus import gpus_for, lspci_lines
+from lab.twin.hostview import DISTRO_CONTAINERD, host_path, load_node, read_json, twin_dir, update_json
 
 __all__ = [
     "DOCKER_NOT_RUNNING",
@@ -385,8 +387,6 @@ def systemctl_run(host_root: Path, argv: list[str]) -> Result:
 
 def _runtime_unit(root: Path) -> str:
     """The systemd unit of the containerd the kubelet uses (k8s-snap's; another distribution's: DISTRO_CONTAINERD)."""
-    from lab.twin.hostview import DISTRO_CONTAINERD
-
     try:
         distribution = load_node(root).distribution
     except FileNotFoundError:
@@ -516,8 +516,6 @@ def docker_run(host_root: Path, argv: list[str]) -> Result:
         if runtime not in _runtimes(loaded):
             return 125, "", f"docker: Error response from daemon: unknown or invalid runtime name: {runtime}.\n"
         if command[:1] == ["nvidia-smi"]:
-            from lab.twin import nvidia_smi
-
             return nvidia_smi.run(root, command[1:])
         return 125, "", "docker: the lab twin's docker runs only `nvidia-smi` in containers.\n"
     if cmd == "version":
@@ -534,16 +532,13 @@ def docker_main(host_root: Path | None = None, argv: list[str] | None = None) ->
 def kernel_log(root: Path, now: float | None = None) -> list[tuple[float, str]]:
     """(epoch seconds, message) of the host's kernel log: the real H200's boot lines at the host view's seed time,
     and with the xid-79 fault the real Xid 79 lines for GPU 0, a minute before ``now``."""
-    from lab.twin import outputs
-    from lab.twin.gpus import gpus_for
-
     now = time.time() if now is None else now
     marker = twin_dir(root) / "seeded"
     boot = marker.stat().st_mtime if marker.exists() else now - 3600
     lines = [(boot + up, text) for up, text in outputs.KERNEL_BOOT]
     node = load_node(root)
     records = gpus_for(node)
-    if "xid-79" in node.faults and records:
+    if Fault.XID_79 in node.faults and records:
         domain, bus, rest = records[0].pci_bus_id.split(":")
         where = f"{int(domain, 16):04x}:{bus.lower()}:{rest.split('.')[0].lower()}"
         lines += [(now - 60, t.format(bus=where, uuid=records[0].uuid)) for t in outputs.XID_79]
@@ -598,8 +593,6 @@ def dmesg_main(host_root: Path | None = None, argv: list[str] | None = None) -> 
 
 def lspci_run(host_root: Path, argv: list[str]) -> Result:
     """``lspci -n -D [-d 10de:]``: the node's NVIDIA GPUs (lab/twin/gpus.py lspci_lines)."""
-    from lab.twin.gpus import lspci_lines
-
     return 0, "".join(line + "\n" for line in lspci_lines(load_node(host_root))), ""
 
 

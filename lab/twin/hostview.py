@@ -21,15 +21,16 @@ import shutil
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
-from lab.spec import NodeSpec
-from lab.state import REPO_ROOT, LabPaths
+from lab import build_node
+from lab.spec import NodeSpec, parse_faults
+from lab.state import REPO_ROOT
+from lab.twin import shim_server
 
 __all__ = [
     "DOCKER_CONTAINERD_CONFIG",
@@ -42,7 +43,6 @@ __all__ = [
     "k8s_containerd_config",
     "load_node",
     "read_json",
-    "seed",
     "set_faults",
     "twin_dir",
     "update_json",
@@ -181,7 +181,7 @@ def _node_to_json(node: NodeSpec) -> dict[str, Any]:
     d = dataclasses.asdict(node)
     d["nvidia_smi"] = str(node.nvidia_smi) if node.nvidia_smi else None
     d["files"] = {k: str(v) for k, v in node.files.items()}
-    d["faults"] = list(node.faults)
+    d["faults"] = [str(f) for f in node.faults]
     return d
 
 
@@ -199,9 +199,11 @@ def load_node(root: Path) -> NodeSpec:
 
 
 def set_faults(root: Path, faults: tuple[str, ...] | list[str]) -> None:
-    """Change the faults the host's tools play (nvidia-smi reads them on every run)."""
+    """Change the faults the host's tools play (nvidia-smi reads them on every run); unknown names are refused."""
+    checked = parse_faults(tuple(faults), f"set_faults({root})")
+
     def change(d: dict[str, Any]) -> dict[str, Any]:
-        d["faults"] = list(faults)
+        d["faults"] = [str(f) for f in checked]
         return d
     update_json(root, "node.json", change)
 
@@ -331,8 +333,6 @@ def kubeadm_containerd_config(node: NodeSpec) -> str:
     the node's own containerd binary."""
     import subprocess
 
-    from lab import build_node
-
     binary = build_node.containerd_bin(build_node.containerd_build_for(node.containerd_version))
     out = subprocess.run([str(binary), "config", "default"], capture_output=True, text=True, timeout=60, check=True)
     doc = tomlkit.parse(out.stdout)
@@ -436,8 +436,6 @@ def microk8s_containerd_config(node: NodeSpec) -> tuple[str, str]:
 
 def _seed_distribution(root: Path, node: NodeSpec) -> None:
     """The containerd files, binary and socket of a node of another distribution than k8s-snap."""
-    from lab import build_node
-
     where = DISTRO_CONTAINERD[node.distribution]
     files: dict[str, str] = {}
     if node.distribution == "kubeadm":
@@ -486,8 +484,6 @@ def ensure_dev_null(root: Path) -> None:
 def place_containerd(root: Path, node: NodeSpec) -> None:
     """The node's real containerd binaries: the snap's at /snap/k8s/current/bin/containerd (the node's track),
     and on Docker nodes Docker's /usr/bin/containerd with the config containerd.io ships."""
-    from lab import build_node
-
     _place(build_node.containerd_bin(build_node.containerd_build_for(node.containerd_version)),
            host_path(root, SNAP_CONTAINERD))
     if node.docker:
@@ -512,8 +508,6 @@ exec {client} {socket} "$r" {name} {python} "$r/.twin/shims/{name}" "$@"
 
 def _write_shims(root: Path, node: NodeSpec) -> None:
     import shlex
-
-    from lab.twin import shim_server
 
     names = ["snap", "systemctl"]
     if node.is_gpu:
@@ -560,84 +554,3 @@ def _initial_systemd(node: NodeSpec) -> dict[str, Any]:
         units["docker.service"] = {"enabled": True, "active": "active", "starts": 1}
         units["containerd.service"] = {"enabled": True, "active": "active", "starts": 1}
     return {"daemon_reloads": 0, "units": units}
-
-
-_SEED_VERDICTS: dict[tuple, Any] = {}
-
-
-def seed(paths: LabPaths, node: NodeSpec) -> Path:
-    """Create the host view of ``node`` and return its root. Idempotent.
-
-    When ``<root>/.twin/seeded`` exists the host's files are left alone (a restarted lab keeps what the suite
-    changed); only the shims in usr/bin are rewritten, so they always point at the running interpreter.
-    """
-    from lab.twin import containerd  # late: containerd imports this module
-
-    root = paths.host_root(node.name)
-    root.mkdir(parents=True, exist_ok=True)
-    if (root / SEEDED_MARKER).exists():
-        _write_shims(root, node)
-        return root
-
-    if node.distribution != "k8s-snap":
-        for d in ("/etc/systemd/system", HOST_DRIVER_VALIDATIONS, CNI_BIN_DIR, CNI_CONF_DIR):
-            host_path(root, d).mkdir(parents=True, exist_ok=True)
-        _seed_distribution(root, node)
-        _write_shims(root, node)
-        for host, local in node.files.items():
-            target = host_path(root, host)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, target)
-        tw = twin_dir(root)
-        write_json(tw / "node.json", _node_to_json(node))
-        write_json(tw / "containerd.json", containerd.state_record(containerd.effective(root), restarts=0))
-        write_json(tw / "systemd.json", _initial_systemd(node))
-        (root / SEEDED_MARKER).write_text(f"{time.time():.3f}\n")
-        return root
-
-    croot = containerd_root(node.containerd_base_dir)
-    for d in ("/etc/containerd/conf.d", "/etc/systemd/system", HOST_DRIVER_VALIDATIONS,
-              _join(croot, "etc/containerd/conf.d"), _join(croot, "etc/containerd/hosts.d"),
-              _join(croot, "run/containerd"), CNI_BIN_DIR, CNI_CONF_DIR):
-        host_path(root, d).mkdir(parents=True, exist_ok=True)
-    write_k8s_containerd_config(root, node)
-    host_path(root, _join(croot, "run/containerd/containerd.sock")).touch()  # placeholder, not a socket
-    lock = host_path(root, LOCK_FILE)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(node.containerd_base_dir + "\n")
-    if node.docker:
-        daemon = host_path(root, "/etc/docker/daemon.json")
-        daemon.parent.mkdir(parents=True, exist_ok=True)
-        daemon.write_text("{}\n")
-        host_path(root, "/run/containerd").mkdir(parents=True, exist_ok=True)
-        host_path(root, "/run/containerd/containerd.sock").touch()   # Docker's containerd (placeholder)
-    if containerd_major(node.containerd_version) >= 2:
-        # containerd 2.x serves NRI by default (its config dump: plugins."io.containerd.nri.v1.nri" disable = false,
-        # socket_path /var/run/nri/nri.sock); 1.7 dumps disable = true. Placeholder, not a socket (issue 16)
-        host_path(root, "/var/run/nri/nri.sock").parent.mkdir(parents=True, exist_ok=True)
-        host_path(root, "/var/run/nri/nri.sock").touch()
-    place_containerd(root, node)
-    _write_shims(root, node)
-    for host, local in node.files.items():
-        target = host_path(root, host)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
-
-    tw = twin_dir(root)
-    write_json(tw / "node.json", _node_to_json(node))
-    # a fresh node's containerd: k8sd's config, judged once per containerd version and base dir (fleet-scale labs
-    # seed thousands of identical nodes); a node whose spec seeds files is judged on its own
-    key = (node.containerd_version, node.containerd_base_dir, node.docker) if not node.files else None
-    ev = _SEED_VERDICTS.get(key) if key else None
-    if ev is None:
-        ev = containerd.effective(root)
-        if key:
-            _SEED_VERDICTS[key] = ev
-    write_json(tw / "containerd.json", containerd.state_record(ev, restarts=0))
-    write_json(tw / "systemd.json", _initial_systemd(node))
-    if node.docker:
-        from lab.twin import hostcmd
-
-        write_json(tw / "docker.json", hostcmd.docker_start_record(root, restarts=0))
-    (root / SEEDED_MARKER).write_text(f"{time.time():.3f}\n")
-    return root

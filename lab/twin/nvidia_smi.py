@@ -24,8 +24,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.spec import H200_CAPTURE, NodeSpec
+from lab.spec import H200_CAPTURE, Fault, NodeSpec
+from lab.twin import mig
 from lab.twin.gpus import GpuRecord, captured, gpus_for, is_unadapted
+from lab.twin.hostview import load_node
 
 __all__ = [
     "DRIVER_BROKEN_EXIT",
@@ -57,6 +59,7 @@ DRIVER_BROKEN_MESSAGE = (
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest "
     "NVIDIA driver is installed and running."
 )
+
 DRIVER_BROKEN_EXIT = 9
 NO_DEVICES_MESSAGE = "No devices were found"
 NO_DEVICES_EXIT = 6
@@ -234,11 +237,11 @@ def query_xml(folder: Path, records: list[GpuRecord], unadapted: bool) -> str:
 # GPU health faults (lab.spec.FAULTS) as they show in -q -x: the first GPU's element (volatile, then aggregate for
 # ECC) changed to what a real unhealthy GPU prints (tests/unit/data/health/SOURCES.md).
 _XML_FAULTS = {
-    "row-remap-pending": (("<remapped_row_pending>No<", "<remapped_row_pending>Yes<", 1),
+    Fault.ROW_REMAP_PENDING: (("<remapped_row_pending>No<", "<remapped_row_pending>Yes<", 1),
                           ("<remapped_row_unc>0<", "<remapped_row_unc>1<", 1)),
-    "ecc-dbe": (("<dram_uncorrectable>0<", "<dram_uncorrectable>2<", 2),),
-    "pcie-x8": (("<current_link_width>16x<", "<current_link_width>8x<", 1),),
-    "hw-slowdown": (("<clocks_event_reason_hw_slowdown>Not Active<", "<clocks_event_reason_hw_slowdown>Active<", 1),),
+    Fault.ECC_DBE: (("<dram_uncorrectable>0<", "<dram_uncorrectable>2<", 2),),
+    Fault.PCIE_X8: (("<current_link_width>16x<", "<current_link_width>8x<", 1),),
+    Fault.HW_SLOWDOWN: (("<clocks_event_reason_hw_slowdown>Not Active<", "<clocks_event_reason_hw_slowdown>Active<", 1),),
 }
 
 
@@ -367,8 +370,6 @@ def table(records: list[GpuRecord], folder: Path = H200_CAPTURE, now: dt.datetim
 
 # ------------------------------------------------------------------------------------------------ entry points
 def _node(host_root: Path) -> NodeSpec:
-    from lab.twin.hostview import load_node
-
     return load_node(host_root)
 
 
@@ -398,17 +399,15 @@ def run(host_root: Path, argv: list[str]) -> tuple[int, str, str]:
                    "    nvidia-smi [-L | -q [-x] | --query-gpu=F --format=csv[,noheader][,nounits] [-i ID] | "
                    "topo -m | mig -lgip | --version]\n"), ""
     node = _node(host_root)
-    if "driver-broken" in node.faults:
+    if Fault.DRIVER_BROKEN in node.faults:
         return DRIVER_BROKEN_EXIT, DRIVER_BROKEN_MESSAGE + "\n", ""
-    if "gpu-missing" in node.faults or node.gpus <= 0:
+    if Fault.GPU_MISSING in node.faults or node.gpus <= 0:
         return NO_DEVICES_EXIT, NO_DEVICES_MESSAGE + "\n", ""
     records = gpus_for(node)
     folder = node.nvidia_smi or H200_CAPTURE
     unadapted = is_unadapted(node)
     mig_state: dict = {}
     if node.mig is not None:   # the MIG manager's partitions (lab/twin/mig.py)
-        from lab.twin import mig
-
         mig_state = mig.read(host_root)
         records = mig.with_mig_mode(records, mig_state)
 

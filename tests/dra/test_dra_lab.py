@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from lab.spec import Fault
 from tests.suite.runner import run_suite, suite_writes
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -18,9 +19,9 @@ SPEC = {"nodes": [
     {"name": "cp-1", "control_plane": True, "gpus": 0},
     {"name": "gpu-a", "gpus": 1},
     {"name": "gpu-b", "gpus": 2},
-    {"name": "gpu-c", "gpus": 1, "faults": ["dra-plugin-never-publishes"]},
-    {"name": "gpu-d", "gpus": 2, "faults": ["dra-slice-missing-gpu", "dra-claim-left-allocated"]},
-    {"name": "gpu-e", "gpus": 1, "faults": ["dra-driver-version-differs"]},
+    {"name": "gpu-c", "gpus": 1, "faults": [Fault.DRA_PLUGIN_NEVER_PUBLISHES]},
+    {"name": "gpu-d", "gpus": 2, "faults": [Fault.DRA_SLICE_MISSING_GPU, Fault.DRA_CLAIM_LEFT_ALLOCATED]},
+    {"name": "gpu-e", "gpus": 1, "faults": [Fault.DRA_DRIVER_VERSION_DIFFERS]},
 ]}
 ARGS = ("--stack", "dra", "--chart-version", "v26.7.0", "--timeouts", "workload=30,operands_settle=20")
 SLICES = "The node's ResourceSlices list its GPUs as nvidia-smi does"

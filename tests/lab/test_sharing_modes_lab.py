@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from lab.spec import Fault
 from tests.suite.runner import run_suite
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -29,8 +30,8 @@ def modes_lab(module_lab_factory):
              {"name": "s-renamed", "gpus": 2, "product": H100, "sharing": {"config": "dgx-spark"}},
              {"name": "s-mps", "gpus": 1, "product": L40S, "compute_cap": "8.9", "memory_mib": 46068},
              {"name": "s-cdi21", "gpus": 2, "k8s_snap_track": "1.35"},
-             {"name": "s-cdi-bad", "gpus": 2, "faults": ["cdi-spec-missing-gpu"]},
-             {"name": "s-renamed-bad", "gpus": 2, "product": H100, "faults": ["renamed-count-wrong"]}]
+             {"name": "s-cdi-bad", "gpus": 2, "faults": [Fault.CDI_SPEC_MISSING_GPU]},
+             {"name": "s-renamed-bad", "gpus": 2, "product": H100, "faults": [Fault.RENAMED_COUNT_WRONG]}]
     return module_lab_factory({"nodes": nodes}, "modes")
 
 

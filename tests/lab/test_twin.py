@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client, watch
 
 from lab import cluster
+from lab.spec import Fault
 from provision.converge.cluster import plugin_not_rendered
 from provision.hosts.access import HostAccess
 from provision.hosts.guard import WRITE_GUARD
@@ -23,9 +24,9 @@ from tests.conftest import Lab, start_lab
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 FAULT_NODES = {
-    "ok-1": [], "f-missing": ["gpu-missing"], "f-driver": ["driver-broken"], "f-plugin": ["device-plugin-crash"],
-    "f-dcgm": ["dcgm-down"], "f-vector": ["vectoradd-fails"], "f-slow": ["slow-advertise"],
-    "f-breaks": ["containerd-breaks"], "f-version": ["dropin-version-too-high"],
+    "ok-1": [], "f-missing": [Fault.GPU_MISSING], "f-driver": [Fault.DRIVER_BROKEN], "f-plugin": [Fault.DEVICE_PLUGIN_CRASH],
+    "f-dcgm": [Fault.DCGM_DOWN], "f-vector": [Fault.VECTORADD_FAILS], "f-slow": [Fault.SLOW_ADVERTISE],
+    "f-breaks": [Fault.CONTAINERD_BREAKS], "f-version": [Fault.DROPIN_VERSION_TOO_HIGH],
 }
 NS = "gpu-operator"
 GPU = "nvidia.com/gpu"

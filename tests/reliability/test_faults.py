@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.spec import Fault
 from provision.record import HOST_RECORD, HOST_STATE, RECORD_CONFIGMAP
 from tests.conftest import Lab
 from tests.reliability.support import (
@@ -59,7 +60,7 @@ WATCHED = ("pods", "nodes")
 def test_apiserver_restarted_in_the_middle_of_a_watch_the_wait_resumes(fresh_lab, tmp_path: Path) -> None:
     """The kube-apiserver process is stopped and started again (same argv) while --provision watches the nodes
     for gpu-a's GPUs (slow-advertise): the wait resumes from its resourceVersion and the run passes."""
-    lab = fresh_lab(_spec({"name": "gpu-a", "gpus": 1, "faults": ["slow-advertise"]}, {"name": "gpu-b", "gpus": 1},
+    lab = fresh_lab(_spec({"name": "gpu-a", "gpus": 1, "faults": [Fault.SLOW_ADVERTISE]}, {"name": "gpu-b", "gpus": 1},
                             slow_advertise_s=30), "apiserver")
     user = lab.status["suite_user"]
     t0 = time.time()
@@ -110,7 +111,7 @@ def test_node_not_ready_after_its_containerd_restart_is_reverted_and_the_others_
     """containerd-breaks on gpu-a (the toolkit's drop-in lacks runc, canonical/k8s-snap#1991): the rolling
     restart stops at gpu-a, puts its previous containerd files back, restarts it (Ready again) and reports
     it; gpu-b, next in line, is never restarted."""
-    lab = fresh_lab(_spec({"name": "gpu-a", "gpus": 1, "faults": ["containerd-breaks"]}, {"name": "gpu-b", "gpus": 1}),
+    lab = fresh_lab(_spec({"name": "gpu-a", "gpus": 1, "faults": [Fault.CONTAINERD_BREAKS]}, {"name": "gpu-b", "gpus": 1}),
                       "containerd")
     gpu_b_before = _containerd_state(lab, "gpu-b")
     r = run_suite(lab, "--provision", report_dir=tmp_path / "reports")
@@ -151,7 +152,7 @@ def _containerd_state(lab: Lab, node: str) -> dict:
 def test_device_plugin_that_never_advertises_times_out_with_diagnostics(fresh_lab, tmp_path: Path) -> None:
     """device-plugin-crash on gpu-b and --timeouts advertise=5: the wait ends after 5 s, gpu-b's scenarios say
     what is missing with the plugin pod's state and log; gpu-a is converged and passes."""
-    lab = fresh_lab(_spec({"name": "gpu-a", "gpus": 1}, {"name": "gpu-b", "gpus": 1, "faults": ["device-plugin-crash"]}),
+    lab = fresh_lab(_spec({"name": "gpu-a", "gpus": 1}, {"name": "gpu-b", "gpus": 1, "faults": [Fault.DEVICE_PLUGIN_CRASH]}),
                       "plugin")
     r = run_suite(lab, "--provision", "--timeouts", "advertise=5", report_dir=tmp_path / "reports")
     assert r.rc != 0

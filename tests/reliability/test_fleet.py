@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from lab.spec import Fault
 from provision.context import RunContext
 from provision.converge.cluster import DISCOVERY_CM, DISCOVERY_LABELS, Discovery, update_configmap_keys
 from provision.hosts.guard import WRITE_GUARD
@@ -31,7 +32,7 @@ OPERATOR_NS = "gpu-operator"
 FLEET = {"nodes": [
     {"name": "cp-1", "control_plane": True, "gpus": 0},
     {"name": "gpu-a", "gpus": 1},
-    {"name": "gpu-b", "gpus": 2, "faults": ["dcgm-down"]},
+    {"name": "gpu-b", "gpus": 2, "faults": [Fault.DCGM_DOWN]},
     {"name": "spark-1", "gpus": 1, "product": "NVIDIA GB10", "driver": "580.95.05", "compute_cap": "12.1",
      "memory_mib": None, "arch": "arm64", "docker": True,
      "files": {"/etc/docker/daemon.json": str(REPO / "lab" / "specs" / "spark-daemon.json")}},

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from kubernetes import config
 
-from lab.spec import NodeSpec
+from lab.spec import Fault, NodeSpec
 from provision.reporting.build import build_reports
 from provision.reporting.secrets_scan import needles_from_pem, scan
 from tests.suite.runner import run_suite
@@ -31,7 +31,7 @@ LAB_DRIVER = NodeSpec.driver  # the lab's default driver version (lab/spec.py)
 def lab_run(module_lab_factory, tmp_path_factory):
     lab = module_lab_factory({"nodes": [
         {"name": "cp-1", "control_plane": True}, {"name": "gpu-a", "gpus": 1},
-        {"name": "gpu-b", "gpus": 1, "faults": ["dcgm-down"]},
+        {"name": "gpu-b", "gpus": 1, "faults": [Fault.DCGM_DOWN]},
     ]}, "reports")
     reports = tmp_path_factory.mktemp("runs")
     provision = run_suite(lab, reports, "--provision")

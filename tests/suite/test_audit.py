@@ -8,19 +8,20 @@ import json
 
 import pytest
 
+from lab.spec import Fault
 from tests.suite.runner import run_suite, suite_writes
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 # node -> (faults, text that must appear in a failed/broken message of that node)
 FAULTY = {
-    "f-driver": (["driver-broken"], "NVIDIA-SMI has failed"),
-    "f-dcgm": (["dcgm-down"], "DCGM exporter"),
-    "f-missing": (["gpu-missing"], "No devices were found"),
-    "f-plugin": (["device-plugin-crash"], "allocatable 0 -> 4"),
-    "f-vector": (["vectoradd-fails"], "Failed to allocate device vector A"),
-    "zz-breaks": (["containerd-breaks"], 'default_runtime_name = "runc"'),
-    "f-xid": (["xid-79"], "DCGM exporter DCGM_FI_DEV_XID_ERRORS=79"),  # GPU health, through the exporter too
+    "f-driver": ([Fault.DRIVER_BROKEN], "NVIDIA-SMI has failed"),
+    "f-dcgm": ([Fault.DCGM_DOWN], "DCGM exporter"),
+    "f-missing": ([Fault.GPU_MISSING], "No devices were found"),
+    "f-plugin": ([Fault.DEVICE_PLUGIN_CRASH], "allocatable 0 -> 4"),
+    "f-vector": ([Fault.VECTORADD_FAILS], "Failed to allocate device vector A"),
+    "zz-breaks": ([Fault.CONTAINERD_BREAKS], 'default_runtime_name = "runc"'),
+    "f-xid": ([Fault.XID_79], "DCGM exporter DCGM_FI_DEV_XID_ERRORS=79"),  # GPU health, through the exporter too
 }
 HEALTHY = ("ok-1", "f-slow")
 
@@ -28,7 +29,7 @@ HEALTHY = ("ok-1", "f-slow")
 @pytest.fixture(scope="module")
 def faulty(module_lab_factory, tmp_path_factory):
     nodes: list[dict] = [{"name": "cp-1", "control_plane": True}, {"name": "ok-1", "gpus": 1},
-                         {"name": "f-slow", "gpus": 2, "faults": ["slow-advertise"]}]
+                         {"name": "f-slow", "gpus": 2, "faults": [Fault.SLOW_ADVERTISE]}]
     nodes += [{"name": n, "gpus": 1, "faults": f} for n, (f, _) in FAULTY.items()]
     lab = module_lab_factory({"nodes": nodes, "timing": {"slow_advertise_s": 2.0}}, "faulty")
     # zz-breaks sorts last, so the rolling containerd restart reaches every other node before it stops there.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lab.spec import Fault
 from tests.suite.runner import run_suite, suite_writes
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -19,12 +20,12 @@ SCENARIO = {
 }
 # node -> (fault, the scenario it must fail, text of the message)
 SICK = {
-    "h-xid": ("xid-79", "xid", "Xid 79 (GPU has fallen off the bus"),
-    "h-remap": ("row-remap-pending", "memory", "reset the GPU to apply the remap"),
-    "h-dbe": ("ecc-dbe", "memory", "uncorrectable (double-bit) volatile ECC"),
-    "h-x8": ("pcie-x8", "pcie", "link width x8 of x16"),
-    "h-slow": ("hw-slowdown", "throttling", "hardware slowdown"),
-    "h-offbus": ("gpu-off-bus", "presence", "missing: the GPU at PCI"),
+    "h-xid": (Fault.XID_79, "xid", "Xid 79 (GPU has fallen off the bus"),
+    "h-remap": (Fault.ROW_REMAP_PENDING, "memory", "reset the GPU to apply the remap"),
+    "h-dbe": (Fault.ECC_DBE, "memory", "uncorrectable (double-bit) volatile ECC"),
+    "h-x8": (Fault.PCIE_X8, "pcie", "link width x8 of x16"),
+    "h-slow": (Fault.HW_SLOWDOWN, "throttling", "hardware slowdown"),
+    "h-offbus": (Fault.GPU_OFF_BUS, "presence", "missing: the GPU at PCI"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from lab.spec import Fault
 from tests.suite.runner import run_suite
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -26,7 +27,7 @@ def mig_lab(module_lab_factory):
         {"name": "mig-single", **H100, "mig": {"strategy": "single", "profile": "all-1g.10gb"}},
         {"name": "mig-mixed", **H100, "mig": {"strategy": "mixed", "profile": "all-balanced"}},
         {"name": "mig-failed", **H100, "mig": {"strategy": "single", "profile": "all-1g.10gb"},
-         "faults": ["mig-state-failed"]},
+         "faults": [Fault.MIG_STATE_FAILED]},
         {"name": "plain", "gpus": 1},
     ]
     return module_lab_factory({"nodes": nodes}, "mig")

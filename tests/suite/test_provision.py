@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from lab.spec import Fault
 from tests.suite.runner import run_suite, suite_writes
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -156,7 +157,7 @@ def test_containerd_break_reverts_that_node_only(module_lab_factory, tmp_path):
     lab = module_lab_factory({"nodes": [
         {"name": "cp-1", "control_plane": True, "gpus": 0},
         {"name": "gpu-a", "gpus": 1},
-        {"name": "gpu-m", "gpus": 1, "faults": ["containerd-breaks"]},
+        {"name": "gpu-m", "gpus": 1, "faults": [Fault.CONTAINERD_BREAKS]},
         {"name": "gpu-z", "gpus": 1},
     ]}, "breaks")
     run = run_suite(lab, tmp_path, "--provision")

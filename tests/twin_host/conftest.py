@@ -9,7 +9,7 @@ import pytest
 
 from lab.spec import NodeSpec, load
 from lab.state import LabPaths
-from lab.twin import hostview
+from lab.twin import hostview, seeding
 
 B = "/var/lib/k8s-containerd/k8s-containerd"
 SNAP_CONFIG = f"{B}/etc/containerd/config.toml"
@@ -32,7 +32,7 @@ def paths(tmp_path: Path) -> LabPaths:
 
 @pytest.fixture
 def hosts(paths: LabPaths, spec_nodes: dict[str, NodeSpec]) -> dict[str, Path]:
-    return {name: hostview.seed(paths, node) for name, node in spec_nodes.items()}
+    return {name: seeding.seed(paths, node) for name, node in spec_nodes.items()}
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def make_host(paths: LabPaths, spec_nodes: dict[str, NodeSpec]):
         if "k8s_snap_track" in changes:
             changes.setdefault("containerd_version", "")     # the track's containerd
         node = dataclasses.replace(spec_nodes[base], name=name, **changes)
-        return hostview.seed(paths, node)
+        return seeding.seed(paths, node)
     return make
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.twin import containerd, hostview
+from lab.spec import Fault
+from lab.twin import containerd, hostview, toolkit
 from provision.hostfacts import containerd_dump, containerd_facts
 from provision.hosts.access import HostAccess
 from provision.hosts.spec import HostSpec
@@ -59,7 +60,7 @@ def test_the_seeded_configs_start_with_runc(hosts: dict[str, Path], make_host) -
 
 def test_toolkit_with_the_suites_settings_gives_runc_and_nvidia(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    written = containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True)
+    written = toolkit.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True)
     assert SNAP_DROP_IN in written
     st = containerd.state(root)   # the installer's restart signal went to the snap's socket: containerd restarted
     assert st["running"] is True and st["restarts"] == 1, st
@@ -77,7 +78,7 @@ def test_1991_dgx_spark_with_the_playbook_values(hosts: dict[str, Path]) -> None
     """canonical/k8s-snap#1991 with real code only: the toolkit dumps Docker's containerd (command source),
     writes a drop-in whose CRI table holds no runc, the snap's containerd 1.7 then refuses its CRI plugin."""
     root = hosts["spark-1"]
-    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    toolkit.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
     rec = _toolkit(root)
     assert rec["dropin"] == ETC_DROP_IN and rec["resolved"]["config_sources"] == ["command", "file"]
     assert "runc" not in rec["runtimes"] and "nvidia" in rec["runtimes"]
@@ -98,7 +99,7 @@ def test_1991_dgx_spark_with_the_playbook_values(hosts: dict[str, Path]) -> None
 def test_runc_drop_in_on_containerd_2_3(make_host) -> None:
     """The same playbook values on a 1.36-track node (containerd 2.3): what the real programs do."""
     root = make_host("spark-36", base="spark-1", k8s_snap_track="1.36")
-    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    toolkit.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
     first = containerd.state(root)
     hp(root, "/etc/containerd/conf.d/00-k8s-runc.toml").write_text(RUNC_DROPIN)
     second = containerd.restart(root)
@@ -115,7 +116,7 @@ def test_1991_does_not_break_containerd_2(make_host, track: str) -> None:
     and keep runc beside nvidia (found with the real programs; the suite's resolver predicted no runc: the node's
     containerd wins and the verdict says so)."""
     root = make_host(f"spark-{track.replace('.', '')}", base="spark-1", k8s_snap_track=track)
-    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    toolkit.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
     rec = _toolkit(root)
     assert "runc" not in rec["runtimes"] and "nvidia" in rec["runtimes"], rec
     st = containerd.state(root)
@@ -129,7 +130,7 @@ def test_1_36_node_with_the_v26_3_toolkit(make_host) -> None:
     """containerd 2.3 (1.36 track) with toolkit v1.19.0 and the suite's settings: the suite's verdict equals
     real containerd's (NVIDIA/aicr#1688: the drop-in's version may differ from the root's)."""
     root = make_host("gpu-36", k8s_snap_track="1.36")
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True)
+    toolkit.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=True)
     dropin = tomllib.loads(hp(root, SNAP_DROP_IN).read_text())
     st = containerd.state(root)
     verdict = _ask_node(root)
@@ -140,7 +141,7 @@ def test_1_36_node_with_the_v26_3_toolkit(make_host) -> None:
 
 def test_containerd_breaks_fault_is_judged_by_containerd(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-b"]
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=("containerd-breaks",))
+    toolkit.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=(Fault.CONTAINERD_BREAKS,))
     st = containerd.state(root)
     assert st["running"] is False and NO_RUNC in st["error"]
     assert not _ask_node(root).ok
@@ -167,15 +168,15 @@ def test_running_state_changes_only_on_restart(hosts: dict[str, Path]) -> None:
 def test_toolkit_without_a_socket_it_can_signal_crash_loops(hosts: dict[str, Path]) -> None:
     """Chart defaults on k8s-snap: CONTAINERD_SOCKET /run/containerd/containerd.sock does not exist there."""
     root = hosts["gpu-a"]
-    with pytest.raises(containerd.ToolkitError, match="unable to restart containerd"):
-        containerd.toolkit_install(root, {k: v for k, v in K8S_SNAP_ENV.items() if k != "CONTAINERD_SOCKET"},
+    with pytest.raises(toolkit.ToolkitError, match="unable to restart containerd"):
+        toolkit.toolkit_install(root, {k: v for k, v in K8S_SNAP_ENV.items() if k != "CONTAINERD_SOCKET"},
                                    cdi_enabled=False)
 
 
 def test_toolkit_cleanup_is_the_installers(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False)
-    changed = containerd.toolkit_uninstall(root)
+    toolkit.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False)
+    changed = toolkit.toolkit_uninstall(root)
     assert SNAP_DROP_IN in changed and not hp(root, SNAP_DROP_IN).exists()
     st = containerd.state(root)
     assert st["running"] is True and "nvidia" not in st["runtimes"]
@@ -190,16 +191,16 @@ def test_container_paths_map_through_the_pods_mounts(hosts: dict[str, Path]) -> 
            "RUNTIME_DROP_IN_CONFIG": "/runtime/config-dir.d/99-nvidia.toml",
            "RUNTIME_DROP_IN_CONFIG_HOST_PATH": SNAP_DROP_IN, "CONTAINERD_SOCKET": "/runtime/sock-dir/containerd.sock",
            "RUNTIME_CONFIG_SOURCE": "file"}
-    assert containerd.map_container_path("/runtime/config-dir.d/99-nvidia.toml", mounts) == SNAP_DROP_IN
-    assert containerd.map_container_path("/etc/x.toml", mounts) == "/.twin/toolkit-container/etc/x.toml"
-    containerd.toolkit_install(root, env, cdi_enabled=False, mounts=mounts)
+    assert toolkit.map_container_path("/runtime/config-dir.d/99-nvidia.toml", mounts) == SNAP_DROP_IN
+    assert toolkit.map_container_path("/etc/x.toml", mounts) == "/.twin/toolkit-container/etc/x.toml"
+    toolkit.toolkit_install(root, env, cdi_enabled=False, mounts=mounts)
     assert hp(root, SNAP_DROP_IN).exists()
     assert {"nvidia", "runc"} <= set(containerd.state(root)["runtimes"])
 
 
 def test_k8sd_rewrite_drops_the_toolkit_import(hosts: dict[str, Path]) -> None:
     root = hosts["spark-1"]
-    containerd.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
+    toolkit.toolkit_install(root, PLAYBOOK_ENV, cdi_enabled=True)
     assert not containerd.state(root)["running"]
     hostview.write_k8s_containerd_config(root, hostview.load_node(root))
     assert containerd.restart(root).ok
@@ -213,7 +214,7 @@ def test_lock_file_holding_the_containerd_root_itself(hosts: dict[str, Path]) ->
 
 def test_container_paths_map_through_mounts_written_with_a_trailing_slash():
     """The real operator mounts the runtime config directories at /runtime/config-dir/ (with the slash)."""
-    from lab.twin.containerd import map_container_path
+    from lab.twin.toolkit import map_container_path
 
     mounts = {"/runtime/config-dir/": "/var/lib/k8s-containerd/k8s-containerd/etc/containerd", "/host": "/"}
     assert map_container_path("/runtime/config-dir/config.toml", mounts) == \

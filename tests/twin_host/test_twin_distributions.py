@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from lab.spec import NodeSpec
-from lab.twin import containerd, hostcmd, hostview
+from lab.twin import containerd, hostcmd, seeding, toolkit
 from provision import checks
 from provision.distribution import layout_for
 from provision.hostfacts import containerd_dump, containerd_facts
@@ -25,7 +25,7 @@ ROOTS = {"kubeadm": "/etc/containerd/config.toml",
 
 
 def _seed(paths, distribution: str):
-    root = hostview.seed(paths, NodeSpec(name=f"n-{distribution}", gpus=1, distribution=distribution))
+    root = seeding.seed(paths, NodeSpec(name=f"n-{distribution}", gpus=1, distribution=distribution))
     return root, HostAccess(HostSpec(backend="lab", root=str(root)), name=f"n-{distribution}", guard=WriteGuard())
 
 
@@ -54,7 +54,7 @@ def test_microk8s_declares_nvidia_container_runtime_not_nvidia(paths):
 def test_kubeadm_with_the_suites_values_gets_runc_and_nvidia(paths):
     root, host = _seed(paths, "kubeadm")
     env = {e["name"]: e["value"] for e in dist.toolkit_env(dist.layout("kubeadm"))}
-    written = containerd.toolkit_install(root, env, True)
+    written = toolkit.toolkit_install(root, env, True)
     assert set(written) == {"/etc/containerd/conf.d/99-nvidia.toml", "/etc/containerd/config.toml"}
     # containerd 1.7's default config imports nothing: the real toolkit adds the import to the root config
     assert '"/etc/containerd/conf.d/*.toml"' in (root / "etc/containerd/config.toml").read_text()
@@ -71,7 +71,7 @@ def test_k3s_template_written_by_the_toolkit_drops_k3s_s_own_config(paths):
     root, _ = _seed(paths, "k3s")
     lay = dist.layout("k3s")
     env = {e["name"]: e["value"] for e in dist.toolkit_env(lay)}
-    written = containerd.toolkit_install(root, env, True)
+    written = toolkit.toolkit_install(root, env, True)
     assert lay.template in written
     text = (root / lay.template.lstrip("/")).read_text()
     assert f'imports = ["{lay.conf_d}/*.toml"]' in text

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.spec import Fault
 from lab.twin import dcgm_server
 from lab.twin.gpus import gpus_for
 from lab.twin.hostview import load_node
@@ -16,11 +17,13 @@ from provision.hosts.access import HostAccess
 from provision.hosts.spec import HostSpec
 from provision.settings import DEFAULT_HEALTH
 
-CHECK_OF_FAULT = {"xid-79": "xid", "row-remap-pending": "memory", "ecc-dbe": "memory", "pcie-x8": "pcie",
-                  "hw-slowdown": "throttling", "gpu-off-bus": "presence"}
-MESSAGE_OF_FAULT = {"xid-79": "Xid 79 (GPU has fallen off the bus", "row-remap-pending": "reset the GPU to apply the remap",
-                    "ecc-dbe": "2 uncorrectable (double-bit) volatile ECC error(s)", "pcie-x8": "link width x8 of x16",
-                    "hw-slowdown": "clocks held back by hardware slowdown", "gpu-off-bus": "missing: the GPU at PCI 0000:"}
+CHECK_OF_FAULT = {Fault.XID_79: "xid", Fault.ROW_REMAP_PENDING: "memory", Fault.ECC_DBE: "memory", Fault.PCIE_X8: "pcie",
+                  Fault.HW_SLOWDOWN: "throttling", Fault.GPU_OFF_BUS: "presence"}
+MESSAGE_OF_FAULT = {Fault.XID_79: "Xid 79 (GPU has fallen off the bus",
+                    Fault.ROW_REMAP_PENDING: "reset the GPU to apply the remap",
+                    Fault.ECC_DBE: "2 uncorrectable (double-bit) volatile ECC error(s)", Fault.PCIE_X8: "link width x8 of x16",
+                    Fault.HW_SLOWDOWN: "clocks held back by hardware slowdown",
+                    Fault.GPU_OFF_BUS: "missing: the GPU at PCI 0000:"}
 
 
 def read(root: Path) -> health.HealthInputs:
@@ -52,12 +55,12 @@ def test_each_fault_fails_exactly_its_check(make_host, fault: str) -> None:
     assert failed == [CHECK_OF_FAULT[fault]], {c: v.message() for c, v in results.items()}
     message = results[CHECK_OF_FAULT[fault]].message()
     assert MESSAGE_OF_FAULT[fault] in message
-    if fault != "gpu-off-bus":
+    if fault != Fault.GPU_OFF_BUS:
         assert "GPU 0 (GPU-" in message  # the GPU is named with its index, UUID and bus id
 
 
 def test_xid_79_is_in_the_kernel_log_and_the_exporter(make_host) -> None:
-    root = make_host("xid", faults=("xid-79",))
+    root = make_host("xid", faults=(Fault.XID_79,))
     inputs = read(root)
     assert [e.xid for e in inputs.xids] == [79] and set(inputs.dcgm_xids.values()) == {79}
     msg = health.evaluate_xids(inputs, DEFAULT_HEALTH).message()

@@ -7,8 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from lab.spec import H200_CAPTURE
-from lab.twin import containerd
+from lab.spec import H200_CAPTURE, Fault
+from lab.twin import containerd, toolkit
 from lab.twin.hostcmd import DOCKER_NOT_RUNNING, docker_run, snap_run, systemctl_run
 
 from .conftest import K8S_SNAP_ENV, SNAP_CONFIG, hp
@@ -30,7 +30,7 @@ WantedBy=multi-user.target
 
 def test_snap_restart_reports_success_even_when_containerd_fails(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=("containerd-breaks",))
+    toolkit.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=(Fault.CONTAINERD_BREAKS,))
     assert snap_run(root, ["restart", "k8s.containerd"]) == (0, "Restarted.\n", "")
     st = containerd.state(root)
     # the toolkit's own restart signal (1), then snap restart (2)
@@ -52,7 +52,7 @@ def test_snap_errors(hosts: dict[str, Path]) -> None:
 
 def test_version_error_takes_the_daemon_down(make_host) -> None:
     root = make_host("new", k8s_snap_track="1.35")     # containerd 2.1 (config version 3; 2.3 accepts 4)
-    containerd.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=("dropin-version-too-high",))
+    toolkit.toolkit_install(root, K8S_SNAP_ENV, cdi_enabled=False, faults=(Fault.DROPIN_VERSION_TOO_HIGH,))
     assert snap_run(root, ["restart", "k8s.containerd"])[0] == 0
     assert "inactive" in snap_run(root, ["services", "k8s.containerd"])[1]
     rc, out, _ = systemctl_run(root, ["status", "snap.k8s.containerd"])

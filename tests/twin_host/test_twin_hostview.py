@@ -8,9 +8,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from lab.spec import NodeSpec
+from lab.spec import Fault, NodeSpec
 from lab.state import REPO_ROOT, LabPaths
-from lab.twin import containerd, hostview, shim_server
+from lab.twin import containerd, hostview, seeding, shim_server
 
 from .conftest import SNAP_CONFIG, B, hp
 
@@ -89,11 +89,11 @@ def test_a_docker_node_without_files_gets_an_empty_daemon_json(make_host) -> Non
 
 def test_seed_is_idempotent_and_leaves_a_seeded_host_alone(paths: LabPaths, spec_nodes: dict[str, NodeSpec]) -> None:
     node = spec_nodes["gpu-a"]
-    root = hostview.seed(paths, node)
+    root = seeding.seed(paths, node)
     cfg = hp(root, SNAP_CONFIG)
     cfg.write_text(cfg.read_text() + "\n# changed by the suite\n")
     (root / "usr/bin/snap").write_text("stale")
-    assert hostview.seed(paths, node) == root
+    assert seeding.seed(paths, node) == root
     assert cfg.read_text().endswith("# changed by the suite\n")
     assert (root / "usr/bin/snap").read_text().startswith("#!")            # shims are refreshed
 
@@ -119,8 +119,8 @@ def test_custom_base_dir(make_host) -> None:
 
 
 def test_set_faults_changes_node_json(hosts: dict[str, Path]) -> None:
-    hostview.set_faults(hosts["gpu-a"], ["driver-broken"])
-    assert hostview.load_node(hosts["gpu-a"]).faults == ("driver-broken",)
+    hostview.set_faults(hosts["gpu-a"], [Fault.DRIVER_BROKEN])
+    assert hostview.load_node(hosts["gpu-a"]).faults == (Fault.DRIVER_BROKEN,)
 
 
 def test_host_path_refuses_escapes(tmp_path: Path) -> None:

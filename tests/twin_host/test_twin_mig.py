@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab import spec as lab_spec
+from lab.spec import Fault
 from lab.twin import mig
 from lab.twin.dcgm_server import render
 from lab.twin.gpus import gpus_for
@@ -131,4 +132,4 @@ def test_spec_mig_key_is_validated(tmp_path: Path) -> None:
         with pytest.raises(lab_spec.SpecError, match=message):
             lab_spec.parse(node(mig=bad), tmp_path / "s.yaml")
     with pytest.raises(lab_spec.SpecError, match="fault mig-state-failed needs a MIG node"):
-        lab_spec.parse(node(faults=["mig-state-failed"]), tmp_path / "s.yaml")
+        lab_spec.parse(node(faults=[Fault.MIG_STATE_FAILED]), tmp_path / "s.yaml")

@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.spec import H200_CAPTURE, SHARED, NodeSpec
+from lab.spec import H200_CAPTURE, SHARED, Fault, NodeSpec
 from lab.twin import hostview, nvidia_smi
 from lab.twin.gpus import GpuRecord, captured, gpus_for, is_unadapted
 
@@ -91,11 +91,11 @@ def test_adapted_q_and_xml_substitute_identity(hosts: dict[str, Path], spec_node
 
 def test_faults(hosts: dict[str, Path]) -> None:
     root = hosts["gpu-a"]
-    hostview.set_faults(root, ["driver-broken"])
+    hostview.set_faults(root, [Fault.DRIVER_BROKEN])
     for argv in ([], ["-L"], ["--query-gpu=driver_version", "--format=csv,noheader"]):
         assert smi(root, *argv) == (9, nvidia_smi.DRIVER_BROKEN_MESSAGE + "\n", "")
     assert nvidia_smi.DRIVER_BROKEN_MESSAGE.startswith("NVIDIA-SMI has failed because it couldn't communicate")
-    hostview.set_faults(root, ["gpu-missing"])
+    hostview.set_faults(root, [Fault.GPU_MISSING])
     assert smi(root, "-L") == (6, "No devices were found\n", "")
     hostview.set_faults(root, [])
     assert smi(root, "-L")[0] == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.spec import NodeSpec
+from lab.spec import Fault, NodeSpec
 from lab.twin import dra_plugin
 from provision.converge.operator import stack_refusal
 from provision.helm import unknown_value_paths
@@ -189,7 +189,7 @@ def test_the_twins_slice_follows_the_drivers_formats():
     devices = dra.node_devices([{**body, "metadata": {"name": "s"}}], "gpu-b")
     assert [d.name for d in devices] == ["gpu-0", "gpu-1"] and len({d.uuid for d in devices}) == 2
     assert dra.compare_devices(devices, [d.uuid for d in devices], node.driver) == []
-    missing = NodeSpec(name="gpu-b", gpus=2, faults=("dra-slice-missing-gpu",))
+    missing = NodeSpec(name="gpu-b", gpus=2, faults=(Fault.DRA_SLICE_MISSING_GPU,))
     assert len(dra_plugin.devices(missing)) == 1
 
 

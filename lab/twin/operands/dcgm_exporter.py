@@ -1,0 +1,24 @@
+"""The DCGM exporter: its metrics endpoint on the pod's IP, port 9400 (lab/twin/dcgm_server.py), from the node's
+GPUs; none with dcgm-down or a broken driver."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lab.spec import Fault, NodeSpec
+from lab.twin.gpus import gpus_for
+
+if TYPE_CHECKING:
+    from lab.twin.twin import Twin
+
+
+def start(twin: Twin, pod: dict, node: NodeSpec) -> None:
+    uid = pod["metadata"]["uid"]
+    twin.set_running(pod, ready=True)
+    twin.set_state(uid, "running")
+    if Fault.DCGM_DOWN not in node.faults and Fault.DRIVER_BROKEN not in node.faults:
+        twin.dcgm.start(uid, twin.pod_ip(pod), node, gpus_for(node))
+
+
+def stop(twin: Twin, pod: dict) -> None:
+    twin.dcgm.stop(pod["metadata"]["uid"])
