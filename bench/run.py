@@ -450,8 +450,7 @@ class Bench:
             try:
                 lab = cluster.up(spec_file, paths=paths, quiet=True)
             except LabError as exc:
-                # lab.processes.running() can miss a process that has not exec'd yet ("etcd exited" while it
-                # runs): start over once.
+                # a lab start that failed on a loaded machine (docs/reliability.md): start over once
                 say(f"N={n}: lab start failed ({str(exc).splitlines()[0]}); once more")
                 info["lab_start_retried"] = str(exc).splitlines()[0]
                 self._down(paths)

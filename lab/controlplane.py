@@ -189,8 +189,8 @@ def _start_tried(paths: LabPaths, name: str, argv: list[str], wait: Callable[[],
 def start(bin_dir: Path, paths: LabPaths, ports: dict[str, int]) -> None:
     prepare(paths, ports)
 
-    # Both seen on a loaded 2-core machine, cause not found (docs/reliability.md): etcd gone within a second of its
-    # start with an empty log, the apiserver dying at start without a word; the same start again comes up.
+    # "etcd exited" with an empty log on a loaded machine was processes.running() misjudging a child not yet exec'd
+    # (fixed there, docs/reliability.md); the retries stay for a component that really dies at its start.
     _start_tried(paths, "etcd", etcd_argv(bin_dir, paths, ports), lambda: wait_etcd(paths, ports))
     _start_tried(paths, "kube-apiserver", apiserver_argv(bin_dir, paths, ports), lambda: wait_apiserver(paths, ports))
     processes.start(paths, "kube-controller-manager", controller_manager_argv(bin_dir, paths))

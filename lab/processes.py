@@ -23,15 +23,20 @@ def running(paths: LabPaths, name: str) -> psutil.Process | None:
     if not pf.exists():
         return None
     try:
-        pid = int(pf.read_text().strip())
-        proc = psutil.Process(pid)
+        pid_text, _, started = pf.read_text().strip().partition(" ")
+        proc = psutil.Process(int(pid_text))
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        # Guard against pid reuse: the command line we recorded must still match, all of it. (The program
-        # alone is the same for every lab's kube-apiserver: a stale pid file of one lab, its pid reused by
-        # another lab's process, made `down` or a restart stop the other lab's process.)
+        # Guard against pid reuse: the process must be the one started (its start time, which exec keeps). The
+        # program alone is the same for every lab's kube-apiserver: a stale pid file of one lab, its pid reused by
+        # another lab's process, made `down` or a restart stop the other lab's process. The command line is no
+        # guard: between fork and exec (long on a loaded machine) the child still has Python's, and a process
+        # judged gone then was reported as "etcd exited" (empty log) and started a second time ("address already
+        # in use" while the first still ran).
+        if started:
+            return proc if abs(proc.create_time() - float(started)) < 0.01 else None
         marker = (paths.run / f"{name}.cmd").read_text() if (paths.run / f"{name}.cmd").exists() else ""
-        if marker and marker.split("\0") != proc.cmdline():
+        if marker and marker.split("\0") != proc.cmdline():   # a pid file written before start times were kept
             return None
         return proc
     except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
@@ -50,9 +55,10 @@ def start(paths: LabPaths, name: str, argv: list[str], env: dict[str, str] | Non
         env={**os.environ, **(env or {})}, cwd=cwd,
     )
     log.close()
-    pid_file(paths, name).write_text(str(proc.pid))
+    started = psutil.Process(proc.pid)
+    pid_file(paths, name).write_text(f"{proc.pid} {started.create_time()!r}")
     (paths.run / f"{name}.cmd").write_text("\0".join(argv))
-    return psutil.Process(proc.pid)
+    return started
 
 
 def stop(paths: LabPaths, name: str, timeout: float = 10.0) -> bool:
