@@ -27,6 +27,20 @@ def gfd_pod(twin: Twin, node: str) -> dict | None:
                  == "gpu-feature-discovery" and (p.get("status") or {}).get("phase") == "Running"), None)
 
 
+def arch_family(compute_cap: str) -> str:
+    """GFD's `nvidia.com/gpu.family` from the compute capability (k8s-device-plugin internal/lm/resource.go
+    getArchFamily: 7.0-7.4 volta, 7.5+ turing, 8.0-8.8 ampere, 8.9 ada-lovelace, 9 hopper, 10 and 12 blackwell)."""
+    major_text, _, minor_text = compute_cap.partition(".")
+    major, minor = int(major_text), int(minor_text or 0)
+    by_major = {1: "tesla", 2: "fermi", 3: "kepler", 5: "maxwell", 6: "pascal", 9: "hopper", 10: "blackwell",
+                12: "blackwell"}
+    if major == 7:
+        return "volta" if minor < 5 else "turing"
+    if major == 8:
+        return "ampere" if minor < 9 else "ada-lovelace"
+    return by_major.get(major, "undefined")
+
+
 def label(twin: Twin, node: NodeSpec, gfd: dict | None = None) -> None:
     """GPU feature discovery's labels, from the config the node's device plugin loaded and GFD's own env.
     Called by GFD's own start (its pod given: the informer may not show it Running yet) and whenever the
@@ -45,7 +59,7 @@ def label(twin: Twin, node: NodeSpec, gfd: dict | None = None) -> None:
         "nvidia.com/gpu.product": plugin_config.product_label(node.product, sharing),
         "nvidia.com/gpu.replicas": str(sharing.replicas),
         "nvidia.com/gpu.sharing-strategy": sharing.strategy,
-        "nvidia.com/gpu.family": "blackwell" if "GB" in node.product else "hopper",
+        "nvidia.com/gpu.family": arch_family(node.compute_cap),
         "nvidia.com/cuda.driver-version.full": node.driver,
         "nvidia.com/cuda.driver-version.major": node.driver.split(".")[0],
         "nvidia.com/gpu.compute.major": node.compute_cap.split(".")[0],

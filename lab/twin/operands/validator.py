@@ -32,7 +32,7 @@ def validate(twin: Twin, pod: dict, node: NodeSpec) -> None:
         waiting = "toolkit-validation"
     elif Fault.VECTORADD_FAILS in node.faults:
         waiting = "cuda-validation"
-    elif allocatable(twin, node.name) == 0:
+    elif not gpu_resource_discovered(twin, node.name):
         waiting = "plugin-validation"
     if waiting:
         twin.set_running(pod, ready=False, init_waiting=waiting)
@@ -47,9 +47,12 @@ def validate(twin: Twin, pod: dict, node: NodeSpec) -> None:
     twin.set_state(uid, "running")
 
 
-def allocatable(twin: Twin, node: str) -> int:
-    """GPUs the node advertises: nvidia.com/gpu plus the MIG resources of strategy mixed (the validator's
-    plugin validation accepts either)."""
+def gpu_resource_discovered(twin: Twin, node: str) -> bool:
+    """The validator's plugin validation (validateGPUResource, v26.3.0 cmd/nvidia-validator/main.go): the node's
+    *capacity* has a resource whose name starts with `nvidia.com/mig-` or `nvidia.com/gpu` (so a renamed
+    `nvidia.com/gpu.shared` passes) with a quantity of at least 1. (The real validator then runs a workload pod on
+    that resource, WITH_WORKLOAD; the twin does not play that pod.)"""
     obj = twin.informers["nodes"].get(f"/{node}") or {}
-    alloc = (obj.get("status") or {}).get("allocatable") or {}
-    return sum(int(v or 0) for k, v in alloc.items() if k == WORKLOAD_RESOURCE or k.startswith("nvidia.com/mig-"))
+    capacity = (obj.get("status") or {}).get("capacity") or {}
+    return any(int(v or 0) >= 1 for k, v in capacity.items()
+               if k.startswith(WORKLOAD_RESOURCE) or k.startswith("nvidia.com/mig-"))
