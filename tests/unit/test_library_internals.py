@@ -5,6 +5,7 @@ reports or the SSH backend breaking silently. The tested versions are pinned in 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import tomllib
 from importlib import metadata
@@ -101,3 +102,26 @@ def test_testinfra_paramiko_backend_hooks() -> None:
                                                                                  ours)
     assert isinstance(getattr(testinfra.backend.base, "CommandResult", None), type), \
         _broken("testinfra.backend.base.CommandResult", ours)
+
+
+def test_pytest_bdd_step_lookup_function() -> None:
+    """gpu_conformance/step_lookup.py: pytest-bdd's per-step lookup of the step definitions, replaced by a cached one
+    (the largest part of an API-only 1000-node audit). It must be a module global that the injection calls by name,
+    with the signature (step, fixturemanager, node), and a step must have its type and text as .type and .name."""
+    import importlib
+
+    from pytest_bdd.parser import Step
+
+    ours = "gpu_conformance/step_lookup.py"
+    scenario_mod = importlib.import_module("pytest_bdd.scenario")
+    find = getattr(scenario_mod, "find_fixturedefs_for_step", None)
+    assert callable(find), _broken("pytest_bdd.scenario.find_fixturedefs_for_step", ours)
+    find = getattr(find, "original", find)  # when the cached lookup is installed in this process
+    assert list(inspect.signature(find).parameters) == ["step", "fixturemanager", "node"], \
+        _broken("pytest_bdd.scenario.find_fixturedefs_for_step(step, fixturemanager, node)", ours)
+    inject = getattr(scenario_mod, "inject_fixturedefs_for_step", None)
+    code = getattr(getattr(inject, "__wrapped__", inject), "__code__", None)
+    assert code is not None and "find_fixturedefs_for_step" in code.co_names, \
+        _broken("pytest_bdd.scenario.inject_fixturedefs_for_step calling find_fixturedefs_for_step by name", ours)
+    fields = {f.name for f in dataclasses.fields(Step)}
+    assert {"type", "name"} <= fields, _broken("pytest_bdd.parser.Step.type / .name", ours)
