@@ -12,6 +12,9 @@ the answer is the same for every item of one parent (the test module, or class),
 (parent, step type, step text). pytest-bdd then injects the found definitions and resolves them through pytest
 as before: overriding and scoping rules stay pytest's own.
 
+The same holds for each step function's signature, which pytest-bdd asks ``inspect`` for twice per step of every
+item (``signature`` and ``get_required_args`` in ``pytest_bdd.scenario``): kept per function.
+
 Installed by the plugin for runs of feature files (``install``); ``GPU_CONFORMANCE_PLAIN_PYTEST_BDD=1`` leaves
 pytest-bdd as it is (the report identity test runs the suite both ways). The private name it replaces is
 guarded by tests/unit/test_library_internals.py.
@@ -19,6 +22,9 @@ guarded by tests/unit/test_library_internals.py.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -54,27 +60,51 @@ class CachedStepLookup:
         self.parents.clear()
 
 
+@functools.cache
+def cached_signature(func: Callable[..., object]) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+@functools.cache
+def _required_args(func: Callable[..., object]) -> tuple[str, ...]:
+    return tuple(_ORIGINAL_REQUIRED_ARGS(func))
+
+
+def cached_required_args(func: Callable[..., object]) -> list[str]:
+    return list(_required_args(func))  # a fresh list, as pytest-bdd's own returns
+
+
+def _scenario_module():
+    return importlib.import_module("pytest_bdd.scenario")  # `pytest_bdd.scenario` is also a function
+
+
+_ORIGINAL_REQUIRED_ARGS = _scenario_module().get_required_args
+_ORIGINAL_SIGNATURE = _scenario_module().signature
+
+
 def install() -> CachedStepLookup | None:
     """Replace pytest-bdd's lookup with the cached one (once per process); None when left plain (PLAIN_ENV)."""
     if os.environ.get(PLAIN_ENV):
         return None
-    import importlib
-
-    scenario_mod = importlib.import_module("pytest_bdd.scenario")  # `pytest_bdd.scenario` is also a function
+    scenario_mod = _scenario_module()
     current = scenario_mod.find_fixturedefs_for_step
     if isinstance(current, CachedStepLookup):
         return current
     cached = CachedStepLookup(current)
     scenario_mod.find_fixturedefs_for_step = cached
+    scenario_mod.signature = cached_signature
+    scenario_mod.get_required_args = cached_required_args
     return cached
 
 
 def uninstall() -> None:
-    """Put pytest-bdd's own lookup back (at the end of the session: pytester runs share the module)."""
-    import importlib
-
-    scenario_mod = importlib.import_module("pytest_bdd.scenario")
+    """Put pytest-bdd's own functions back (at the end of the session: pytester runs share the module)."""
+    scenario_mod = _scenario_module()
     current = scenario_mod.find_fixturedefs_for_step
     if isinstance(current, CachedStepLookup):
         current.clear()
         scenario_mod.find_fixturedefs_for_step = current.original
+    scenario_mod.signature = _ORIGINAL_SIGNATURE
+    scenario_mod.get_required_args = _ORIGINAL_REQUIRED_ARGS
+    cached_signature.cache_clear()
+    _required_args.cache_clear()

@@ -125,3 +125,23 @@ def test_pytest_bdd_step_lookup_function() -> None:
         _broken("pytest_bdd.scenario.inject_fixturedefs_for_step calling find_fixturedefs_for_step by name", ours)
     fields = {f.name for f in dataclasses.fields(Step)}
     assert {"type", "name"} <= fields, _broken("pytest_bdd.parser.Step.type / .name", ours)
+
+
+def test_pytest_bdd_step_signature_functions() -> None:
+    """gpu_conformance/step_lookup.py: pytest-bdd asks for each step function's signature twice per step of every
+    item, through the module globals ``signature`` (inspect's) and ``get_required_args`` of pytest_bdd.scenario;
+    both are replaced by versions cached per function."""
+    import importlib
+
+    from gpu_conformance import step_lookup
+
+    ours = "gpu_conformance/step_lookup.py"
+    scenario_mod = importlib.import_module("pytest_bdd.scenario")
+    code = scenario_mod._execute_step_function.__code__
+    for name in ("signature", "get_required_args"):
+        assert name in code.co_names, _broken(f"pytest_bdd.scenario._execute_step_function calling {name} by name", ours)
+    assert step_lookup._ORIGINAL_SIGNATURE is inspect.signature, _broken("pytest_bdd.scenario.signature (inspect's)", ours)
+    from pytest_bdd.utils import get_required_args
+
+    assert step_lookup._ORIGINAL_REQUIRED_ARGS is get_required_args, \
+        _broken("pytest_bdd.scenario.get_required_args (pytest_bdd.utils')", ours)
