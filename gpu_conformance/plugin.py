@@ -208,9 +208,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if STATE in config.stash:  # every process that writes Allure results, xdist workers included
+        from provision.reporting.allure_trace import use_cached_traceback
         from provision.reporting.allure_writer import use_fast_writer
 
         use_fast_writer()
+        use_cached_traceback()
     if STATE not in config.stash or hasattr(config, "workerinput"):
         return
     setup = config.stash[STATE]

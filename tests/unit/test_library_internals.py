@@ -145,3 +145,30 @@ def test_pytest_bdd_step_signature_functions() -> None:
 
     assert step_lookup._ORIGINAL_REQUIRED_ARGS is get_required_args, \
         _broken("pytest_bdd.scenario.get_required_args (pytest_bdd.utils')", ours)
+
+
+def test_allure_pytest_bdd_step_traceback_formatter() -> None:
+    """provision/reporting/allure_trace.py: allure-pytest-bdd formats each failed or skipped step's traceback through
+    the module global ``format_traceback`` of allure_pytest_bdd.utils (allure-commons' ``format_tb`` join), replaced
+    by one that formats each distinct chain of frames once; both must give the same text."""
+    utils = pytest.importorskip("allure_pytest_bdd.utils")
+    from allure_commons.utils import format_traceback as theirs
+
+    from provision.reporting.allure_trace import format_traceback as ours
+
+    where = "provision/reporting/allure_trace.py"
+    assert "format_traceback" in utils.get_status_details.__code__.co_names, \
+        _broken("allure_pytest_bdd.utils.get_status_details calling format_traceback by name", where)
+
+    def fail(n: int) -> None:
+        raise ValueError(n) if n else KeyError(n)
+
+    tracebacks = []
+    for n in (1, 2, 0):
+        try:
+            fail(n)
+        except Exception as exc:  # noqa: BLE001 - any exception's traceback
+            tracebacks.append(exc.__traceback__)
+    for tb in tracebacks:
+        assert ours(tb) == theirs(tb), _broken("allure_commons.utils.format_traceback's text", where)
+    assert ours(None) is theirs(None) is None
