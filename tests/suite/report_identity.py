@@ -24,7 +24,7 @@ def _allure_item(data: dict, attachments: Path) -> dict:
         if key in TIMES or key == "uuid":
             continue
         if key == "labels":
-            value = sorted(([lb["name"], lb.get("value")] for lb in value if lb["name"] != "thread"))
+            value = sorted([lb["name"], lb.get("value")] for lb in value if lb["name"] != "thread")
         elif key in ("steps", "befores", "afters"):
             value = [_allure_item(s, attachments) for s in value]
         elif key == "attachments":
