@@ -57,9 +57,11 @@ def summary(run_dir: Path) -> dict:
     return {k: v for k, v in data.items() if k not in SUMMARY_RUN_FIELDS}
 
 
-# What an apiserver's error response carries per request (its headers end up in a could-not-check message).
+# What differs per request or moment in a message: an apiserver error's headers (Audit-Id, Date) in a could-not-check
+# message, and the time of a kernel log line the lab's twin writes when it is read (an Xid "at <time>").
 PER_REQUEST = [(re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
-               (re.compile(r"'Date': '[^']*'"), "'Date': <date>")]
+               (re.compile(r"'Date': '[^']*'"), "'Date': <date>"),
+               (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), "<time>")]
 
 
 def _scrub(value: object) -> object:
@@ -99,7 +101,12 @@ def first_difference(a: object, b: object, path: str = "") -> str | None:
             if d:
                 return d
         return None
-    return None if a == b else f"{path}: {str(a)[:300]!r} != {str(b)[:300]!r}"
+    if a == b:
+        return None
+    if isinstance(a, str) and isinstance(b, str):  # where the texts part, with some context
+        at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        a, b = a[max(0, at - 80):at + 120], b[max(0, at - 80):at + 120]
+    return f"{path}: {str(a)[:300]!r} != {str(b)[:300]!r}"
 
 
 if __name__ == "__main__":
