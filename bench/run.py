@@ -507,6 +507,7 @@ PROFILE_ANCHORS = {
     "helm (subprocess)": ("provision/helm.py", "_run"),
     "pytest-bdd step lookup (per step)": ("pytest_bdd/scenario.py", "get_step_function"),
     "allure reporting (per item)": ("allure_pytest_bdd", ""),
+    "  allure: failed/skipped steps' status and traceback": ("allure_pytest_bdd/utils.py", "get_status_details"),
     "run summary + Allure split (session end)": ("gpu_conformance/reporting.py", "pytest_sessionfinish"),
     "collection": ("_pytest/main.py", "pytest_collection"),
 }

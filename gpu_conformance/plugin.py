@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_conformance import reporting
+from gpu_conformance import reporting, step_lookup
 from gpu_conformance.options import add_options, raw_settings
 from gpu_conformance.run import STATE, Setup, discover, open_run, run_controller_mode
 from provision.heap import HeapSettler, release_item
@@ -76,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not getattr(config.option, "allure_report_dir", None):
         config.option.allure_report_dir = str(run_dir / "allure-results")
     config.stash[STATE] = Setup(settings, run_id, run_dir, started=time.time())
+    step_lookup.install()  # pytest-bdd's step lookup once per step text, not per step of every item
     if not worker:
         discover(config.stash[STATE])
 
@@ -200,15 +201,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    step_lookup.uninstall()
     _HEAP.finish()  # before pytest's own final collections and the interpreter's shutdown walk the heap
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if STATE in config.stash:  # every process that writes Allure results, xdist workers included
+        from provision.reporting.allure_trace import use_cached_traceback
         from provision.reporting.allure_writer import use_fast_writer
 
         use_fast_writer()
+        use_cached_traceback()
     if STATE not in config.stash or hasattr(config, "workerinput"):
         return
     setup = config.stash[STATE]

@@ -128,3 +128,18 @@ def test_host_checks_turned_off_skip_the_host_scenarios_with_the_reason(faulty, 
     assert [r["scenario"] for r in xid] == ["No GPU of the node reported a critical Xid error"], run.results("f-xid")
     plugin = [r for r in run.results("f-plugin") if r["outcome"] == "failed"]
     assert plugin and run.rc == 10, [(r["scenario"], r["outcome"], r["message"][:200]) for r in run.results("f-plugin")]
+
+
+def test_reports_are_the_same_with_and_without_the_library_caches(faulty, tmp_path):
+    """The caches of pytest-bdd's step lookup and of allure's step tracebacks (gpu_conformance/step_lookup.py,
+    provision/reporting/allure_trace.py; docs/performance.md) change no report: Allure results with their
+    attachments, JUnit and summary.json say the same as a run with the libraries as shipped, for a lab whose
+    faulty nodes fail, break and skip."""
+    from gpu_conformance.step_lookup import PLAIN_ENV
+    from tests.suite.report_identity import first_difference, reports
+
+    plain = run_suite(faulty, tmp_path / "plain", "--no-workload", env={PLAIN_ENV: "1"})
+    cached = run_suite(faulty, tmp_path / "cached", "--no-workload")
+    outcomes = {r["outcome"] for r in cached.summary.get("results", [])}
+    assert {"passed", "failed", "skipped"} <= outcomes, (outcomes, cached.output[-2000:])
+    assert first_difference(reports(plain.run_dir), reports(cached.run_dir)) is None

@@ -5,6 +5,7 @@ reports or the SSH backend breaking silently. The tested versions are pinned in 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import tomllib
 from importlib import metadata
@@ -101,3 +102,73 @@ def test_testinfra_paramiko_backend_hooks() -> None:
                                                                                  ours)
     assert isinstance(getattr(testinfra.backend.base, "CommandResult", None), type), \
         _broken("testinfra.backend.base.CommandResult", ours)
+
+
+def test_pytest_bdd_step_lookup_function() -> None:
+    """gpu_conformance/step_lookup.py: pytest-bdd's per-step lookup of the step definitions, replaced by a cached one
+    (the largest part of an API-only 1000-node audit). It must be a module global that the injection calls by name,
+    with the signature (step, fixturemanager, node), and a step must have its type and text as .type and .name."""
+    import importlib
+
+    from pytest_bdd.parser import Step
+
+    ours = "gpu_conformance/step_lookup.py"
+    scenario_mod = importlib.import_module("pytest_bdd.scenario")
+    find = getattr(scenario_mod, "find_fixturedefs_for_step", None)
+    assert callable(find), _broken("pytest_bdd.scenario.find_fixturedefs_for_step", ours)
+    find = getattr(find, "original", find)  # when the cached lookup is installed in this process
+    assert list(inspect.signature(find).parameters) == ["step", "fixturemanager", "node"], \
+        _broken("pytest_bdd.scenario.find_fixturedefs_for_step(step, fixturemanager, node)", ours)
+    inject = getattr(scenario_mod, "inject_fixturedefs_for_step", None)
+    code = getattr(getattr(inject, "__wrapped__", inject), "__code__", None)
+    assert code is not None and "find_fixturedefs_for_step" in code.co_names, \
+        _broken("pytest_bdd.scenario.inject_fixturedefs_for_step calling find_fixturedefs_for_step by name", ours)
+    fields = {f.name for f in dataclasses.fields(Step)}
+    assert {"type", "name"} <= fields, _broken("pytest_bdd.parser.Step.type / .name", ours)
+
+
+def test_pytest_bdd_step_signature_functions() -> None:
+    """gpu_conformance/step_lookup.py: pytest-bdd asks for each step function's signature twice per step of every
+    item, through the module globals ``signature`` (inspect's) and ``get_required_args`` of pytest_bdd.scenario;
+    both are replaced by versions cached per function."""
+    import importlib
+
+    from gpu_conformance import step_lookup
+
+    ours = "gpu_conformance/step_lookup.py"
+    scenario_mod = importlib.import_module("pytest_bdd.scenario")
+    code = scenario_mod._execute_step_function.__code__
+    for name in ("signature", "get_required_args"):
+        assert name in code.co_names, _broken(f"pytest_bdd.scenario._execute_step_function calling {name} by name", ours)
+    assert step_lookup._ORIGINAL_SIGNATURE is inspect.signature, _broken("pytest_bdd.scenario.signature (inspect's)", ours)
+    from pytest_bdd.utils import get_required_args
+
+    assert step_lookup._ORIGINAL_REQUIRED_ARGS is get_required_args, \
+        _broken("pytest_bdd.scenario.get_required_args (pytest_bdd.utils')", ours)
+
+
+def test_allure_pytest_bdd_step_traceback_formatter() -> None:
+    """provision/reporting/allure_trace.py: allure-pytest-bdd formats each failed or skipped step's traceback through
+    the module global ``format_traceback`` of allure_pytest_bdd.utils (allure-commons' ``format_tb`` join), replaced
+    by one that formats each distinct chain of frames once; both must give the same text."""
+    utils = pytest.importorskip("allure_pytest_bdd.utils")
+    from allure_commons.utils import format_traceback as theirs
+
+    from provision.reporting.allure_trace import format_traceback as ours
+
+    where = "provision/reporting/allure_trace.py"
+    assert "format_traceback" in utils.get_status_details.__code__.co_names, \
+        _broken("allure_pytest_bdd.utils.get_status_details calling format_traceback by name", where)
+
+    def fail(n: int) -> None:
+        raise ValueError(n) if n else KeyError(n)
+
+    tracebacks = []
+    for n in (1, 2, 0):
+        try:
+            fail(n)
+        except Exception as exc:  # noqa: BLE001 - any exception's traceback
+            tracebacks.append(exc.__traceback__)
+    for tb in tracebacks:
+        assert ours(tb) == theirs(tb), _broken("allure_commons.utils.format_traceback's text", where)
+    assert ours(None) is theirs(None) is None

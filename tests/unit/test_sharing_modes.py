@@ -262,3 +262,20 @@ def test_the_sharing_profile_option_parses_flags() -> None:
         "Tesla T4": {"replicas": "2", "rename": False, "mps": True}}
     with pytest.raises(pytest.UsageError, match="unknown flags"):
         _sharing_profiles(["X=2,shared"])
+
+
+def test_a_fleets_shared_config_is_parsed_once_and_a_bad_one_fails_every_time() -> None:
+    """expect.sharing_from parses the time-slicing ConfigMap once per text (every node names the same one); an
+    unreadable config is reported for every node, not only the first."""
+    good = {"data": {"any": "version: v1\nsharing:\n  timeSlicing:\n    resources:\n    - name: nvidia.com/gpu\n"
+                             "      replicas: 4\n"}}
+    bad = {"data": {"any": "version: v2\n"}}
+    expect._parsed_config.cache_clear()
+    for _ in range(3):
+        shared = expect.sharing_from({}, None, {"cm": good}, "cm")
+        assert shared.config is not None and shared.config.replicas == 4
+    info = expect._parsed_config.cache_info()
+    assert (info.misses, info.hits) == (1, 2), info
+    for _ in range(2):
+        broken = expect.sharing_from({}, None, {"cm": bad}, "cm")
+        assert broken.config is None and "unreadable" in broken.source and "version must be v1" in broken.source
