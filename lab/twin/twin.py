@@ -265,6 +265,8 @@ class Twin:
         elif labels.get("app") in dra_plugin.DRA_OPERAND_APPS:
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
+            if labels.get("app") == dcgm_server.DRA_APP and not dcgm_server.down(node):
+                self.dcgm.start(uid, self._pod_ip(pod), node, gpus_for(node))
         elif op is not None:
             self._start_operand(pod, op, node)
         elif self._requests_gpu(pod):
@@ -441,7 +443,7 @@ class Twin:
             self.operator_pods.pop(md["uid"], None)
         app = (md.get("labels") or {}).get("app")
         node = spec.get("nodeName")
-        if app == "nvidia-dcgm-exporter":
+        if app in dcgm_server.APPS:
             self.dcgm.stop(md["uid"])
         if app == "nvidia-container-toolkit-daemonset" and node in self.nodes:
             # The real toolkit removes its drop-in when its container stops (the import line stays).
@@ -564,10 +566,14 @@ class Twin:
             if not self._alive(pod):
                 return
             if "dra-plugin-never-publishes" not in node.faults and node.gpus and "gpu-missing" not in node.faults:
-                self._unpublish_slices(node.name)
-                node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
-                self.custom.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
-                                                         dra_plugin.resource_slice(node, node_obj["metadata"].get("uid", "")))
+                writer = dra_plugin.as_plugin(self.custom.api_client, self.core, pod)   # its ServiceAccount
+                try:
+                    self._unpublish_slices(node.name, writer)
+                    node_obj = self.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
+                    writer.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices", dra_plugin.node_slice(
+                        node, node_obj["metadata"].get("uid", ""), self._host_root(node.name)))
+                finally:
+                    writer.api_client.close()
                 self.record("slices-published", node=node.name)
             if "dra-claim-left-allocated" in node.faults:
                 self._leave_claim(node)
@@ -596,14 +602,14 @@ class Twin:
                 return error
         return None
 
-    def _unpublish_slices(self, node: str) -> None:
-        slices = self.custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
-                                                        field_selector=f"spec.nodeName={node}")["items"]
+    def _unpublish_slices(self, node: str, api: client.CustomObjectsApi | None = None) -> None:
+        api = api or self.custom   # the plugin's own identity, or (the plugin gone) kubelet's clean-up
+        slices = api.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                                field_selector=f"spec.nodeName={node}")["items"]
         for sl in slices:
             if sl["spec"].get("driver") == dra_plugin.DRIVER:
                 with contextlib.suppress(ApiException):
-                    self.custom.delete_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
-                                                             sl["metadata"]["name"])
+                    api.delete_cluster_custom_object("resource.k8s.io", "v1", "resourceslices", sl["metadata"]["name"])
 
     def _leave_claim(self, node: NodeSpec) -> None:
         body = dra_plugin.left_claim(node)
@@ -664,7 +670,7 @@ class Twin:
         if op.component == "dcgmExporter":
             self._set_running(pod, ready=True)
             self._set_state(uid, "running")
-            if "dcgm-down" not in node.faults and "driver-broken" not in node.faults:
+            if not dcgm_server.down(node):
                 self.dcgm.start(uid, self._pod_ip(pod), node, gpus_for(node))
             return
         if op.component == "validator":
