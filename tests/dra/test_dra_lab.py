@@ -49,7 +49,7 @@ FAULTS = {
 # keeps GPUCluster notReady. (node, scenario) -> a text of that failure's message.
 CONSEQUENCES = {
     ("gpu-c", WORKLOAD): "cannot allocate all claims",   # the real kube-scheduler's words
-    ("gpu-c", METRICS): "no nvidia-dcgm-exporter-dra pod on gpu-c",
+    ("gpu-c", METRICS): "expected a nvidia-dcgm-exporter-dra pod on gpu-c; found none",
     (None, GPU_CLUSTER): "notReady",
 }
 EXPECTED_FAILURES = {key: text for key, text in FAULTS.values()} | CONSEQUENCES
@@ -110,11 +110,43 @@ def test_provision_installs_the_dra_stack_and_the_healthy_nodes_pass(dra_lab, pr
         assert any(r["scenario"] == WORKLOAD and r["outcome"] == "passed" for r in results), run.output[-3000:]
     failures = _failures(run)
     assert set(failures) == set(EXPECTED_FAILURES), {k: v[:300] for k, v in failures.items()}
-    # the MIG node: its MIG GPU is published as its 7 MIG devices, so mig.nvidia.com is asked for and exists
-    mig_slices = next(r for r in run.results("gpu-m") if r["scenario"] == SLICES)
-    assert "9 device(s) published (7 MIG)" in mig_slices["message"], mig_slices
+    # the MIG node (its slices check passed above): GPU 0 is published as its 7 MIG devices, GPU 1 as itself, each
+    # written by the node's plugin ServiceAccount (the driver's ValidatingAdmissionPolicy let it: its own node)
+    from kubernetes import client
+
+    slices = [s for s in client.CustomObjectsApi(dra_lab.api()).list_cluster_custom_object(
+        "resource.k8s.io", "v1", "resourceslices")["items"] if s["spec"]["pool"]["name"] == "gpu-m"]
+    types = sorted(d["attributes"]["type"]["string"] for s in slices for d in s["spec"]["devices"])
+    assert types == ["gpu"] + ["mig"] * 7, [d["name"] for s in slices for d in s["spec"]["devices"]]
+    writers = {e["user"]["username"] for e in dra_lab.audit_events() if e.get("verb") == "create"
+               and e.get("objectRef", {}).get("resource") == "resourceslices" and e.get("stage") == "ResponseComplete"
+               and (e.get("responseStatus") or {}).get("code") == 201}
+    assert writers == {"system:serviceaccount:gpu-operator:nvidia-dra-driver-kubeletplugin"}, writers
     classes = next(r for r in run.results() if r["scenario"] == DEVICE_CLASSES)
-    assert classes["outcome"] == "passed" and "mig.nvidia.com" in classes["message"], classes
+    assert classes["outcome"] == "passed", classes   # mig.nvidia.com is required: gpu-m has MIG enabled
+
+
+def test_the_drivers_admission_policy_lets_a_plugin_write_only_its_own_nodes_slices(dra_lab, provisioned):
+    """The real operator's ValidatingAdmissionPolicy resourceslices-policy-nvidia-dra-driver, enforced by the real
+    apiserver, on the identity the twin writes slices with (lab/twin/dra_plugin.py as_plugin)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from lab.twin import dra_plugin
+
+    api = dra_lab.api()
+    core = client.CoreV1Api(api)
+    pod = next(p for p in core.list_pod_for_all_namespaces(label_selector=f"app={dra_plugin.PLUGIN_APP}").items
+               if p.spec.node_name == "gpu-a")
+    writer = dra_plugin.as_plugin(api, core, api.sanitize_for_serialization(pod))
+    body = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"generateName": "not-mine-"},
+            "spec": {"driver": dra_plugin.DRIVER, "nodeName": "gpu-b",
+                     "pool": {"name": "gpu-b", "generation": 99, "resourceSliceCount": 1}, "devices": []}}
+    with pytest.raises(ApiException) as refused:
+        writer.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices", body)
+    writer.api_client.close()
+    assert refused.value.status in (403, 422) and "may not modify cluster or node resourceslices" in \
+        refused.value.body, refused.value.body
 
 
 @pytest.fixture(scope="module")
