@@ -125,16 +125,31 @@ def memory_slices(profile: str, gpu_memory_mib: int | None) -> int:
     return max(1, min(MEMORY_SLICES, round(int(m.group(1)) * MEMORY_SLICES / (gpu_memory_mib / 1024))))
 
 
-def _place(used: set[int], size: int) -> int:
-    """The first free placement start of `size` slices (starts are multiples of the size; a 1-slice instance cannot
-    start at the 8th memory slice: there are 7 compute slices)."""
-    for start in range(0, MEMORY_SLICES - size + 1, size):
-        if size == 1 and start == MEMORY_SLICES - 1:
-            break
-        if not used & set(range(start, start + size)):
-            used.update(range(start, start + size))
-            return start
-    raise MigError(f"error applying MIG configuration: no free placement for a {size}-slice instance")
+def _starts(size: int) -> list[int]:
+    """Placement starts of a `size`-slice instance: multiples of the size; a 1-slice instance cannot start at the 8th
+    memory slice (there are 7 compute slices)."""
+    return [s for s in range(0, MEMORY_SLICES - size + 1, size) if not (size == 1 and s == MEMORY_SLICES - 1)]
+
+
+def placements(sizes: list[int]) -> list[int]:
+    """A placement start for each instance (sizes in memory slices) without overlap, the lowest first (a search, as
+    NVML finds room for H100 all-balanced: 3g at 4, 2g at 0, 1g at 2 and 3); sequential starts when none fits."""
+    def fit(i: int, used: frozenset[int]) -> list[int] | None:
+        if i == len(sizes):
+            return []
+        for start in _starts(sizes[i]):
+            span = frozenset(range(start, start + sizes[i]))
+            if not used & span and (rest := fit(i + 1, used | span)) is not None:
+                return [start, *rest]
+        return None
+    found = fit(0, frozenset())
+    if found is not None:
+        return found
+    out, at = [], 0
+    for size in sizes:
+        out.append(at)
+        at += size
+    return out
 
 
 def partition(node: NodeSpec, gpu_uuids: list[str], per_gpu: dict[int, dict[str, int] | None], name: str) -> dict:
@@ -144,15 +159,16 @@ def partition(node: NodeSpec, gpu_uuids: list[str], per_gpu: dict[int, dict[str,
     for index, want in sorted(per_gpu.items()):
         if want is None:
             continue
-        devices, next_gi, used = [], dict(_GI_START), set()
+        devices, next_gi = [], dict(_GI_START)
         for profile in sorted(want, key=lambda p: (-_size(p), p)):
             for _ in range(want[profile]):
                 gi = next_gi.setdefault(_size(profile), 0)
                 next_gi[_size(profile)] = gi + 1
                 mig_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"{node.name}/{gpu_uuids[index]}/{gi}")
-                size = memory_slices(profile, node.memory_mib)
                 devices.append({"profile": profile, "gi": gi, "ci": 0, "uuid": f"MIG-{mig_uuid}",
-                                "start": _place(used, size), "size": size})
+                                "size": memory_slices(profile, node.memory_mib)})
+        for d, start in zip(devices, placements([d["size"] for d in devices]), strict=True):
+            d["start"] = start
         gpus[str(index)] = devices
     return {"config": name, "state": "success", "gpus": gpus}
 
