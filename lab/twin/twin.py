@@ -503,7 +503,7 @@ class Twin:
         real = hook_jobs.real_program(pod)
 
         def finish() -> None:
-            code, out = hook_jobs.run_manage_crds(self.paths, self.core, pod) if real else (0, "")
+            code, out = hook_jobs.run(self.paths, self.core, pod) if real else (0, "")
             self._set_terminated(pod, code, out)
             self._set_state(uid, "done")
         if real:

@@ -229,4 +229,5 @@ def test_rollback_restores_the_cluster_as_it_was_before_provision(dra_lab, befor
     assert back.summary["changes"] > 0, back.output[-3000:]
     assert all(r["outcome"] != "broken" for r in back.results()), back.output[-3000:]
     after = {**api_snapshot(dra_lab), **_dra_objects(dra_lab)}
-    assert snapshot_diff(before, after) == []
+    diff = snapshot_diff(before, after)
+    assert diff == [], (diff, back.output[-3000:])
