@@ -426,6 +426,11 @@ class Twin:
 
     def _finish_delete(self, pod: dict) -> None:
         md = pod["metadata"]
+        if md.get("finalizers") and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            # kubelet kills a deleted pod's containers and reports a terminal phase while finalizers keep the object
+            # (foregroundDeletion: its ResourceClaims go first, and their controller releases them only then)
+            with contextlib.suppress(ApiException):
+                self._set_terminated(pod, 137, "")
         try:
             _sent(self.core.delete_namespaced_pod(md["name"], md["namespace"], grace_period_seconds=0,
                                                   body=client.V1DeleteOptions(grace_period_seconds=0,
