@@ -1,6 +1,8 @@
-@per_node @clusterpolicy
+@per_node
 Feature: GPU metrics are exported for every GPU
-  The node's DCGM exporter answers and reports a metric for every GPU UUID that nvidia-smi lists.
+  The node's DCGM exporter answers and reports a metric for every GPU UUID that nvidia-smi lists: the
+  nvidia-dcgm-exporter pod of the ClusterPolicy stack, or the nvidia-dcgm-exporter-dra pod of the GPUCluster (DRA)
+  stack (docs/dra.md).
 
   Background:
     Given a GPU node of the cluster

@@ -133,7 +133,7 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
     _bootstrap_rbac(api)
     _install_kwok_crds(api, bin_dir / "kwok-crds")
     paths.spec_file.write_text(json.dumps({"source": str(spec.source), "fingerprint": fingerprint}))
-    from lab.twin import seeding, shim_server  # the twin's host views must exist before anything runs on them
+    from lab.twin import mig, seeding, shim_server  # the twin's host views must exist before anything runs on them
 
     # the host views' shims ask this one helper (lab/twin/shim_server.py) instead of starting Python each
     processes.start(paths, "twin-host", [sys.executable, "-m", "lab.twin.shim_server", "--socket",
@@ -142,6 +142,7 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
 
     for node in spec.nodes:
         seeding.seed(paths, node)
+        mig.seed_preset(paths.host_root(node.name), node)   # GPUs partitioned before the lab (spec mig.preset)
     kwok.start(bin_dir, paths, ports)
     chartrepo.prepare(paths, bin_dir / "helm", ports["charts"])
     processes.start(paths, "chartrepo", [sys.executable, "-m", "lab.chartrepo", "serve", str(paths.charts),

@@ -118,7 +118,9 @@ class NodeSpec:
     distribution: str = "k8s-snap"   # k8s-snap | kubeadm | k3s | rke2 | microk8s (DISTRIBUTIONS)
     # MIG: {"strategy": single|mixed, "profile": <mig-parted config>, "capable": bool}, None = no MIG key. profile and
     # strategy are the node's desired state (--lab hands them to the suite as mig_profiles / mig_strategies, as an
-    # inventory would); capable is the hardware (GFD's nvidia.com/mig.capable). The GPUs start with MIG disabled.
+    # inventory would); capable is the hardware (GFD's nvidia.com/mig.capable). The GPUs start with MIG disabled,
+    # unless preset: [{profile: count} | null per GPU index] says they are partitioned from the start (an admin ran
+    # mig-parted on the host: what DRA mode needs, it has no MIG manager; lab/twin/mig.py preset_state).
     mig: dict | None = None
     # issue 16: {config: KEY} labels the node nvidia.com/device-plugin.config=KEY from the start (a per-node
     # profile an earlier installer set, e.g. the playbooks' dgx-spark / consumer); what the key holds is the
@@ -210,9 +212,9 @@ def _mig(raw: object, where: str) -> dict:
     capable: bool (default true)}."""
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: mig must be a mapping {{strategy, profile, capable}}, got {raw!r}")
-    unknown = set(raw) - {"strategy", "profile", "capable"}
+    unknown = set(raw) - {"strategy", "profile", "capable", "preset"}
     if unknown:
-        raise SpecError(f"{where}: unknown mig keys {sorted(unknown)}; allowed: capable, profile, strategy")
+        raise SpecError(f"{where}: unknown mig keys {sorted(unknown)}; allowed: capable, preset, profile, strategy")
     strategy = raw.get("strategy", "single")
     if strategy not in MIG_STRATEGIES:
         raise SpecError(f"{where}: mig.strategy must be one of {list(MIG_STRATEGIES)}, got {strategy!r}")
@@ -223,7 +225,23 @@ def _mig(raw: object, where: str) -> dict:
     capable = raw.get("capable", True)
     if not isinstance(capable, bool):
         raise SpecError(f"{where}: mig.capable must be true or false, got {capable!r}")
-    return {"strategy": strategy, "profile": profile, "capable": capable}
+    out = {"strategy": strategy, "profile": profile, "capable": capable}
+    if raw.get("preset") is not None:
+        out["preset"] = _mig_preset(raw["preset"], where)
+    return out
+
+
+def _mig_preset(raw: object, where: str) -> list[dict[str, int] | None]:
+    """mig.preset: one entry per GPU index, {MIG profile: count} (MIG on, e.g. {"1g.18gb": 7}) or null (MIG off)."""
+    ok = isinstance(raw, list) and all(
+        v is None or (isinstance(v, dict) and v and all(
+            isinstance(k, str) and re.fullmatch(r"[0-9]+g\.[0-9]+gb(\+me)?", k) and isinstance(n, int) and n > 0
+            for k, n in v.items()))
+        for v in raw)
+    if not ok:
+        raise SpecError(f"{where}: mig.preset must be a list with one entry per GPU index, each {{profile: count}} "
+                        f"(such as {{1g.18gb: 7}}) or null for MIG off, got {raw!r}")
+    return [None if v is None else {str(k): int(n) for k, n in v.items()} for v in raw]
 
 
 def load(path: Path | None = None) -> LabSpec:

@@ -29,6 +29,14 @@ from provision.outcomes import Broken
 OPERAND_DAEMONSETS = ("nvidia-container-toolkit-daemonset", "nvidia-device-plugin-daemonset", "nvidia-dcgm-exporter",
                       "gpu-feature-discovery", "nvidia-operator-validator")
 DCGM_APP = "nvidia-dcgm-exporter"
+DCGM_DRA_APP = "nvidia-dcgm-exporter-dra"   # the GPUCluster's exporter (DaemonSet and pod label app; port 9400)
+
+
+def dcgm_app(ctx: RunContext) -> tuple[str, str]:
+    """(the exporter's app label, the node label that schedules it) of the desired stack."""
+    if ctx.settings.stack == "dra":
+        return DCGM_DRA_APP, "nvidia.com/gpu.deploy.dcgm-exporter-dra"
+    return DCGM_APP, "nvidia.com/gpu.deploy.dcgm-exporter"
 GPU = "nvidia.com/gpu"
 
 
@@ -622,9 +630,10 @@ def dcgm_scrape(ctx: RunContext, node: str) -> tuple[str, str]:
     not remembered (the next scenario asks again: under --provision the exporter may come up in between)."""
     def read() -> tuple[str, str]:
         s, kube = ctx.settings, ctx.kube
-        pod = kube.snapshot().pod_on(DCGM_APP, node)
+        app = dcgm_app(ctx)[0]
+        pod = kube.snapshot().pod_on(app, node)
         if pod is None:
-            raise DcgmUnavailable("no-pod", f"no {DCGM_APP} pod on {node}")
+            raise DcgmUnavailable("no-pod", f"no {app} pod on {node}")
         name = pod["metadata"]["name"]
         try:
             if s.dcgm_access == "direct":
@@ -647,8 +656,11 @@ def dcgm_metrics(ctx: RunContext, node: str) -> Finding:
         text = dcgm_scrape(ctx, node)[1]
     except DcgmUnavailable as exc:
         if exc.kind == "no-pod":
-            return Finding(False, _fix(f"a {DCGM_APP} pod on {node}", "none", "check the nvidia-dcgm-exporter "
-                                       "DaemonSet and the node's nvidia.com/gpu.deploy.dcgm-exporter label"))
+            app, label = dcgm_app(ctx)
+            return Finding(False, _fix(f"a {app} pod on {node}", "none", f"check the {app} DaemonSet and the "
+                                       f"node's {label} label" + (" (in DRA mode the exporter's admin-access claim "
+                                       "needs the node's gpu.nvidia.com ResourceSlices)" if app == DCGM_DRA_APP
+                                       else "")))
         if exc.kind == "no-ip":
             raise Broken(exc.why) from None
         return Finding(False, _fix(f"the DCGM exporter on {node} answering on :9400/metrics",

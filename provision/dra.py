@@ -137,12 +137,14 @@ def check_claims(state: DraState, pods: list[dict]) -> Finding:
                           "resourceclaim -n NS NAME`) once you are sure no workload needs it; its GPU is unusable until then")
 
 
-def check_node_slices(state: DraState, node: str, uuids: list[str], host_driver: str | None) -> Finding:
+def check_node_slices(state: DraState, node: str, uuids: list[str], host_driver: str | None,
+                      mig_parents: dict[str, tuple[str, str]] | None = None) -> Finding:
     devices = dra.node_devices(state.slices, node)
-    problems = dra.compare_devices(devices, uuids, host_driver)
+    problems = dra.compare_devices(devices, uuids, host_driver, mig_parents)
     if not problems:
-        return Finding(True, f"{node}: {len(devices)} device(s) published, UUIDs and driverVersion {host_driver} "
-                             "match nvidia-smi")
+        migs = sum(1 for d in devices if d.uuid in (mig_parents or {}))
+        return Finding(True, f"{node}: {len(devices)} device(s) published" + (f" ({migs} MIG)" if migs else "")
+                       + f", UUIDs and driverVersion {host_driver} match nvidia-smi")
     return Finding(False, f"expected: {node}'s ResourceSlices (driver {dra.DRIVER}, pool {node}) list one device per "
                           f"GPU with nvidia-smi's UUIDs and driverVersion {host_driver}. Found: " + "; ".join(problems)
                    + f". Fix: read the log of the {PLUGIN_APP} pod on {node} (container gpus)")
@@ -198,13 +200,32 @@ def _mig_on(ctx) -> bool:
     return any((checks._mig_enabled_gpus(ctx, n) or 0) > 0 for n in ctx.gpu_nodes)
 
 
-def _smi(ctx, node: str) -> tuple[list[str], str | None]:
+def _smi(ctx, node: str) -> tuple[list[str], str | None, dict[str, tuple[str, str]]]:
+    """(the UUIDs the node's slices must list, the host driver, MIG UUID -> (GPU UUID, profile)): a GPU with MIG
+    enabled (nvidia-smi mig.mode.current) is published as its MIG devices (`nvidia-smi -L`), any other as itself."""
     from provision import expect
+    from provision.mig import smi_list
+    from provision.observe.nvidia_smi import NvidiaSmiParseError, parse_list, parse_mig_devices
 
     facts = expect.smi(ctx, node)
     if not facts.usable:
         raise HostUnusable(f"nvidia-smi on {node} does not work: {(facts.stderr or facts.stdout).strip()[:300]}")
-    return [g.uuid for g in facts.gpus], next((g.driver_version for g in facts.gpus if g.driver_version), None)
+    driver = next((g.driver_version for g in facts.gpus if g.driver_version), None)
+    mig_on = {g.uuid for g in facts.gpus if (g.mig_mode or "").lower() == "enabled"}
+    parents: dict[str, tuple[str, str]] = {}
+    if mig_on:
+        rc, text = smi_list(ctx, node)
+        try:
+            if rc != 0:
+                raise NvidiaSmiParseError(f"exit {rc}: {text.strip()[:200]}")
+            by_index = {g.index: g.uuid for g in parse_list(text)}
+            parents = {m.uuid: (by_index[m.gpu_index], m.profile) for m in parse_mig_devices(text)}
+        except (NvidiaSmiParseError, KeyError) as exc:
+            raise HostUnusable(f"nvidia-smi -L on {node} (its GPUs have MIG enabled) gives no MIG devices to compare "
+                               f"with: {exc}") from None
+    uuids = [g.uuid for g in facts.gpus if g.uuid not in mig_on]
+    uuids += [u for u, (gpu, _) in parents.items() if gpu in mig_on]
+    return uuids, driver, parents
 
 
 class HostUnusable(RuntimeError):
@@ -243,8 +264,8 @@ def claims_released(ctx) -> Finding:
 
 
 def node_slices(ctx, node: str) -> Finding:
-    uuids, driver = _smi(ctx, node)
-    return check_node_slices(state(ctx), node, uuids, driver)
+    uuids, driver, parents = _smi(ctx, node)
+    return check_node_slices(state(ctx), node, uuids, driver, parents)
 
 
 def no_double_advertisement(ctx, node: str) -> Finding:

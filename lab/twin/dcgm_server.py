@@ -13,6 +13,17 @@ from lab.state import LabPaths
 from lab.twin import mig
 
 PORT = 9400
+# The exporter's pods: the ClusterPolicy operand, and the GPUCluster's DRA flavour (manifests/state-dcgm-exporter of
+# the v26.7.0 operator: DaemonSet and pod label app=nvidia-dcgm-exporter-dra, port 9400, an admin-access claim on
+# all gpu.nvidia.com devices of the node, privileged: DCGM sees every GPU of the host)
+CLUSTERPOLICY_APP = "nvidia-dcgm-exporter"
+DRA_APP = "nvidia-dcgm-exporter-dra"
+APPS = (CLUSTERPOLICY_APP, DRA_APP)
+
+
+def down(node: NodeSpec) -> bool:
+    """The node's exporter pod runs but serves nothing (fault dcgm-down, or a broken driver)."""
+    return Fault.DCGM_DOWN in node.faults or Fault.DRIVER_BROKEN in node.faults
 _METRICS = (
     ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).", lambda g: 1980),
     ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C).", lambda g: g.temperature or 36),

@@ -9,13 +9,24 @@ lab's reading is in docs/dra.md):
   9.0 -> 9.0.0, CUDA 13.0 -> 13.0.0), resource.kubernetes.io/pciBusID (nvidia-smi's bus id lowercased with the
   first "0000" of the 8-digit domain dropped), capacity memory.
 
+* a GPU with MIG enabled (static MIG: the host's partitions, lab/twin/mig.py; no DynamicMIG) is not published
+  itself: each of its MIG devices is, named ``gpu-<minor>-mig-<profile without dots>-<GI profile ID>-<placement
+  start>`` (mig.go ToCanonicalName), attributes type "mig", uuid (the MIG UUID), parentUUID, profile and the
+  parent's productName, brand, architecture, versions and PCI bus id (mig.go CommonAttributesMig), capacity
+  multiprocessors, copyEngines, decoders, encoders, jpegEngines, ofaEngines, memory (bytes) from the GPU instance
+  profile (the node's ``nvidia-smi mig -lgip``, else GFD's profile attributes) and memorySlice<i> = 1 for each
+  memory slice of its placement (deviceinfo.go MigDeviceInfo.GetDevice).
+
 Faults (lab/spec.py): dra-slice-missing-gpu drops the node's last GPU, dra-driver-version-differs publishes another
 driverVersion. Pure: the twin does the API calls.
 """
 
 from __future__ import annotations
 
+import re
+
 from lab.spec import Fault, NodeSpec
+from lab.twin import mig, nvidia_smi
 from lab.twin.gpus import capture_dir, gpus_for
 from lab.twin.nvidia_smi import cuda_version
 
@@ -44,18 +55,63 @@ def pci_bus_id(nvidia_smi_bus_id: str) -> str:
     return bus if bus.startswith("0000:") else bus.removeprefix("0000")
 
 
-def devices(node: NodeSpec) -> list[dict]:
+# NVML GPU instance profile IDs where the node has no `nvidia-smi mig -lgip` capture (the IDs of the H200 capture's
+# table, the same on A100 and H100): 1 slice 19 (its +me variant 20, its double-memory variant 15), 2g 14, 3g 9,
+# 4g 5, 7g 0
+_GI_PROFILE_IDS = {1: 19, 2: 14, 3: 9, 4: 5, 7: 0}
+_LGIP = re.compile(r"\|\s+(\d+)\s+MIG (\S+)\s+(\d+)\s+\d+/\d+\s+([\d.]+)\s+\S+\s+(\d+)\s+(\d+)\s+(\d+)\s+\|\n"
+                   r"\|\s+(\d+)\s+(\d+)\s+(\d+)\s+\|")
+
+
+def gi_profiles(lgip_text: str) -> dict[str, dict[str, int]]:
+    """GPU 0's rows of `nvidia-smi mig -lgip`: profile -> id, multiprocessors, decoders, encoders, copyEngines,
+    jpegEngines, ofaEngines, memory_mib (the table prints GiB)."""
+    out: dict[str, dict[str, int]] = {}
+    for m in _LGIP.finditer(lgip_text):
+        if m.group(1) != "0":
+            continue
+        out[m.group(2)] = {"id": int(m.group(3)), "memory_mib": round(float(m.group(4)) * 1024),
+                           "multiprocessors": int(m.group(5)), "decoders": int(m.group(6)),
+                           "encoders": int(m.group(7)), "copyEngines": int(m.group(8)),
+                           "jpegEngines": int(m.group(9)), "ofaEngines": int(m.group(10))}
+    return out
+
+
+def _profile_info(profile: str, lgip: dict[str, dict[str, int]]) -> dict[str, int]:
+    """The GPU instance profile: from the node's lgip table, else GFD's attributes of the profile (lab/twin/mig.py)."""
+    if profile in lgip:
+        return lgip[profile]
+    a = mig.attributes(profile)
+    size = int(re.match(r"([0-9]+)g", profile).group(1)) if re.match(r"([0-9]+)g", profile) else 1
+    pid = 20 if profile.endswith("+me") else _GI_PROFILE_IDS.get(size, 19)
+
+    def n(key: str) -> int:
+        return int(a.get(key) or 0)
+    return {"id": pid, "memory_mib": n("memory"), "multiprocessors": n("multiprocessors"),
+            "decoders": n("engines.decoder"), "encoders": n("engines.encoder"), "copyEngines": n("engines.copy"),
+            "jpegEngines": n("engines.jpeg"), "ofaEngines": n("engines.ofa")}
+
+
+def mig_device_name(minor: int, profile: str, profile_id: int, start: int) -> str:
+    """mig.go ToCanonicalName: gpu-<minor>-mig-<profile, dots removed, RFC 1123>-<GI profile ID>-<placement start>."""
+    pname = re.sub(r"[^a-z0-9-.]", "-", profile.replace(".", "").lower()).strip("-").removesuffix(".")
+    return f"gpu-{minor}-mig-{pname}-{profile_id}-{start}"
+
+
+def devices(node: NodeSpec, mig_state: dict | None = None, lgip_text: str = "") -> list[dict]:
+    """The node's published devices; `mig_state` the host's MIG partitions (lab/twin/mig.py read), `lgip_text` its
+    `nvidia-smi mig -lgip`."""
     records = gpus_for(node)
     if Fault.DRA_SLICE_MISSING_GPU in node.faults:
         records = records[:-1]
     driver = WRONG_DRIVER if Fault.DRA_DRIVER_VERSION_DIFFERS in node.faults else node.driver
     cuda = cuda_version(node.driver, capture_dir(node))
+    on = mig.enabled(mig_state or {})
+    lgip = gi_profiles(lgip_text) if on else {}
     out = []
     for r in records:
         cc = r.compute_cap or node.compute_cap
-        dev = {"name": f"gpu-{r.index}", "attributes": {
-            "type": {"string": "gpu"},
-            "uuid": {"string": r.uuid},
+        common = {
             "productName": {"string": r.name},
             "brand": {"string": "Nvidia"},
             "architecture": {"string": architecture(r.name, cc)},
@@ -63,6 +119,23 @@ def devices(node: NodeSpec) -> list[dict]:
             "driverVersion": {"version": semver(driver)},
             "cudaDriverVersion": {"version": semver(cuda)},
             "resource.kubernetes.io/pciBusID": {"string": pci_bus_id(r.pci_bus_id)},
+        }
+        if r.index in on:   # static MIG: the MIG devices only, not their parent (nvlib.go GetPerGpuAllocatableDevices)
+            for d in on[r.index]:
+                info = _profile_info(d["profile"], lgip)
+                start, size = d.get("start", 0), d.get("size", 1)
+                capacity = {k: {"value": str(info[k])} for k in ("multiprocessors", "copyEngines", "decoders",
+                                                                 "encoders", "jpegEngines", "ofaEngines")}
+                capacity["memory"] = {"value": str(info["memory_mib"] * 1024 * 1024)}
+                capacity.update({f"memorySlice{i}": {"value": "1"} for i in range(start, start + size)})
+                out.append({"name": mig_device_name(r.index, d["profile"], info["id"], start), "attributes": {
+                    "type": {"string": "mig"}, "uuid": {"string": d["uuid"]}, "parentUUID": {"string": r.uuid},
+                    "profile": {"string": d["profile"]}, **common}, "capacity": capacity})
+            continue
+        dev = {"name": f"gpu-{r.index}", "attributes": {
+            "type": {"string": "gpu"},
+            "uuid": {"string": r.uuid},
+            **common,
         }}
         if r.memory_total_mib is not None:
             dev["capacity"] = {"memory": {"value": f"{r.memory_total_mib}Mi"}}
@@ -70,7 +143,8 @@ def devices(node: NodeSpec) -> list[dict]:
     return out
 
 
-def resource_slice(node: NodeSpec, node_uid: str, generation: int = 1) -> dict:
+def resource_slice(node: NodeSpec, node_uid: str, generation: int = 1, mig_state: dict | None = None,
+                   lgip_text: str = "") -> dict:
     return {
         "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
         "metadata": {"generateName": f"{node.name}-{DRIVER}-",
@@ -78,7 +152,7 @@ def resource_slice(node: NodeSpec, node_uid: str, generation: int = 1) -> dict:
                                           "controller": True}]},
         "spec": {"driver": DRIVER, "nodeName": node.name,
                  "pool": {"name": node.name, "generation": generation, "resourceSliceCount": 1},
-                 "devices": devices(node)},
+                 "devices": devices(node, mig_state, lgip_text)},
     }
 
 
@@ -142,8 +216,9 @@ def claim_device_nodes(claim: dict) -> list[str]:
     /dev/nvidia<minor> plus the control devices)."""
     out = []
     for r in (((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get("results") or []:
-        if r.get("driver") == DRIVER and str(r.get("device", "")).startswith("gpu-"):
-            out += [f"/dev/nvidia{r['device'].removeprefix('gpu-')}", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+        m = re.match(r"gpu-([0-9]+)(-mig-)?", str(r.get("device", "")))
+        if r.get("driver") == DRIVER and m:   # a MIG device: its parent's node (plus its MIG caps, not listed here)
+            out += [f"/dev/nvidia{m.group(1)}", "/dev/nvidiactl", "/dev/nvidia-uvm"]
     return out
 
 
@@ -152,3 +227,41 @@ def ls_output(devices: list[str]) -> str:
     if not devices:
         return "ls: cannot access '/dev/nvidia*': No such file or directory\n"
     return "".join(f"{d}\n" for d in devices)
+
+
+# ----------------------------------------------------------------- what the twin's plugin writes, and as whom
+PLUGIN_SERVICE_ACCOUNT = "nvidia-dra-driver-kubeletplugin"   # the DaemonSet's serviceAccountName
+# The audience of the lab apiserver's service-account tokens (its --service-account-issuer, the default audience)
+TOKEN_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+
+
+def node_slice(node: NodeSpec, node_uid: str, host_root) -> dict:
+    """The node's ResourceSlice from its host: the MIG partitions (lab/twin/mig.py) and `nvidia-smi mig -lgip`."""
+
+    state = mig.read(host_root) if node.mig is not None else {}
+    lgip = ""
+    if mig.enabled(state):
+        rc, lgip = nvidia_smi.mig_profiles(capture_dir(node), gpus_for(node))
+        lgip = lgip if rc == 0 else ""
+    return resource_slice(node, node_uid, mig_state=state, lgip_text=lgip)
+
+
+def as_plugin(api_client, core, pod: dict):
+    """A CustomObjectsApi that acts as the plugin pod's ServiceAccount, as the real plugin's writes do: a token
+    bound to the pod (TokenRequest), so the apiserver adds the pod's node name to the user's extra and the driver's
+    ValidatingAdmissionPolicy resourceslices-policy-nvidia-dra-driver lets it write only that node's slices."""
+    import copy
+
+    from kubernetes import client
+
+    md = pod["metadata"]
+    sa = pod["spec"].get("serviceAccountName") or PLUGIN_SERVICE_ACCOUNT
+    token = core.create_namespaced_service_account_token(sa, md["namespace"], {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": [TOKEN_AUDIENCE], "expirationSeconds": 3600,
+                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md["uid"]}}})
+    cfg = copy.copy(api_client.configuration)
+    cfg.cert_file = cfg.key_file = None
+    cfg.api_key = {"authorization": f"Bearer {token.status.token}"}
+    cfg.api_key_prefix = {}
+    return client.CustomObjectsApi(client.ApiClient(cfg))

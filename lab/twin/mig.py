@@ -113,8 +113,48 @@ def _size(profile: str) -> int:
     return int(m.group(1)) if m else 1
 
 
+MEMORY_SLICES = 8   # memory slices of an A100 / H100 / H200 (7 compute slices)
+
+
+def memory_slices(profile: str, gpu_memory_mib: int | None) -> int:
+    """Memory slices a profile spans (NVML's GPU instance placement size): its memory over an eighth of the GPU's
+    (H200: 1g.18gb 1, 1g.35gb 2, 3g.71gb 4, 7g.141gb 8). The twin's approximation of NVML's placement table."""
+    m = re.match(r"[0-9]+g\.([0-9]+)gb", profile)
+    if not m or not gpu_memory_mib:
+        return min(MEMORY_SLICES, _size(profile))
+    return max(1, min(MEMORY_SLICES, round(int(m.group(1)) * MEMORY_SLICES / (gpu_memory_mib / 1024))))
+
+
+def _starts(size: int) -> list[int]:
+    """Placement starts of a `size`-slice instance: multiples of the size; a 1-slice instance cannot start at the 8th
+    memory slice (there are 7 compute slices)."""
+    return [s for s in range(0, MEMORY_SLICES - size + 1, size) if not (size == 1 and s == MEMORY_SLICES - 1)]
+
+
+def placements(sizes: list[int]) -> list[int]:
+    """A placement start for each instance (sizes in memory slices) without overlap, the lowest first (a search, as
+    NVML finds room for H100 all-balanced: 3g at 4, 2g at 0, 1g at 2 and 3); sequential starts when none fits."""
+    def fit(i: int, used: frozenset[int]) -> list[int] | None:
+        if i == len(sizes):
+            return []
+        for start in _starts(sizes[i]):
+            span = frozenset(range(start, start + sizes[i]))
+            if not used & span and (rest := fit(i + 1, used | span)) is not None:
+                return [start, *rest]
+        return None
+    found = fit(0, frozenset())
+    if found is not None:
+        return found
+    out, at = [], 0
+    for size in sizes:
+        out.append(at)
+        at += size
+    return out
+
+
 def partition(node: NodeSpec, gpu_uuids: list[str], per_gpu: dict[int, dict[str, int] | None], name: str) -> dict:
-    """The state after the MIG manager applied `per_gpu`: MIG devices with GPU instance IDs and MIG UUIDs."""
+    """The state after the MIG manager applied `per_gpu`: MIG devices with GPU instance IDs, placements (start,
+    size in memory slices) and MIG UUIDs."""
     gpus: dict[str, list[dict]] = {}
     for index, want in sorted(per_gpu.items()):
         if want is None:
@@ -125,9 +165,30 @@ def partition(node: NodeSpec, gpu_uuids: list[str], per_gpu: dict[int, dict[str,
                 gi = next_gi.setdefault(_size(profile), 0)
                 next_gi[_size(profile)] = gi + 1
                 mig_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"{node.name}/{gpu_uuids[index]}/{gi}")
-                devices.append({"profile": profile, "gi": gi, "ci": 0, "uuid": f"MIG-{mig_uuid}"})
+                devices.append({"profile": profile, "gi": gi, "ci": 0, "uuid": f"MIG-{mig_uuid}",
+                                "size": memory_slices(profile, node.memory_mib)})
+        for d, start in zip(devices, placements([d["size"] for d in devices]), strict=True):
+            d["start"] = start
         gpus[str(index)] = devices
     return {"config": name, "state": "success", "gpus": gpus}
+
+
+PRESET = "preset"   # the state's config name for GPUs partitioned before the lab started (spec mig.preset)
+
+
+def preset_state(node: NodeSpec, gpu_uuids: list[str]) -> dict:
+    """The MIG state of a node whose spec presets its partitions (mig.preset: {profile: count} or None per GPU)."""
+    preset = (node.mig or {}).get("preset") or []
+    per_gpu = {i: preset[i] if i < len(preset) else None for i in range(len(gpu_uuids))}
+    return partition(node, gpu_uuids, per_gpu, PRESET)
+
+
+def seed_preset(root: Path, node: NodeSpec) -> None:
+    """Write the preset partitions of a node at the lab's start (once: a restarted lab keeps its state)."""
+    from lab.twin.gpus import gpus_for
+
+    if (node.mig or {}).get("preset") and not read(root):
+        write(root, preset_state(node, [g.uuid for g in gpus_for(node)]))
 
 
 # ------------------------------------------------------------------------------------------------ nvidia-smi

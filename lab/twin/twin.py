@@ -396,6 +396,11 @@ class Twin:
 
     def _finish_delete(self, pod: dict) -> None:
         md = pod["metadata"]
+        if md.get("finalizers") and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            # kubelet kills a deleted pod's containers and reports a terminal phase while finalizers keep the object
+            # (foregroundDeletion: its ResourceClaims go first, and their controller releases them only then)
+            with contextlib.suppress(ApiException):
+                self.set_terminated(pod, 137, "")
         try:
             sent(self.core.delete_namespaced_pod(md["name"], md["namespace"], grace_period_seconds=0,
                                                  body=client.V1DeleteOptions(grace_period_seconds=0,
@@ -462,7 +467,7 @@ class Twin:
         real = hook_jobs.real_program(pod)
 
         def finish() -> None:
-            code, out = hook_jobs.run_manage_crds(self.paths, self.core, pod) if real else (0, "")
+            code, out = hook_jobs.run(self.paths, self.core, pod) if real else (0, "")
             self.set_terminated(pod, code, out)
             self.set_state(uid, "done")
         if real:

@@ -41,6 +41,8 @@ class SliceDevice:
     cuda_driver_version: str | None
     pci_bus_id: str | None
     memory: str | None
+    parent_uuid: str | None = None   # MIG devices: the GPU they are a partition of
+    profile: str | None = None       # MIG devices: the MIG profile (1g.18gb)
 
 
 def _attr(attrs: dict, key: str) -> str | None:
@@ -70,7 +72,8 @@ def node_devices(slices: list[dict], node: str, driver: str = DRIVER) -> list[Sl
             out.append(SliceDevice(s["metadata"]["name"], d["name"], _attr(attrs, "type"), _attr(attrs, "uuid"),
                                    _attr(attrs, "productName"), _attr(attrs, "driverVersion"),
                                    _attr(attrs, "cudaDriverVersion"), _attr(attrs, "resource.kubernetes.io/pciBusID"),
-                                   None if cap is None else str(cap)))
+                                   None if cap is None else str(cap), _attr(attrs, "parentUUID"),
+                                   _attr(attrs, "profile")))
     return out
 
 
@@ -84,10 +87,13 @@ def same_version(published: str | None, host: str) -> bool:
         return published == host
 
 
-def compare_devices(devices: list[SliceDevice], uuids: list[str], host_driver: str | None) -> list[str]:
+def compare_devices(devices: list[SliceDevice], uuids: list[str], host_driver: str | None,
+                    mig_parents: dict[str, tuple[str, str]] | None = None) -> list[str]:
     """Problems of a node's published devices against its nvidia-smi: one device per GPU (full GPUs, or MIG devices
     when the GPUs are partitioned: the uuids given are the ones nvidia-smi lists), the same UUIDs, the host's
-    driver version. Empty: conformant."""
+    driver version. `mig_parents`: MIG UUID -> (its GPU's UUID, its profile) as `nvidia-smi -L` lists them; such a
+    device must be published with type "mig", that parentUUID and profile (static MIG: the driver publishes the
+    MIG devices of a MIG-enabled GPU, not the GPU), every other one with type "gpu". Empty: conformant."""
     problems: list[str] = []
     if not devices:
         return [f"no ResourceSlice of driver {DRIVER} for this node's pool: the DRA kubelet plugin published "
@@ -99,6 +105,16 @@ def compare_devices(devices: list[SliceDevice], uuids: list[str], host_driver: s
     if missing:
         problems.append(f"nvidia-smi's GPU(s) {missing} are not in the node's ResourceSlices "
                         f"(published: {[f'{d.name}={d.uuid}' for d in devices]})")
+    mig_parents = mig_parents or {}
+    for d in devices:
+        if d.uuid in mig_parents:
+            parent, profile = mig_parents[d.uuid]
+            if (d.type, d.parent_uuid, d.profile) != ("mig", parent, profile):
+                problems.append(f"{d.name} ({d.uuid}) is published with type {d.type!r}, parentUUID {d.parent_uuid!r}, "
+                                f"profile {d.profile!r}; nvidia-smi -L lists it as a {profile} MIG device of {parent}")
+        elif d.uuid in uuids and d.type != "gpu":
+            problems.append(f"{d.name} ({d.uuid}) is published with type {d.type!r}; nvidia-smi lists it as a GPU "
+                            "without MIG (type 'gpu')")
     if extra:
         problems.append(f"the node's ResourceSlices publish UUID(s) {extra} that nvidia-smi does not list")
     if dupes:

@@ -92,6 +92,11 @@ def test_default_values_render_a_read_only_nightly_audit(helm: Path) -> None:
     for key, obj in rbac.items():
         assert obj == want[key], key
     assert not [k for k in objs if k.startswith("Namespace/") or "provision" in k or "workload" in k]
+    # DRA mode's reads (docs/dra.md) are among them: a nightly audit of a GPUCluster cluster needs them
+    reads = {(g, r) for rule in rbac["ClusterRole/gpu-conformance-audit"]["rules"] if {"get", "list"} <= set(rule["verbs"])
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert {("nvidia.com", "gpuclusters"), ("resource.k8s.io", "deviceclasses"), ("resource.k8s.io", "resourceslices"),
+            ("resource.k8s.io", "resourceclaims")} <= reads, sorted(reads)
 
 
 def test_pushgateway_and_extra_options(helm: Path) -> None:

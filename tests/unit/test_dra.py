@@ -227,3 +227,56 @@ def test_the_twins_containers_see_device_nodes_only_through_their_claims():
     assert dra_plugin.ls_output([]).startswith("ls: cannot access '/dev/nvidia*'")
     pod = {"spec": {"containers": [{"command": ["sh", "-c", "ls -1 /dev/nvidia* 2>&1; exit 0"]}]}}
     assert dra_plugin.lists_devices(pod) and not dra_plugin.lists_devices({"spec": {"containers": [{}]}})
+
+
+def test_the_twins_mig_gpu_is_published_as_its_mig_devices_and_the_suite_matches_them_with_nvidia_smi():
+    """Static MIG (the driver's nvlib.go / mig.go): a MIG-enabled GPU is published only as its MIG devices, named
+    gpu-<minor>-mig-<profile>-<GI profile ID>-<placement start>, with the H200 capture's GPU instance profile."""
+    from lab.spec import H200_CAPTURE, SpecError, _mig
+    from lab.twin import mig
+    from lab.twin.gpus import gpus_for
+    from provision.observe.nvidia_smi import parse_list, parse_mig_devices
+
+    spec_mig = _mig({"preset": [{"1g.18gb": 7}, None]}, "node gpu-m")
+    node = NodeSpec(name="gpu-m", gpus=2, mig=spec_mig)
+    records = gpus_for(node)
+    state = mig.preset_state(node, [g.uuid for g in records])
+    lgip = (H200_CAPTURE / "smi-topo-mig.txt").read_text()
+    devices = dra_plugin.devices(node, state, lgip)
+    names = [d["name"] for d in devices]
+    assert names == [f"gpu-0-mig-1g18gb-19-{i}" for i in range(7)] + ["gpu-1"]
+    first = devices[0]
+    assert first["attributes"]["type"] == {"string": "mig"} and first["attributes"]["profile"] == {"string": "1g.18gb"}
+    assert first["attributes"]["parentUUID"] == {"string": records[0].uuid}
+    assert first["capacity"]["memory"] == {"value": str(16 * 1024 ** 3)}       # lgip: 16.00 GiB
+    assert first["capacity"]["multiprocessors"] == {"value": "16"} and "memorySlice0" in first["capacity"]
+    # the suite's side: nvidia-smi -L as the twin prints it, parsed by the suite, matches the slice
+    listing = mig.list_lines(mig.with_mig_mode(records, state), state)
+    by_index = {g.index: g.uuid for g in parse_list(listing)}
+    parents = {m.uuid: (by_index[m.gpu_index], m.profile) for m in parse_mig_devices(listing)}
+    published = dra.node_devices([{"metadata": {"name": "s"}, "spec": {
+        "driver": dra.DRIVER, "nodeName": "gpu-m", "pool": {"name": "gpu-m", "generation": 1}, "devices": devices}}],
+        "gpu-m")
+    want = [records[1].uuid, *parents]
+    assert dra.compare_devices(published, want, node.driver, parents) == []
+    # a driver that published the MIG GPU itself (and not its MIG devices) fails, naming both
+    whole = dra.node_devices([_slice("w", "gpu-m", [_device("gpu-0", records[0].uuid),
+                                                    _device("gpu-1", records[1].uuid)])], "gpu-m")
+    problems = " ".join(dra.compare_devices(whole, want, "580.159.04", parents))
+    assert "are not in the node's ResourceSlices" in problems and records[0].uuid in problems
+    # a MIG device published with the wrong parent
+    wrong = [dict(d, attributes={**d["attributes"], "parentUUID": {"string": records[1].uuid}}) for d in devices]
+    published = dra.node_devices([{"metadata": {"name": "s"}, "spec": {
+        "driver": dra.DRIVER, "nodeName": "gpu-m", "pool": {"name": "gpu-m", "generation": 1}, "devices": wrong}}],
+        "gpu-m")
+    assert "lists it as a 1g.18gb MIG device of" in " ".join(dra.compare_devices(published, want, node.driver, parents))
+    with pytest.raises(SpecError, match=r"mig\.preset"):
+        _mig({"preset": [{"1g.18gb": 0}]}, "node x")
+
+
+def test_mig_device_names_follow_the_drivers_canonical_form():
+    assert dra_plugin.mig_device_name(2, "1g.24gb", 19, 0) == "gpu-2-mig-1g24gb-19-0"   # partitions.go's example
+    assert dra_plugin.mig_device_name(1, "2g.47gb", 14, 0) == "gpu-1-mig-2g47gb-14-0"   # device_state.go's example
+    claim = {"status": {"allocation": {"devices": {"results": [
+        {"driver": "gpu.nvidia.com", "pool": "gpu-m", "device": "gpu-0-mig-1g18gb-19-3", "request": "gpu"}]}}}}
+    assert dra_plugin.claim_device_nodes(claim)[0] == "/dev/nvidia0"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lab.spec import Fault, NodeSpec
+from lab.spec import NodeSpec
+from lab.twin import dcgm_server
 from lab.twin.gpus import gpus_for
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ def start(twin: Twin, pod: dict, node: NodeSpec) -> None:
     uid = pod["metadata"]["uid"]
     twin.set_running(pod, ready=True)
     twin.set_state(uid, "running")
-    if Fault.DCGM_DOWN not in node.faults and Fault.DRIVER_BROKEN not in node.faults:
+    if not dcgm_server.down(node):
         twin.dcgm.start(uid, twin.pod_ip(pod), node, gpus_for(node))
 
 

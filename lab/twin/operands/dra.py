@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from lab.spec import Fault, NodeSpec
-from lab.twin import dra_plugin, podspec
+from lab.twin import dcgm_server, dra_plugin, podspec
+from lab.twin.gpus import gpus_for
 
 if TYPE_CHECKING:
     from lab.twin.twin import Twin
@@ -36,9 +38,18 @@ def start_validator(twin: Twin, pod: dict, node: NodeSpec) -> None:
 
 
 def start_operand(twin: Twin, pod: dict, node: NodeSpec) -> None:
-    """The DRA driver's controller and the DRA DCGM exporter: running and ready."""
+    """The DRA driver's controller and the DRA DCGM exporter: running and ready; the exporter serves the node's GPUs
+    (lab/twin/dcgm_server.py) unless its node's DCGM is down."""
+    uid = pod["metadata"]["uid"]
     twin.set_running(pod, ready=True)
-    twin.set_state(pod["metadata"]["uid"], "running")
+    twin.set_state(uid, "running")
+    if (pod["metadata"].get("labels") or {}).get("app") == dcgm_server.DRA_APP and not dcgm_server.down(node):
+        twin.dcgm.start(uid, twin.pod_ip(pod), node, gpus_for(node))
+
+
+def stop_operand(twin: Twin, pod: dict) -> None:
+    if (pod["metadata"].get("labels") or {}).get("app") == dcgm_server.DRA_APP:
+        twin.dcgm.stop(pod["metadata"]["uid"])
 
 
 def start_plugin(twin: Twin, pod: dict, node: NodeSpec) -> None:
@@ -51,10 +62,14 @@ def start_plugin(twin: Twin, pod: dict, node: NodeSpec) -> None:
         if not twin.alive(pod):
             return
         if Fault.DRA_PLUGIN_NEVER_PUBLISHES not in node.faults and node.gpus and Fault.GPU_MISSING not in node.faults:
-            unpublish_slices(twin, node.name)
-            node_obj = twin.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
-            twin.custom.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
-                                                     dra_plugin.resource_slice(node, node_obj["metadata"].get("uid", "")))
+            writer = dra_plugin.as_plugin(twin.custom.api_client, twin.core, pod)   # its ServiceAccount
+            try:
+                unpublish_slices(twin, node.name, writer)
+                node_obj = twin.informers["nodes"].get(f"/{node.name}") or {"metadata": {}}
+                writer.create_cluster_custom_object("resource.k8s.io", "v1", "resourceslices", dra_plugin.node_slice(
+                    node, node_obj["metadata"].get("uid", ""), twin.host_root(node.name)))
+            finally:
+                writer.api_client.close()
             twin.record("slices-published", node=node.name)
         if Fault.DRA_CLAIM_LEFT_ALLOCATED in node.faults:
             leave_claim(twin, node)
@@ -85,14 +100,14 @@ def prepare_error(twin: Twin, pod: dict, node: NodeSpec) -> str | None:
     return None
 
 
-def unpublish_slices(twin: Twin, node: str) -> None:
-    slices = twin.custom.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
-                                                    field_selector=f"spec.nodeName={node}")["items"]
+def unpublish_slices(twin: Twin, node: str, api: client.CustomObjectsApi | None = None) -> None:
+    api = api or twin.custom   # the plugin's own identity, or (the plugin gone) kubelet's clean-up
+    slices = api.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
+                                            field_selector=f"spec.nodeName={node}")["items"]
     for sl in slices:
         if sl["spec"].get("driver") == dra_plugin.DRIVER:
             with contextlib.suppress(ApiException):
-                twin.custom.delete_cluster_custom_object("resource.k8s.io", "v1", "resourceslices",
-                                                         sl["metadata"]["name"])
+                api.delete_cluster_custom_object("resource.k8s.io", "v1", "resourceslices", sl["metadata"]["name"])
 
 
 def leave_claim(twin: Twin, node: NodeSpec) -> None:
