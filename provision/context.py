@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from provision.helm import Helm
 from provision.hosts.access import HostAccess
 from provision.hosts.results import HostUnreachable
+from provision.hosts.shared import SharedGathers
 from provision.hosts.spec import HostSpec, map_node
 from provision.kube import Kube, ready
 from provision.record import ClusterRecord, HostRecord
@@ -85,6 +86,9 @@ class RunContext:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: dict[str, concurrent.futures.Future] = {}
         self._prepared: dict[str, HostAccess] = {}   # pod backend: hosts whose access pods start_fleet started
+        # xdist workers of a read-only run: the gathers stored once per node for every worker (provision/hosts/
+        # shared.py); None: this process keeps its gathers to itself
+        self.shared_gathers: SharedGathers | None = None
 
     @cached_property
     def helm(self) -> Helm:
@@ -169,10 +173,15 @@ class RunContext:
 
     def _gathered(self, h: HostAccess) -> HostAccess:
         from provision.hostfacts import gather_plan
-        from provision.hosts.cached import GatheredHost, GatherFailed, gather
+        from provision.hosts.cached import GatheredHost, GatherFailed, document, gather, gather_output
 
         plan = gather_plan(h.spec, float(self.settings.health["xid_window_h"]) * 3600)
         try:
+            if self.shared_gathers is not None:
+                out, why = self.shared_gathers.obtain(h.name, lambda: gather_output(h, plan), GatherFailed)
+                if out is None:
+                    raise GatherFailed(why)
+                return GatheredHost(h, document(h.name, plan, out))  # type: ignore[return-value]
             return GatheredHost(h, gather(h, plan))  # type: ignore[return-value]
         except GatherFailed as exc:
             logging.getLogger(__name__).warning("%s; reading the host call by call", exc)
@@ -186,7 +195,9 @@ class RunContext:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.host_concurrency,
                                                            thread_name_prefix="host-gather")
         todo = [n for n in self.prefetch_nodes if n not in self._hosts and n not in self._host_errors]
-        fleet = self._pool.submit(self._start_pods, tuple(todo)) if self.settings.host_backend == "pod" else None
+        # access pods only for the nodes no other worker has gathered yet (the others are read from the run folder)
+        pods = tuple(n for n in todo if self.shared_gathers is None or not self.shared_gathers.known(n))
+        fleet = self._pool.submit(self._start_pods, pods) if self.settings.host_backend == "pod" and pods else None
         for n in todo:
             self._pending[n] = self._pool.submit(self._prefetch_one, n, fleet)
 
