@@ -55,6 +55,7 @@ import yaml
 
 from lab.controlplane import LabError
 from lab.state import LabPaths
+from provision.hosts.lab_delay import LAB_HOST_DELAY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "performance.md"
@@ -256,19 +257,26 @@ class Run:
     selection: str = ""
     log: str = ""
     host_round_trips: dict = field(default_factory=dict)  # per node: {"max", "mean", "nodes"} (GPU_CONFORMANCE_HOST_LOG)
+    host_delay_ms: float = 0.0     # simulated delay per lab host round trip (GPU_CONFORMANCE_LAB_HOST_DELAY_MS)
+    host_concurrency: int | None = None   # --host-concurrency given to the suite (None: its default)
 
 
 def host_trips(path: Path) -> dict:
     """Host round trips per node over the run's processes (xdist workers add theirs): max, mean, node count."""
     per_node: Counter[str] = Counter()
+    extra: dict[str, list] = {"pod_timings": [], "gather_s": []}   # per process: where the host side's time went
     if path.exists():
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
-                per_node.update(json.loads(line)["round_trips"])
+                entry = json.loads(line)
+                per_node.update(entry["round_trips"])
+                for key, found in extra.items():
+                    if entry.get(key):
+                        found.append(entry[key])
     if not per_node:
         return {}
     return {"max": max(per_node.values()), "mean": round(sum(per_node.values()) / len(per_node), 2),
-            "nodes": len(per_node)}
+            "nodes": len(per_node), **{k: v for k, v in extra.items() if v}}
 
 
 def fastest(runs: list[Run]) -> Run:
@@ -301,10 +309,12 @@ class Bench:
         return env
 
     def suite(self, n: int, lab: dict, mode: str, workers: str, scope: str, *, select: str | None = None,
-              reaction: bool = False, profile: Path | None = None) -> Run:
-        """Run `pytest features/` once against the lab and measure it."""
+              reaction: bool = False, profile: Path | None = None, delay_ms: float | None = None) -> Run:
+        """Run `pytest features/` once against the lab and measure it (delay_ms: simulated delay per host round
+        trip, lab backend)."""
         state = Path(lab["state_dir"])
-        label = f"{n}-{scope}-{mode}-{'xdist' if workers != '0' else 'serial'}" + ("-profile" if profile else "")
+        label = f"{n}-{scope}-{mode}-{'xdist' if workers != '0' else 'serial'}" + ("-profile" if profile else "") \
+            + (f"-delay{delay_ms:g}ms" if delay_ms is not None else "")
         report_dir = self.out_dir / "runs" / label
         wait_log = self.out_dir / f"waits-{label}.jsonl"
         wait_log.unlink(missing_ok=True)
@@ -317,6 +327,8 @@ class Bench:
         if workers != "0":
             cmd += ["-n", workers]
         cmd += SCOPE_ARGS[scope]
+        if self.args.host_concurrency:
+            cmd += ["--host-concurrency", str(self.args.host_concurrency)]
         if select:
             cmd += ["-m", select]
         log_file = self.out_dir / f"{label}.log"
@@ -327,7 +339,11 @@ class Bench:
             start = time.time()
             t0 = time.monotonic()
             # Its own session: on Ctrl-C / SIGTERM the bench stops the whole run (helm, host commands) by its id.
-            proc = subprocess.Popen(cmd, cwd=REPO, env={**self._env(state, wait_log), "GPU_CONFORMANCE_HOST_LOG": str(host_log)},
+            env = {**self._env(state, wait_log), "GPU_CONFORMANCE_HOST_LOG": str(host_log)}
+            env.pop(LAB_HOST_DELAY_ENV, None)
+            if delay_ms:
+                env[LAB_HOST_DELAY_ENV] = f"{delay_ms:g}"
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env,
                                     stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
@@ -366,8 +382,11 @@ class Bench:
                           "max_s": round(max(v), 3)} for k, v in lat.items()},
             exit_code=rc, outcomes=dict(outcomes), scenarios=len(results), node_scenarios=node_scenarios,
             selection=f"-m {select}" if select else "", log=str(log_file.relative_to(REPO)),
-            host_round_trips=host_trips(host_log),
+            host_round_trips=host_trips(host_log), host_delay_ms=delay_ms or 0.0,
+            host_concurrency=self.args.host_concurrency,
         )
+        if delay_ms is not None:
+            run.selection = (run.selection + ", " if run.selection else "") + f"+{delay_ms:g} ms per host round trip"
         say(f"N={n}: {scope} {mode} {'serial' if workers == '0' else '-n ' + workers}: {run.wall_s:.1f}s, exit {rc}, "
             f"{dict(outcomes)}, {sum(requests.values())} requests ({run.list_watch} list/watch), "
             f"peak RSS {run.peak_rss_mb} MB" + (f", reaction p95 {run.reaction_p95_s}s" if lat else "")
@@ -472,7 +491,7 @@ class Bench:
                 say(f"N={n}: the first provisioning did not pass (exit {first.exit_code}); measuring anyway")
             info["settle_s"] = self._settle(Path(lab["state_dir"]))
             say(f"N={n}: lab quiet after {info['settle_s']} s")
-            for scope in scopes:
+            for scope in ([] if self.args.skip_measured else scopes):
                 for workers in self.args.workers:
                     # Repeats alternate audit and re-provisioning, so that load from elsewhere on the machine
                     # falls on both alike; the fastest of each is kept (the run least disturbed).
@@ -482,6 +501,10 @@ class Bench:
                         for mode, done in tries.items():
                             done.append(self.suite(n, lab, mode, workers, scope))
                     self.runs += [fastest(done) for done in tries.values()]
+            for delay in self.args.host_delay_ms or []:   # the latency curve: the full-scope audit again, per delay
+                for workers in self.args.workers:
+                    self.runs.append(fastest([self.suite(n, lab, "audit", workers, "full", delay_ms=delay)
+                                              for _ in range(self.args.repeat)]))
             if self.args.profile and n == max(self.args.nodes):
                 for scope in scopes:
                     prof = self.out_dir / f"audit-{n}-{scope}.prof"
@@ -712,6 +735,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provision-scope", choices=("full", "api"),
                         help="the scope of the first provisioning (default: the first measured scope); api: the "
                         "hosts are left unconverged (their host scenarios then fail: an upper bound for the audit)")
+    parser.add_argument("--host-delay-ms", type=float, action="append",
+                        help="after the measured runs, audit again in the full scope with this simulated delay per "
+                        "host round trip (lab backend, GPU_CONFORMANCE_LAB_HOST_DELAY_MS; repeatable: 0, 50, 200)")
+    parser.add_argument("--host-concurrency", type=int,
+                        help="the suite's --host-concurrency (hosts gathered at once; default: the suite's 8)")
+    parser.add_argument("--skip-measured", action="store_true",
+                        help="with --host-delay-ms: only the delay runs (no audit per --scope first)")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, _frame: object) -> None:
