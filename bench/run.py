@@ -279,6 +279,30 @@ def host_trips(path: Path) -> dict:
             "nodes": len(per_node), **{k: v for k, v in extra.items() if v}}
 
 
+# A host view's own parts, never copied between nodes: the twin's record of which node it is and the shims
+# (written for the node at seeding), the twin's lock.
+_OWN_PARTS = (".twin/node.json", ".twin/seeded", ".twin/.lock", ".twin/shims/", "usr/bin/")
+
+
+def copy_host_view(src: Path, src_name: str, dst: Path, dst_name: str) -> int:
+    """Copy the regular files of the host view ``src`` (node ``src_name``) over ``dst`` (node ``dst_name``), the
+    node's name replaced in their content, except each view's own parts; returns the number of files copied."""
+    count = 0
+    old, new = src_name.encode(), dst_name.encode()
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src).as_posix()
+        if not path.is_file() or path.is_symlink() or any(rel == p or rel.startswith(p) for p in _OWN_PARTS):
+            continue
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".bench-copy")
+        tmp.write_bytes(path.read_bytes().replace(old, new))
+        shutil.copymode(path, tmp)
+        tmp.replace(target)
+        count += 1
+    return count
+
+
 def fastest(runs: list[Run]) -> Run:
     best = min(runs, key=lambda r: r.wall_s)
     best.wall_s_all = [r.wall_s for r in runs]
@@ -309,12 +333,13 @@ class Bench:
         return env
 
     def suite(self, n: int, lab: dict, mode: str, workers: str, scope: str, *, select: str | None = None,
-              reaction: bool = False, profile: Path | None = None, delay_ms: float | None = None) -> Run:
+              reaction: bool = False, profile: Path | None = None, delay_ms: float | None = None,
+              extra: tuple[str, ...] = (), label_extra: str = "") -> Run:
         """Run `pytest features/` once against the lab and measure it (delay_ms: simulated delay per host round
         trip, lab backend)."""
         state = Path(lab["state_dir"])
         label = f"{n}-{scope}-{mode}-{'xdist' if workers != '0' else 'serial'}" + ("-profile" if profile else "") \
-            + (f"-delay{delay_ms:g}ms" if delay_ms is not None else "")
+            + (f"-delay{delay_ms:g}ms" if delay_ms is not None else "") + label_extra
         report_dir = self.out_dir / "runs" / label
         wait_log = self.out_dir / f"waits-{label}.jsonl"
         wait_log.unlink(missing_ok=True)
@@ -329,6 +354,7 @@ class Bench:
         cmd += SCOPE_ARGS[scope]
         if self.args.host_concurrency:
             cmd += ["--host-concurrency", str(self.args.host_concurrency)]
+        cmd += list(extra)
         if select:
             cmd += ["-m", select]
         log_file = self.out_dir / f"{label}.log"
@@ -398,6 +424,28 @@ class Bench:
                 for d in report_dir.glob(f"*/{sub}"):
                     shutil.rmtree(d, ignore_errors=True)
         return run
+
+    def converge_hosts_by_copy(self, n: int, lab: dict, select: str | None) -> None:
+        """--hosts-by-copy (a bench shortcut, to audit a converged 1000-node fleet on this machine): the suite
+        provisions one GPU node's host (full scope), that host view is copied to every other GPU node's (the
+        generated fleet's hosts are identical but for the node's name), and the suite provisions the cluster once
+        more (the host convergers then find nothing to change). The copy is not the suite's provisioning: the
+        rows say so."""
+        gpu = [x for x in lab["nodes"] if x["gpus"]]
+        ref = gpu[0]
+        one = self.suite(n, lab, "first-provision", "0", "full", extra=("--gpu-nodes", ref["name"]),
+                         label_extra="-one-host")
+        one.selection = (one.selection + ", " if one.selection else "") + f"--gpu-nodes {ref['name']}"
+        self.runs.append(one)
+        t0 = time.monotonic()
+        copied = sum(copy_host_view(Path(ref["host_root"]), ref["name"], Path(x["host_root"]), x["name"])
+                     for x in gpu[1:])
+        self.labs[n]["hosts_copied_s"] = round(time.monotonic() - t0, 1)
+        say(f"N={n}: {ref['name']}'s host view copied to {len(gpu) - 1} nodes ({copied} files) in "
+            f"{self.labs[n]['hosts_copied_s']} s")
+        again = self.suite(n, lab, "first-provision", "0", "full", select=select, label_extra="-after-copy")
+        again.selection = (again.selection + ", " if again.selection else "") + "hosts copied"
+        self.runs.append(again)
 
     @staticmethod
     def _lab_processes(state: Path) -> list[psutil.Process]:
@@ -489,6 +537,8 @@ class Bench:
             self.runs.append(first)
             if first.exit_code != 0:
                 say(f"N={n}: the first provisioning did not pass (exit {first.exit_code}); measuring anyway")
+            if self.args.hosts_by_copy:
+                self.converge_hosts_by_copy(n, lab, select)
             info["settle_s"] = self._settle(Path(lab["state_dir"]))
             say(f"N={n}: lab quiet after {info['settle_s']} s")
             for scope in ([] if self.args.skip_measured else scopes):
@@ -740,6 +790,9 @@ def main(argv: list[str] | None = None) -> int:
                         "host round trip (lab backend, GPU_CONFORMANCE_LAB_HOST_DELAY_MS; repeatable: 0, 50, 200)")
     parser.add_argument("--host-concurrency", type=int,
                         help="the suite's --host-concurrency (hosts gathered at once; default: the suite's 8)")
+    parser.add_argument("--hosts-by-copy", action="store_true",
+                        help="bench shortcut for large N: provision one GPU node's host with the suite, copy its host "
+                        "view to the other GPU nodes, provision the cluster again, then measure (a converged fleet)")
     parser.add_argument("--skip-measured", action="store_true",
                         help="with --host-delay-ms: only the delay runs (no audit per --scope first)")
     args = parser.parse_args(argv)
