@@ -284,23 +284,33 @@ def host_trips(path: Path) -> dict:
 _OWN_PARTS = (".twin/node.json", ".twin/seeded", ".twin/.lock", ".twin/shims/", "usr/bin/")
 
 
-def copy_host_view(src: Path, src_name: str, dst: Path, dst_name: str) -> int:
-    """Copy the regular files of the host view ``src`` (node ``src_name``) over ``dst`` (node ``dst_name``), the
-    node's name replaced in their content, except each view's own parts; returns the number of files copied."""
-    count = 0
-    old, new = src_name.encode(), dst_name.encode()
+def host_view_changes(src: Path) -> list[tuple[str, bytes, int]]:
+    """(path, content, mode) of the regular files of the host view ``src`` written since it was seeded (the
+    suite's and the twin's changes; not the seeded binaries, such as the 40 MB containerd), but its own parts."""
+    seeded = (src / ".twin" / "seeded").stat().st_mtime
+    out = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src).as_posix()
-        if not path.is_file() or path.is_symlink() or any(rel == p or rel.startswith(p) for p in _OWN_PARTS):
+        if path.is_symlink() or not path.is_file() or any(rel == p or rel.startswith(p) for p in _OWN_PARTS):
             continue
+        st = path.stat()
+        if st.st_mtime >= seeded:
+            out.append((rel, path.read_bytes(), st.st_mode & 0o7777))
+    return out
+
+
+def copy_host_view(changes: list[tuple[str, bytes, int]], src_name: str, dst: Path, dst_name: str) -> int:
+    """Write ``changes`` (host_view_changes of node ``src_name``'s view) into the host view ``dst`` of node
+    ``dst_name``, the node's name replaced in their content; returns the number of files written."""
+    old, new = src_name.encode(), dst_name.encode()
+    for rel, data, mode in changes:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".bench-copy")
-        tmp.write_bytes(path.read_bytes().replace(old, new))
-        shutil.copymode(path, tmp)
+        tmp.write_bytes(data.replace(old, new))
+        tmp.chmod(mode)
         tmp.replace(target)
-        count += 1
-    return count
+    return len(changes)
 
 
 def fastest(runs: list[Run]) -> Run:
@@ -438,8 +448,8 @@ class Bench:
         one.selection = (one.selection + ", " if one.selection else "") + f"--gpu-nodes {ref['name']}"
         self.runs.append(one)
         t0 = time.monotonic()
-        copied = sum(copy_host_view(Path(ref["host_root"]), ref["name"], Path(x["host_root"]), x["name"])
-                     for x in gpu[1:])
+        changes = host_view_changes(Path(ref["host_root"]))
+        copied = sum(copy_host_view(changes, ref["name"], Path(x["host_root"]), x["name"]) for x in gpu[1:])
         self.labs[n]["hosts_copied_s"] = round(time.monotonic() - t0, 1)
         say(f"N={n}: {ref['name']}'s host view copied to {len(gpu) - 1} nodes ({copied} files) in "
             f"{self.labs[n]['hosts_copied_s']} s")

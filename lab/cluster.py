@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -155,7 +156,9 @@ def up(spec_path: Path | None = None, paths: LabPaths | None = None, quiet: bool
         shown = created if len(created) <= 12 else [*created[:10], f"... ({len(created)} in all)"]
         say(f"created nodes {', '.join(shown)}")
     # kwok reports 1000 nodes Ready in ~25 s on an idle 2-core machine; a loaded one needs longer
-    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths, timeout=max(60.0, 0.2 * len(spec.nodes)))
+    # LAB_NODES_READY_TIMEOUT_S: a longer wait on a loaded machine (seen: 1000 nodes not Ready after 200 s at load 15-20)
+    wait_nodes_ready(api, {n.name for n in spec.nodes}, paths,
+                     timeout=float(os.environ.get("LAB_NODES_READY_TIMEOUT_S") or max(60.0, 0.2 * len(spec.nodes))))
     wait_chart_repo(paths, ports["charts"])
     say(f"lab up in {time.monotonic() - t0:.1f}s: {len(spec.nodes)} nodes Ready")
     return status(paths)

@@ -3,9 +3,10 @@ name replaced, and each view's own parts (the twin's node record, the shims) sta
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from bench.run import copy_host_view
+from bench.run import copy_host_view, host_view_changes
 
 
 def _write(root: Path, rel: str, text: str, mode: int = 0o644) -> None:
@@ -17,6 +18,9 @@ def _write(root: Path, rel: str, text: str, mode: int = 0o644) -> None:
 
 def test_files_are_copied_with_the_name_replaced_and_own_parts_kept(tmp_path: Path) -> None:
     src, dst = tmp_path / "gpu-0000", tmp_path / "gpu-0001"
+    _write(src, "snap/k8s/current/bin/containerd", "seeded binary", 0o755)
+    _write(src, ".twin/seeded", "1\n")
+    os.utime(src / "snap/k8s/current/bin/containerd", (1, 1))      # seeded before the marker: never copied
     _write(src, "etc/systemd/system/nvidia-host-driver-ready.service", "[Unit]\n")
     _write(src, "var/lib/gpu-node-conformance/record.json", '{"host": "gpu-0000"}', 0o600)
     _write(src, ".twin/node.json", '{"name": "gpu-0000"}')
@@ -25,7 +29,8 @@ def test_files_are_copied_with_the_name_replaced_and_own_parts_kept(tmp_path: Pa
     _write(dst, "usr/bin/nvidia-smi", "#!/bin/sh\n# gpu-0001\n", 0o755)
     _write(dst, "var/lib/gpu-node-conformance/record.json", "{}")
 
-    assert copy_host_view(src, "gpu-0000", dst, "gpu-0001") == 2
+    assert copy_host_view(host_view_changes(src), "gpu-0000", dst, "gpu-0001") == 2
+    assert not (dst / "snap").exists()
     assert (dst / "etc/systemd/system/nvidia-host-driver-ready.service").read_text() == "[Unit]\n"
     record = dst / "var/lib/gpu-node-conformance/record.json"
     assert record.read_text() == '{"host": "gpu-0001"}' and record.stat().st_mode & 0o777 == 0o600
