@@ -55,6 +55,7 @@ import yaml
 
 from lab.controlplane import LabError
 from lab.state import LabPaths
+from provision.hosts.lab_delay import LAB_HOST_DELAY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "performance.md"
@@ -256,19 +257,60 @@ class Run:
     selection: str = ""
     log: str = ""
     host_round_trips: dict = field(default_factory=dict)  # per node: {"max", "mean", "nodes"} (GPU_CONFORMANCE_HOST_LOG)
+    host_delay_ms: float = 0.0     # simulated delay per lab host round trip (GPU_CONFORMANCE_LAB_HOST_DELAY_MS)
+    host_concurrency: int | None = None   # --host-concurrency given to the suite (None: its default)
 
 
 def host_trips(path: Path) -> dict:
     """Host round trips per node over the run's processes (xdist workers add theirs): max, mean, node count."""
     per_node: Counter[str] = Counter()
+    extra: dict[str, list] = {"pod_timings": [], "gather_s": []}   # per process: where the host side's time went
     if path.exists():
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
-                per_node.update(json.loads(line)["round_trips"])
+                entry = json.loads(line)
+                per_node.update(entry["round_trips"])
+                for key, found in extra.items():
+                    if entry.get(key):
+                        found.append(entry[key])
     if not per_node:
         return {}
     return {"max": max(per_node.values()), "mean": round(sum(per_node.values()) / len(per_node), 2),
-            "nodes": len(per_node)}
+            "nodes": len(per_node), **{k: v for k, v in extra.items() if v}}
+
+
+# A host view's own parts, never copied between nodes: the twin's record of which node it is and the shims
+# (written for the node at seeding), the twin's lock.
+_OWN_PARTS = (".twin/node.json", ".twin/seeded", ".twin/.lock", ".twin/shims/", "usr/bin/")
+
+
+def host_view_changes(src: Path) -> list[tuple[str, bytes, int]]:
+    """(path, content, mode) of the regular files of the host view ``src`` written since it was seeded (the
+    suite's and the twin's changes; not the seeded binaries, such as the 40 MB containerd), but its own parts."""
+    seeded = (src / ".twin" / "seeded").stat().st_mtime
+    out = []
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src).as_posix()
+        if path.is_symlink() or not path.is_file() or any(rel == p or rel.startswith(p) for p in _OWN_PARTS):
+            continue
+        st = path.stat()
+        if st.st_mtime >= seeded:
+            out.append((rel, path.read_bytes(), st.st_mode & 0o7777))
+    return out
+
+
+def copy_host_view(changes: list[tuple[str, bytes, int]], src_name: str, dst: Path, dst_name: str) -> int:
+    """Write ``changes`` (host_view_changes of node ``src_name``'s view) into the host view ``dst`` of node
+    ``dst_name``, the node's name replaced in their content; returns the number of files written."""
+    old, new = src_name.encode(), dst_name.encode()
+    for rel, data, mode in changes:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".bench-copy")
+        tmp.write_bytes(data.replace(old, new))
+        tmp.chmod(mode)
+        tmp.replace(target)
+    return len(changes)
 
 
 def fastest(runs: list[Run]) -> Run:
@@ -301,10 +343,13 @@ class Bench:
         return env
 
     def suite(self, n: int, lab: dict, mode: str, workers: str, scope: str, *, select: str | None = None,
-              reaction: bool = False, profile: Path | None = None) -> Run:
-        """Run `pytest features/` once against the lab and measure it."""
+              reaction: bool = False, profile: Path | None = None, delay_ms: float | None = None,
+              extra: tuple[str, ...] = (), label_extra: str = "") -> Run:
+        """Run `pytest features/` once against the lab and measure it (delay_ms: simulated delay per host round
+        trip, lab backend)."""
         state = Path(lab["state_dir"])
-        label = f"{n}-{scope}-{mode}-{'xdist' if workers != '0' else 'serial'}" + ("-profile" if profile else "")
+        label = f"{n}-{scope}-{mode}-{'xdist' if workers != '0' else 'serial'}" + ("-profile" if profile else "") \
+            + (f"-delay{delay_ms:g}ms" if delay_ms is not None else "") + label_extra
         report_dir = self.out_dir / "runs" / label
         wait_log = self.out_dir / f"waits-{label}.jsonl"
         wait_log.unlink(missing_ok=True)
@@ -317,6 +362,9 @@ class Bench:
         if workers != "0":
             cmd += ["-n", workers]
         cmd += SCOPE_ARGS[scope]
+        if self.args.host_concurrency:
+            cmd += ["--host-concurrency", str(self.args.host_concurrency)]
+        cmd += list(extra)
         if select:
             cmd += ["-m", select]
         log_file = self.out_dir / f"{label}.log"
@@ -327,7 +375,11 @@ class Bench:
             start = time.time()
             t0 = time.monotonic()
             # Its own session: on Ctrl-C / SIGTERM the bench stops the whole run (helm, host commands) by its id.
-            proc = subprocess.Popen(cmd, cwd=REPO, env={**self._env(state, wait_log), "GPU_CONFORMANCE_HOST_LOG": str(host_log)},
+            env = {**self._env(state, wait_log), "GPU_CONFORMANCE_HOST_LOG": str(host_log)}
+            env.pop(LAB_HOST_DELAY_ENV, None)
+            if delay_ms:
+                env[LAB_HOST_DELAY_ENV] = f"{delay_ms:g}"
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env,
                                     stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
@@ -366,8 +418,11 @@ class Bench:
                           "max_s": round(max(v), 3)} for k, v in lat.items()},
             exit_code=rc, outcomes=dict(outcomes), scenarios=len(results), node_scenarios=node_scenarios,
             selection=f"-m {select}" if select else "", log=str(log_file.relative_to(REPO)),
-            host_round_trips=host_trips(host_log),
+            host_round_trips=host_trips(host_log), host_delay_ms=delay_ms or 0.0,
+            host_concurrency=self.args.host_concurrency,
         )
+        if delay_ms is not None:
+            run.selection = (run.selection + ", " if run.selection else "") + f"+{delay_ms:g} ms per host round trip"
         say(f"N={n}: {scope} {mode} {'serial' if workers == '0' else '-n ' + workers}: {run.wall_s:.1f}s, exit {rc}, "
             f"{dict(outcomes)}, {sum(requests.values())} requests ({run.list_watch} list/watch), "
             f"peak RSS {run.peak_rss_mb} MB" + (f", reaction p95 {run.reaction_p95_s}s" if lat else "")
@@ -379,6 +434,28 @@ class Bench:
                 for d in report_dir.glob(f"*/{sub}"):
                     shutil.rmtree(d, ignore_errors=True)
         return run
+
+    def converge_hosts_by_copy(self, n: int, lab: dict, select: str | None) -> None:
+        """--hosts-by-copy (a bench shortcut, to audit a converged 1000-node fleet on this machine): the suite
+        provisions one GPU node's host (full scope), that host view is copied to every other GPU node's (the
+        generated fleet's hosts are identical but for the node's name), and the suite provisions the cluster once
+        more (the host convergers then find nothing to change). The copy is not the suite's provisioning: the
+        rows say so."""
+        gpu = [x for x in lab["nodes"] if x["gpus"]]
+        ref = gpu[0]
+        one = self.suite(n, lab, "first-provision", "0", "full", extra=("--gpu-nodes", ref["name"]),
+                         label_extra="-one-host")
+        one.selection = (one.selection + ", " if one.selection else "") + f"--gpu-nodes {ref['name']}"
+        self.runs.append(one)
+        t0 = time.monotonic()
+        changes = host_view_changes(Path(ref["host_root"]))
+        copied = sum(copy_host_view(changes, ref["name"], Path(x["host_root"]), x["name"]) for x in gpu[1:])
+        self.labs[n]["hosts_copied_s"] = round(time.monotonic() - t0, 1)
+        say(f"N={n}: {ref['name']}'s host view copied to {len(gpu) - 1} nodes ({copied} files) in "
+            f"{self.labs[n]['hosts_copied_s']} s")
+        again = self.suite(n, lab, "first-provision", "0", "full", select=select, label_extra="-after-copy")
+        again.selection = (again.selection + ", " if again.selection else "") + "hosts copied"
+        self.runs.append(again)
 
     @staticmethod
     def _lab_processes(state: Path) -> list[psutil.Process]:
@@ -469,9 +546,11 @@ class Bench:
             self.runs.append(first)
             if first.exit_code != 0:
                 say(f"N={n}: the first provisioning did not pass (exit {first.exit_code}); measuring anyway")
+            if self.args.hosts_by_copy:
+                self.converge_hosts_by_copy(n, lab, select)
             info["settle_s"] = self._settle(Path(lab["state_dir"]))
             say(f"N={n}: lab quiet after {info['settle_s']} s")
-            for scope in scopes:
+            for scope in ([] if self.args.skip_measured else scopes):
                 for workers in self.args.workers:
                     # Repeats alternate audit and re-provisioning, so that load from elsewhere on the machine
                     # falls on both alike; the fastest of each is kept (the run least disturbed).
@@ -481,6 +560,10 @@ class Bench:
                         for mode, done in tries.items():
                             done.append(self.suite(n, lab, mode, workers, scope))
                     self.runs += [fastest(done) for done in tries.values()]
+            for delay in self.args.host_delay_ms or []:   # the latency curve: the full-scope audit again, per delay
+                for workers in self.args.workers:
+                    self.runs.append(fastest([self.suite(n, lab, "audit", workers, "full", delay_ms=delay)
+                                              for _ in range(self.args.repeat)]))
             if self.args.profile and n == max(self.args.nodes):
                 for scope in scopes:
                     prof = self.out_dir / f"audit-{n}-{scope}.prof"
@@ -712,6 +795,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provision-scope", choices=("full", "api"),
                         help="the scope of the first provisioning (default: the first measured scope); api: the "
                         "hosts are left unconverged (their host scenarios then fail: an upper bound for the audit)")
+    parser.add_argument("--host-delay-ms", type=float, action="append",
+                        help="after the measured runs, audit again in the full scope with this simulated delay per "
+                        "host round trip (lab backend, GPU_CONFORMANCE_LAB_HOST_DELAY_MS; repeatable: 0, 50, 200)")
+    parser.add_argument("--host-concurrency", type=int,
+                        help="the suite's --host-concurrency (hosts gathered at once; default: the suite's 8)")
+    parser.add_argument("--hosts-by-copy", action="store_true",
+                        help="bench shortcut for large N: provision one GPU node's host with the suite, copy its host "
+                        "view to the other GPU nodes, provision the cluster again, then measure (a converged fleet)")
+    parser.add_argument("--skip-measured", action="store_true",
+                        help="with --host-delay-ms: only the delay runs (no audit per --scope first)")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, _frame: object) -> None:

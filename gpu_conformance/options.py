@@ -132,6 +132,7 @@ OPTIONS: tuple[Option, ...] = (
            kind="switch"),
     Option("--host-backend", "none | lab | local | ssh | paramiko | ansible | pod", "host_backend"),
     Option("--node-mapping", "node -> host: name | internal-ip | map", "node_mapping"),
+    Option("--host-concurrency", "how many hosts are gathered at once (default 8)", "host_concurrency", int),
     Option("--host-map", "YAML/TOML file mapping node names to host addresses", "hosts", _host_map),
     Option("--dcgm-access", "proxy (through the apiserver, default) | direct (pod IP:9400)", "dcgm_access"),
     Option("--host-only", "host-level checks only, no Kubernetes: run on a GPU machine with --host-backend local",

@@ -163,8 +163,15 @@ def run(request: pytest.FixtureRequest):
     setup = config.stash[STATE]
     nodes, error = _nodes(config)
     with open_run(setup.settings, setup.run_dir, nodes) as opened:
-        if hasattr(config, "workerinput"):  # a worker gathers a node's host when it first runs one of its scenarios
-            opened.ctx.prefetch_nodes = None
+        if hasattr(config, "workerinput"):
+            if setup.settings.mode != "provision":
+                # read-only: each node's gather is made once, by whichever worker asks first, and read from the run
+                # folder by the others (provision/hosts/shared.py): one round trip per node, all nodes in one pool
+                from provision.hosts.shared import SharedGathers
+
+                opened.ctx.shared_gathers = SharedGathers(setup.run_dir / "host-gathers")
+            else:  # a worker gathers a node's host when it first runs one of its scenarios
+                opened.ctx.prefetch_nodes = None
         yield RunState(opened.ctx, opened.engine, nodes, error)
 
 

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 from provision.helm import Helm
 from provision.hosts.access import HostAccess
 from provision.hosts.results import HostUnreachable
+from provision.hosts.shared import SharedGathers
 from provision.hosts.spec import HostSpec, map_node
 from provision.kube import Kube, ready
 from provision.record import ClusterRecord, HostRecord
@@ -85,6 +87,10 @@ class RunContext:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: dict[str, concurrent.futures.Future] = {}
         self._prepared: dict[str, HostAccess] = {}   # pod backend: hosts whose access pods start_fleet started
+        # xdist workers of a read-only run: the gathers stored once per node for every worker (provision/hosts/
+        # shared.py); None: this process keeps its gathers to itself
+        self.shared_gathers: SharedGathers | None = None
+        self._gather_s: list[float] = []   # wall seconds of each gather this process made (the round-trip log)
 
     @cached_property
     def helm(self) -> Helm:
@@ -169,11 +175,25 @@ class RunContext:
 
     def _gathered(self, h: HostAccess) -> HostAccess:
         from provision.hostfacts import gather_plan
-        from provision.hosts.cached import GatheredHost, GatherFailed, gather
+        from provision.hosts.cached import GatheredHost, GatherFailed, document, gather_output
 
         plan = gather_plan(h.spec, float(self.settings.health["xid_window_h"]) * 3600)
+
+        def timed() -> bytes:
+            t0 = time.monotonic()
+            try:
+                return gather_output(h, plan)
+            finally:
+                with self._lock:
+                    self._gather_s.append(time.monotonic() - t0)
+
         try:
-            return GatheredHost(h, gather(h, plan))  # type: ignore[return-value]
+            if self.shared_gathers is not None:
+                out, why = self.shared_gathers.obtain(h.name, timed, GatherFailed)
+                if out is None:
+                    raise GatherFailed(why)
+                return GatheredHost(h, document(h.name, plan, out))  # type: ignore[return-value]
+            return GatheredHost(h, document(h.name, plan, timed()))  # type: ignore[return-value]
         except GatherFailed as exc:
             logging.getLogger(__name__).warning("%s; reading the host call by call", exc)
             return GatheredHost(h, None, why_not=str(exc))  # type: ignore[return-value]
@@ -186,7 +206,9 @@ class RunContext:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.host_concurrency,
                                                            thread_name_prefix="host-gather")
         todo = [n for n in self.prefetch_nodes if n not in self._hosts and n not in self._host_errors]
-        fleet = self._pool.submit(self._start_pods, tuple(todo)) if self.settings.host_backend == "pod" else None
+        # access pods only for the nodes no other worker has gathered yet (the others are read from the run folder)
+        pods = tuple(n for n in todo if self.shared_gathers is None or not self.shared_gathers.known(n))
+        fleet = self._pool.submit(self._start_pods, pods) if self.settings.host_backend == "pod" and pods else None
         for n in todo:
             self._pending[n] = self._pool.submit(self._prefetch_one, n, fleet)
 
@@ -253,8 +275,18 @@ class RunContext:
             return
         trips = {n: getattr(getattr(h, "host", h), "round_trips", 0) for n, h in sorted(self._hosts.items())}
         live = {n: h.live_calls for n, h in sorted(self._hosts.items()) if getattr(h, "live_calls", None)}
+        entry: dict = {"pid": os.getpid(), "round_trips": trips, "not_gathered": live}
+        hosts = [getattr(h, "host", h) for h in (*self._hosts.values(), *self._prepared.values())]
+        pods = [h._transport for h in hosts if h.spec.backend == "pod"]
+        if pods:
+            from provision.hosts.pod_backend import fleet_timings
+
+            entry["pod_timings"] = fleet_timings(pods)  # type: ignore[arg-type]
+        if self._gather_s:
+            entry["gather_s"] = {"count": len(self._gather_s), "sum": round(sum(self._gather_s), 3),
+                                 "max": round(max(self._gather_s), 3)}
         with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"pid": os.getpid(), "round_trips": trips, "not_gathered": live}) + "\n")
+            f.write(json.dumps(entry) + "\n")
 
     def host_record(self, node: str) -> HostRecord:
         return HostRecord(self.host(node))
@@ -267,7 +299,6 @@ class RunContext:
         """Stop the gathers and release every host; the pod backend's access pods are deleted together."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        self._log_round_trips()
         hosts = [getattr(h, "host", h) for h in (*self._hosts.values(), *self._prepared.values())]
         pods = [h._transport for h in hosts if h.spec.backend == "pod"]
         if pods:
@@ -275,6 +306,7 @@ class RunContext:
 
             with contextlib.suppress(Exception):  # best effort; each pod also has its activeDeadlineSeconds
                 close_fleet(pods)  # type: ignore[arg-type]
+        self._log_round_trips()
         for h in hosts:
             with contextlib.suppress(Exception):  # closing is best effort at the end of a run
                 h.close()

@@ -255,6 +255,12 @@ class HostAccess:
                                              host_mount=spec.root)
         else:
             self._transport = _make_testinfra_transport(spec, self.name)
+            if spec.backend == "lab":   # simulated round-trip latency, lab only (provision/hosts/lab_delay.py)
+                from .lab_delay import DelayedTransport, lab_host_delay_s
+
+                delay = lab_host_delay_s()
+                if delay:
+                    self._transport = DelayedTransport(self._transport, delay)
 
     def __repr__(self) -> str:
         return f"<HostAccess {self.name} {self.spec.backend} root={self.spec.root} exec_mode={self.spec.exec_mode}>"

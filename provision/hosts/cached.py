@@ -21,7 +21,7 @@ from .gather import GATHER_TIMEOUT_S, CommandOutput, GatherParseError, GatherPla
 from .results import CommandFailed, CommandResult, HostCommandError
 from .safety import validate_host_path
 
-__all__ = ["GatherFailed", "GatheredHost", "gather"]
+__all__ = ["GatherFailed", "GatheredHost", "document", "gather", "gather_output"]
 
 _TIMEOUT_RCS = (124, 137)
 _MAGIC = set("*?[")
@@ -34,6 +34,12 @@ class GatherFailed(RuntimeError):
 def gather(host: HostAccess, plan: GatherPlan) -> HostDocument:
     """Run the plan's one command on ``host`` and parse its document. HostUnreachable propagates (the node is
     broken with the transport's error); any other failure raises GatherFailed."""
+    return document(host.name, plan, gather_output(host, plan))
+
+
+def gather_output(host: HostAccess, plan: GatherPlan) -> bytes:
+    """The plan's one command on ``host``: its standard output (the document, unparsed). HostUnreachable
+    propagates; a non-zero exit raises GatherFailed."""
     spec = host.spec
     prefix = "" if spec.exec_mode == "chroot" or spec.root in (None, "/") else str(spec.root)
     argv = gather_argv(plan, prefix)
@@ -41,12 +47,17 @@ def gather(host: HostAccess, plan: GatherPlan) -> HostDocument:
     if raw.rc != 0:
         tail = raw.stderr.decode("utf-8", errors="replace").strip()[-400:]
         raise GatherFailed(f"the host-facts gather on {host.name} exited {raw.rc}: {tail or 'no message'}")
+    return raw.stdout
+
+
+def document(name: str, plan: GatherPlan, stdout: bytes) -> HostDocument:
+    """The document of a gather's output (``name``: the host, for messages); GatherFailed when it is not one."""
     try:
-        doc = parse_document(plan, raw.stdout)
+        doc = parse_document(plan, stdout)
     except GatherParseError as exc:
-        raise GatherFailed(f"the host-facts gather on {host.name} did not return its document: {exc}") from exc
+        raise GatherFailed(f"the host-facts gather on {name} did not return its document: {exc}") from exc
     if not doc.complete:
-        raise GatherFailed(f"the host-facts gather on {host.name} stopped before its end")
+        raise GatherFailed(f"the host-facts gather on {name} stopped before its end")
     return doc
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "PodExecBackend",
     "build_pod_manifest",
     "close_fleet",
+    "fleet_timings",
     "parse_exec_status",
     "split_exit_marker",
     "start_fleet",
@@ -218,6 +219,11 @@ class PodExecBackend:
         self.host_mount = host_mount
         self.pod_name: str | None = None
         self.fleet_error: HostUnreachable | None = None  # start_fleet could not start this node's pod
+        # where the time went (monotonic seconds; the run's round-trip log sums them: fleet_timings)
+        self.t_create: float | None = None   # the create request was sent
+        self.t_running: float | None = None  # the pod was seen Running
+        self.exec_s: list[float] = []        # each exec: request to the end of its stream
+        self.close_s: float | None = None    # the delete request
 
     # -- pod lifecycle -------------------------------------------------------------------------------------
 
@@ -249,6 +255,7 @@ class PodExecBackend:
             host_mount=self.host_mount,
         )
         name = manifest["metadata"]["name"]
+        self.t_create = time.monotonic()
         try:
             self.core_v1.create_namespaced_pod(self.namespace, manifest)
         except ApiException as e:
@@ -256,6 +263,7 @@ class PodExecBackend:
         self.pod_name = name
         try:
             self._wait_running(name, watch.Watch())
+            self.t_running = time.monotonic()
         except BaseException:
             self.close()
             raise
@@ -306,8 +314,10 @@ class PodExecBackend:
         from kubernetes.client.exceptions import ApiException
 
         name, self.pod_name = self.pod_name, None
+        t0 = time.monotonic()
         try:
             self.core_v1.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+            self.close_s = time.monotonic() - t0
         except ApiException as e:
             if e.status != 404:
                 raise self._unreachable(
@@ -330,6 +340,7 @@ class PodExecBackend:
 
         name = self.start()
         marker = f"gnc-exit-status-{secrets.token_hex(8)}"
+        t0 = time.monotonic()
         try:
             resp = stream(
                 _exec_api(self.core_v1).connect_get_namespaced_pod_exec,
@@ -365,6 +376,7 @@ class PodExecBackend:
             raise self._unreachable(f"exec stream of host-access pod {self.namespace}/{name} broke", e) from e
         finally:
             resp.close()
+            self.exec_s.append(time.monotonic() - t0)
         rc, stderr = split_exit_marker(bytes(err), marker)
         try:
             status_rc = parse_exec_status(status)
@@ -436,6 +448,7 @@ def start_fleet(backends: list[PodExecBackend], *, creates_per_s: float = 20.0,
             if delay > 0:
                 time.sleep(delay)
             next_at = max(next_at, time.monotonic() - interval) + interval
+            b.t_create = time.monotonic()
             try:
                 b.core_v1.create_namespaced_pod(b.namespace, manifest)
             except ApiException as e:
@@ -469,6 +482,7 @@ def start_fleet(backends: list[PodExecBackend], *, creates_per_s: float = 20.0,
                         last[name] = words
                         if state == "running":
                             waiting.discard(name)
+                            b.t_running = time.monotonic()
                         elif state == "failed":
                             waiting.discard(name)
                             _fail(b, name, words, errors)
@@ -539,3 +553,27 @@ def _exec_api(core_v1: Any) -> Any:
     if api is None:
         api = cache[key] = client.CoreV1Api(client.ApiClient(core_v1.api_client.configuration))
     return api
+
+
+def fleet_timings(backends: list[PodExecBackend]) -> dict[str, float | int]:
+    """Where the pod backend's time went, over ``backends``: pods created, the span of the creates, the seconds
+    from the first create until the last pod was Running, each pod's wait for Running (mean, max), the execs (count,
+    mean, max, sum) and the deletes (count, sum). Empty when no pod was created."""
+    created = [b.t_create for b in backends if b.t_create is not None]
+    if not created:
+        return {}
+    running = [b.t_running - b.t_create for b in backends if b.t_running is not None and b.t_create is not None]
+    execs = [x for b in backends for x in b.exec_s]
+    closes = [b.close_s for b in backends if b.close_s is not None]
+    last_running = max((b.t_running for b in backends if b.t_running is not None), default=None)
+
+    def r(x: float) -> float:
+        return round(x, 3)
+
+    return {"pods": len(created), "create_span_s": r(max(created) - min(created)),
+            "all_running_s": r(last_running - min(created)) if last_running is not None else -1,
+            "wait_running_mean_s": r(sum(running) / len(running)) if running else -1,
+            "wait_running_max_s": r(max(running)) if running else -1,
+            "execs": len(execs), "exec_mean_s": r(sum(execs) / len(execs)) if execs else -1,
+            "exec_max_s": r(max(execs)) if execs else -1, "exec_sum_s": r(sum(execs)),
+            "deletes": len(closes), "delete_sum_s": r(sum(closes))}

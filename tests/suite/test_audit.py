@@ -64,8 +64,9 @@ def test_serial_and_xdist_give_identical_results(faulty, tmp_path):
                          env={"GPU_CONFORMANCE_HOST_LOG": str(trips["xdist"])})
     assert serial.summary["results"], serial.output[-2000:]
 
-    # one host round trip per GPU node (the gather); with xdist each worker gathers at most once per node (the
-    # scenarios of a node run on one worker, but the convergers' plan, once per process, reads every node's host)
+    # one host round trip per GPU node (the gather), serial and with xdist: there the convergers' cluster-wide plan
+    # reads every node's host in one worker, and the worker that runs a node's scenarios reads that gather from the
+    # run folder (provision/hosts/shared.py) instead of asking the host again
     gpu_nodes = sorted([*FAULTY, *HEALTHY])
     per_node: dict[str, dict[str, int]] = {k: {} for k in trips}
     not_gathered: dict[str, list[str]] = {}
@@ -78,7 +79,7 @@ def test_serial_and_xdist_give_identical_results(faulty, tmp_path):
                 for node, calls in (doc.get("not_gathered") or {}).items():
                     not_gathered.setdefault(node, []).extend(calls)
     assert per_node["serial"] == dict.fromkeys(gpu_nodes, 1), (per_node["serial"], not_gathered)
-    assert sorted(per_node["xdist"]) == gpu_nodes and all(1 <= n <= 2 for n in per_node["xdist"].values()), per_node
+    assert per_node["xdist"] == dict.fromkeys(gpu_nodes, 1), per_node
 
     def comparable(run):
         return sorted((r["node"] or "", r["feature"], r["scenario"], r["outcome"]) for r in run.summary["results"])
