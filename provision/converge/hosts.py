@@ -9,7 +9,16 @@ from __future__ import annotations
 import posixpath
 
 from provision import expect
-from provision.changes import ChangedSincePlan, FileDelete, FileWrite, KeepBaseline, NodeLabels, UnitEnable, write_planned
+from provision.changes import (
+    ChangedSincePlan,
+    FileDelete,
+    FileWrite,
+    KeepBaseline,
+    NodeLabels,
+    UnitEnable,
+    apply_node_labels,
+    write_planned,
+)
 from provision.context import NoHostAccess, RunContext
 from provision.engine import Change, ConvergeError, Result
 from provision.hostfacts import DOCKER_DAEMON_JSON, containerd_facts, docker_config, has_docker, nvidia_smi_facts
@@ -181,7 +190,7 @@ class HostDriver:
             assert ch.node
             p = ch.payload
             if isinstance(p, NodeLabels):
-                self._labels(ctx, ch.node, p)
+                apply_node_labels(ctx, ch.node, p)
             elif isinstance(p, FileWrite):
                 err = _write(ctx, ch.node, p)
                 if err:
@@ -193,14 +202,6 @@ class HostDriver:
                     result.node_errors[ch.node] = f"{p.unit} failed on {ch.node}: {res.stderr or res.stdout}"
             else:
                 raise ConvergeError(f"{self.name}: no way to apply {ch.line()} ({type(p).__name__})")
-
-    @staticmethod
-    def _labels(ctx: RunContext, node: str, p: NodeLabels) -> None:
-        current = ctx.kube.core.read_node(node, _request_timeout=ctx.kube.timeout).metadata.labels or {}
-        patch = dict(p.labels)
-        for k in patch:
-            ctx.record.add("node-label", f"{node}:{k}", current.get(k))
-        ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node, {"metadata": {"labels": patch}})
 
 
 class RuncDropIn:
