@@ -12,6 +12,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from provision import expect
+from provision import labels as labels_mod
 from provision.changes import (
     AdvertiseWait,
     ClusterPolicyPatch,
@@ -31,7 +32,7 @@ TIME_SLICING_CM = "time-slicing-config"
 SINGLE_KEY = "any"
 DEVICE_PLUGIN_DS = "nvidia-device-plugin-daemonset"
 GFD_DS = "gpu-feature-discovery"
-GFD_REPLICAS = "nvidia.com/gpu.replicas"
+GFD_REPLICAS = labels_mod.GPU_REPLICAS
 DEFAULT_CONFIG_ENV = "DEFAULT_CONFIG"
 PLUGIN_CONFIG_PATH = ("spec", "devicePlugin", "config")
 
@@ -41,7 +42,7 @@ def template_env(ds: dict, value: str) -> set[str]:
     tmpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
     return {e.get("name", "") for c in (tmpl.get("containers") or []) + (tmpl.get("initContainers") or [])
             for e in c.get("env") or [] if e.get("value") == value}
-CONFIG_LABEL = "nvidia.com/device-plugin.config"
+CONFIG_LABEL = labels_mod.DEVICE_PLUGIN_CONFIG
 DISCOVERY_CM = "thinkube-service-config"
 GPU = "nvidia.com/gpu"
 

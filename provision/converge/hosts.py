@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 
 from provision import expect
+from provision import labels as labels_mod
 from provision.changes import (
     ChangedSincePlan,
     FileDelete,
@@ -29,7 +30,7 @@ from provision.observe.docker_daemon import DaemonJsonError
 
 DEPLOY_OPERANDS = ("driver", "container-toolkit", "device-plugin", "dcgm-exporter", "dcgm",
                    "gpu-feature-discovery", "operator-validator", "node-status-exporter", "mig-manager")
-DEPLOY_PREFIX = "nvidia.com/gpu.deploy."
+DEPLOY_PREFIX = labels_mod.DEPLOY_PREFIX
 UNIT_NAME = "nvidia-host-driver-ready.service"
 IS_ENABLED_ARGV = ("systemctl", "is-enabled", UNIT_NAME)   # also in the host gather (provision/hostfacts.py)
 IS_ENABLED_TIMEOUT_S = 30.0

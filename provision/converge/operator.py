@@ -23,13 +23,14 @@ from provision.helm import HelmError, unknown_value_paths
 from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
 from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
+from provision.labels import deploy_label
 from provision.observe import distribution as dist
 from provision.observe.dra import detect_stack, sharing_values, stack_values, switch_refusal
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 REPAIR = "repair first: "
-TOOLKIT_DEPLOY_LABEL = "nvidia.com/gpu.deploy.container-toolkit"
-DROPIN_NAME = "99-nvidia.toml"
+TOOLKIT_DEPLOY_LABEL = deploy_label("container-toolkit")
+DROPIN_NAME = dist.DROPIN_NAME
 CONTAINERD_SERVICE = "k8s.containerd"
 # NotReady messages of a containerd that refused its configuration: waiting does not heal them.
 PERMANENT_RUNTIME_ERRORS = ("failed to load plugin", "higher than root config version", "failed to load TOML")
@@ -364,9 +365,7 @@ class ContainerdRestart:
                 return want
         except ConvergeError:
             pass
-        cp = ctx.kube.snapshot().cluster_policy or {}
-        env = {e["name"]: e.get("value") for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
-        return env.get("RUNTIME_DROP_IN_CONFIG", "/etc/containerd/conf.d/99-nvidia.toml")
+        return dist.policy_dropin(ctx.kube.snapshot().cluster_policy)
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         if ctx.settings.stack == "dra":
