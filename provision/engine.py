@@ -32,7 +32,7 @@ class Change:
     target: str        # what changes, e.g. "/etc/docker/daemon.json on spark-1"
     action: str        # create | update | delete | install | upgrade | restart | label | patch
     detail: str = ""   # the diff itself, for the plan and the report
-    # What apply executes (provision/changes.py), exactly as planned; None for convergers not yet typed
+    # What apply executes (provision/changes.py), exactly as planned; the engine applies no change without one
     payload: changes_mod.Payload | None = field(default=None, compare=True)
 
     def line(self) -> str:
@@ -161,6 +161,10 @@ class Engine:
         try:
             r.planned = conv.plan(self.ctx, r)
             if mode == "provision" and r.planned:
+                untyped = [c.line() for c in r.planned if c.payload is None]
+                if untyped:   # apply executes payloads only: a change without one would be done from its text
+                    raise ConvergeError(f"{conv.name}: planned changes without a payload (provision/changes.py), "
+                                        f"nothing applied: {'; '.join(untyped)}")
                 with WRITE_GUARD.allow("--provision"):
                     conv.apply(self.ctx, r.planned, r)
                 r.applied = list(r.planned)
