@@ -63,12 +63,18 @@ class Result:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)   # what another installer left that this converger leaves alone
+    kept_node: list[str | None] = field(default_factory=list)   # kept[i]'s node (None: cluster-wide); see keep()
 
     def skip_host_off(self, node: str, exc: Exception) -> None:
         """The node is skipped because host checks are off (its scenarios are then 'host checks off', not skips)."""
         self.node_skips[node] = str(exc)
         if node not in self.host_off:
             self.host_off.append(node)
+
+    def keep(self, text: str, node: str | None = None) -> None:
+        """Note what this converger leaves alone: cluster-wide, or on one node (shown as "[node] text")."""
+        self.kept.append(f"[{node}] {text}" if node else text)
+        self.kept_node += [None] * (len(self.kept) - 1 - len(self.kept_node)) + [node]
 
     def for_node(self, node: str | None) -> list[Change]:
         pending = self.remaining if self.mode == "provision" else self.planned
@@ -98,7 +104,8 @@ class Result:
         if node is None:
             lines += [f"note: {n}" for n in self.notes if "\n" not in n]
         where = "" if node is None else f" for {node}"
-        kept = [k for k in self.kept if node is None or not k.startswith("[") or k.startswith(f"[{node}]")]
+        owners = self.kept_node + [None] * (len(self.kept) - len(self.kept_node))   # appended directly: cluster-wide
+        kept = [k for k, owner in zip(self.kept, owners, strict=True) if node is None or owner in (None, node)]
         return (f"{self.name}: {len(planned)} change(s){where}\n" + "\n".join("  " + ln for ln in lines)
                 + "".join(f"\n  keep {k}" for k in kept))
 

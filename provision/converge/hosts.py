@@ -118,9 +118,9 @@ class DockerRuntime:
             after = docker_daemon.merge_nvidia_runtime(before)
             lines = docker_daemon.diff(before, after)
             if not lines and set(before) <= {"runtimes", "default-runtime"}:
-                result.kept.append(f"[{node}] {DOCKER_DAEMON_JSON} on {node}: has the nvidia runtime and nothing else "
-                                   "(the playbooks write it whole; Docker settings it replaced cannot be recovered "
-                                   "from it): left alone")
+                result.keep(f"{DOCKER_DAEMON_JSON} on {node}: has the nvidia runtime and nothing else (the "
+                            "playbooks write it whole; Docker settings it replaced cannot be recovered from it): "
+                            "left alone", node)
             if lines:
                 write = FileWrite(DOCKER_DAEMON_JSON, docker_daemon.render(after, like=text), before=text,
                                   after=(("systemctl", "restart", "docker"),))
@@ -173,8 +173,8 @@ class HostDriver:
                                       "clear stale " + ", ".join(stale), NodeLabels(dict.fromkeys(stale))))
             for other in sorted(set(host.glob("/etc/systemd/system/*.service")) - {UNIT_PATH}):
                 if READY_FILE in (host.read_text(other) or ""):
-                    result.kept.append(f"[{node}] {other} on {node}: another installer's unit for {READY_FILE} (the "
-                                       f"playbooks'); left alone beside the suite's {UNIT_NAME}, --rollback keeps it")
+                    result.keep(f"{other} on {node}: another installer's unit for {READY_FILE} (the playbooks'); "
+                                f"left alone beside the suite's {UNIT_NAME}, --rollback keeps it", node)
             unit = host.read_text(UNIT_PATH)
             if unit != UNIT_TEXT:
                 changes.append(Change(self.name, node, f"{UNIT_PATH} on {node}", "create" if unit is None else "update",

@@ -444,3 +444,15 @@ def test_a_mig_label_changed_since_the_plan_is_refused() -> None:
     with WRITE_GUARD.allow("--provision"), pytest.raises(ChangedSincePlan, match=r"nvidia\.com/mig\.config"):
         MigConfig().apply(ctx, planned, result)
     assert kube.ops == []
+
+
+def test_what_a_converger_keeps_is_shown_for_its_node_by_owner_not_by_text() -> None:
+    r = Result("runc-dropin", "audit")
+    r.kept.append("value toolkit.env X='1'")          # cluster-wide, appended directly
+    r.keep("[odd] /etc/a.toml on gpu-a: left alone", "gpu-a")   # text that looks like another node's
+    r.keep("/etc/b.toml on gpu-b: left alone", "gpu-b")
+    back = Result.from_json(json.loads(json.dumps(r.to_json())))
+    for res in (r, back):
+        assert "keep value toolkit.env" in res.plan_text("gpu-b") and "gpu-a" not in res.plan_text("gpu-b")
+        assert "keep [gpu-a] [odd] /etc/a.toml" in res.plan_text("gpu-a") and "b.toml" not in res.plan_text("gpu-a")
+        assert all(k in res.plan_text() for k in res.kept)
