@@ -58,7 +58,10 @@ class MigConfig:
                 changes.append(Change(self.name, node, f"node {node} label {obs.CONFIG_LABEL}", "label",
                                       f"{got.config} -> {profile} ({source}); the MIG manager repartitions the GPUs "
                                       f"(recorded, --rollback restores {got.config or 'no label'})",
-                                      NodeLabels({obs.CONFIG_LABEL: profile}, before={obs.CONFIG_LABEL: got.config})))
+                                      # no `before`: the operator labels MIG-capable nodes all-disabled on its
+                                      # own, in its own time (seen between a plan and its apply in the lab); the
+                                      # value at apply is what the record keeps for --rollback
+                                      NodeLabels({obs.CONFIG_LABEL: profile})))
                 changes.append(Change(self.name, node, f"MIG manager on {node}", "wait",
                                       f"{obs.STATE_LABEL} -> success for {profile}", wait))
             elif got.state in ("pending", "rebooting"):
