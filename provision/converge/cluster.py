@@ -180,23 +180,32 @@ class TimeSlicing:
         if changes:
             from provision import mig
 
-            counted = {n: w for n, w in expected.items() if w is not None}
-            changes.append(Change(
-                self.name, None, "GPU nodes advertise physical GPUs x replicas", "wait",
-                ", ".join(f"{n}: {w} {desired_resource(ctx, n)}" for n, w in sorted(counted.items())) or "no node",
-                AdvertiseWait(nodes=tuple(sorted(nodes)), expected=counted,
-                              resources={n: desired_resource(ctx, n) for n in counted},
-                              replicas={n: str(mig.expected_replicas_label(ctx, n, expect.replicas(ctx, n)))
-                                        for n in counted},
-                              config=want_cfg)))
+            # After a cluster-wide change every node is waited for (one cluster-wide wait); after device plugin
+            # restarts of single nodes only those (a wait per node: no drift for the other nodes in an audit).
+            cluster_wide = any(c.node is None for c in changes)
+            counted = {n: w for n, w in expected.items() if w is not None and (cluster_wide or n in wrong)}
+            groups = [(None, tuple(sorted(nodes)))] if cluster_wide else [(n, (n,)) for n in sorted(wrong)]
+            for where, group in groups:
+                mine = {n: w for n, w in counted.items() if n in group}
+                changes.append(Change(
+                    self.name, where, "GPU nodes advertise physical GPUs x replicas" if where is None
+                    else f"device plugin on {where} advertises physical GPUs x replicas", "wait",
+                    ", ".join(f"{n}: {w} {desired_resource(ctx, n)}" for n, w in sorted(mine.items())) or "no node",
+                    AdvertiseWait(nodes=group, expected=mine, resources={n: desired_resource(ctx, n) for n in mine},
+                                  replicas={n: str(mig.expected_replicas_label(ctx, n, expect.replicas(ctx, n)))
+                                            for n in mine},
+                                  config=want_cfg)))
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         waits = [c.payload for c in changes if isinstance(c.payload, AdvertiseWait)]
-        if len(waits) != 1:
-            raise ConvergeError(f"{self.name}: the plan has {len(waits)} advertise waits, expected one: "
+        if not waits or len({json.dumps(w.config, sort_keys=True) for w in waits}) != 1:
+            raise ConvergeError(f"{self.name}: the plan has no advertise wait, or waits for different configs: "
                                 + "; ".join(c.line() for c in changes))
-        wait = waits[0]
+        wait = AdvertiseWait(nodes=tuple(sorted({n for w in waits for n in w.nodes})),
+                             expected={n: v for w in waits for n, v in w.expected.items()},
+                             resources={n: v for w in waits for n, v in w.resources.items()},
+                             replicas={n: v for w in waits for n, v in w.replicas.items()}, config=waits[0].config)
         restart: set[str] = set()
         for c in changes:   # in the plan's order: ConfigMap, node labels, ClusterPolicy, then the restarts
             p = c.payload
