@@ -459,3 +459,23 @@ def test_what_a_converger_keeps_is_shown_for_its_node_by_owner_not_by_text() -> 
         assert "keep value toolkit.env" in res.plan_text("gpu-b") and "gpu-a" not in res.plan_text("gpu-b")
         assert "keep [gpu-a] [odd] /etc/a.toml" in res.plan_text("gpu-a") and "b.toml" not in res.plan_text("gpu-a")
         assert all(k in res.plan_text() for k in res.kept)
+
+
+def test_a_single_nodes_plugin_restart_waits_for_that_node_only(no_waits) -> None:
+    """Config right, one node advertising the wrong count: its restart and wait are its own changes (an audit
+    of the other nodes sees no drift), and apply restarts and waits for that node only."""
+    kube = FakeCluster()
+    ctx = _ctx(kube, replicas=4)
+    planned, result = _plan(TimeSlicing(), ctx)
+    with WRITE_GUARD.allow("--provision"):
+        TimeSlicing().apply(ctx, planned, result)
+    kube.nodes["gpu-b"]["status"]["allocatable"] = {"nvidia.com/gpu": "1"}
+    kube.ops.clear()
+    no_waits.clear()
+    planned, result = _plan(TimeSlicing(), ctx)
+    assert [(c.node, type(c.payload).__name__) for c in planned] == [("gpu-b", "RolloutRestart"),
+                                                                      ("gpu-b", "AdvertiseWait")]
+    assert [c for c in planned if c.node in ("gpu-a", None)] == []
+    with WRITE_GUARD.allow("--provision"):
+        TimeSlicing().apply(ctx, planned, result)
+    assert kube.ops == [("restart", NS, cl.DEVICE_PLUGIN_DS)] and ("advertise", {"gpu-b": 4}) in no_waits
