@@ -17,12 +17,13 @@ from provision import expect
 from provision.context import RunContext
 from provision.converge.cluster import DISCOVERY_CM, DISCOVERY_LABELS, TIME_SLICING_CM, discovery_service
 from provision.converge.hosts import RUNC_DROPIN
-from provision.converge.operator import DROPIN_NAME
 from provision.hostfacts import containerd_dump, containerd_facts, docker_config, has_docker
 from provision.hosts.access import HostAccess
 from provision.kube import MANAGED_BY, SUITE, WaitTimeout, ready, ready_message
+from provision.labels import deploy_label
 from provision.observe import containerd_dump as containerd_dump_mod
 from provision.observe import cuda, dcgm, docker_daemon, gfd, nvidia_smi
+from provision.observe.distribution import DROPIN_NAME, policy_dropin
 from provision.observe.timeslicing import TimeSlicingError, parse_config
 from provision.outcomes import Broken
 
@@ -128,7 +129,7 @@ def _wait_cluster_policy(ctx: RunContext, want: str) -> dict | None:
 def supported_gpu_nodes(ctx: RunContext) -> list[str]:
     labels = {n: (ctx.kube.snapshot().nodes.get(n, {}).get("metadata") or {}).get("labels") or {}
               for n in ctx.gpu_nodes}
-    return [n for n in ctx.gpu_nodes if labels[n].get("nvidia.com/gpu.deploy.operator-validator") != "false"]
+    return [n for n in ctx.gpu_nodes if labels[n].get(deploy_label("operator-validator")) != "false"]
 
 
 def operands_ready(ctx: RunContext) -> Finding:
@@ -291,7 +292,7 @@ def _toolkit_env(ctx: RunContext) -> dict[str, str]:
 
 
 def _dropin_name(ctx: RunContext) -> str:
-    return posixpath.basename(_toolkit_env(ctx).get("RUNTIME_DROP_IN_CONFIG") or DROPIN_NAME)
+    return posixpath.basename(policy_dropin(ctx.kube.snapshot().cluster_policy))
 
 
 def containerd_dropins(ctx: RunContext, node: str) -> Finding:

@@ -32,7 +32,7 @@ class Change:
     target: str        # what changes, e.g. "/etc/docker/daemon.json on spark-1"
     action: str        # create | update | delete | install | upgrade | restart | label | patch
     detail: str = ""   # the diff itself, for the plan and the report
-    # What apply executes (provision/changes.py), exactly as planned; None for convergers not yet typed
+    # What apply executes (provision/changes.py), exactly as planned; the engine applies no change without one
     payload: changes_mod.Payload | None = field(default=None, compare=True)
 
     def line(self) -> str:
@@ -63,12 +63,18 @@ class Result:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)   # what another installer left that this converger leaves alone
+    kept_node: list[str | None] = field(default_factory=list)   # kept[i]'s node (None: cluster-wide); see keep()
 
     def skip_host_off(self, node: str, exc: Exception) -> None:
         """The node is skipped because host checks are off (its scenarios are then 'host checks off', not skips)."""
         self.node_skips[node] = str(exc)
         if node not in self.host_off:
             self.host_off.append(node)
+
+    def keep(self, text: str, node: str | None = None) -> None:
+        """Note what this converger leaves alone: cluster-wide, or on one node (shown as "[node] text")."""
+        self.kept.append(f"[{node}] {text}" if node else text)
+        self.kept_node += [None] * (len(self.kept) - 1 - len(self.kept_node)) + [node]
 
     def for_node(self, node: str | None) -> list[Change]:
         pending = self.remaining if self.mode == "provision" else self.planned
@@ -98,7 +104,8 @@ class Result:
         if node is None:
             lines += [f"note: {n}" for n in self.notes if "\n" not in n]
         where = "" if node is None else f" for {node}"
-        kept = [k for k in self.kept if node is None or not k.startswith("[") or k.startswith(f"[{node}]")]
+        owners = self.kept_node + [None] * (len(self.kept) - len(self.kept_node))   # appended directly: cluster-wide
+        kept = [k for k, owner in zip(self.kept, owners, strict=True) if node is None or owner in (None, node)]
         return (f"{self.name}: {len(planned)} change(s){where}\n" + "\n".join("  " + ln for ln in lines)
                 + "".join(f"\n  keep {k}" for k in kept))
 
@@ -161,6 +168,10 @@ class Engine:
         try:
             r.planned = conv.plan(self.ctx, r)
             if mode == "provision" and r.planned:
+                untyped = [c.line() for c in r.planned if c.payload is None]
+                if untyped:   # apply executes payloads only: a change without one would be done from its text
+                    raise ConvergeError(f"{conv.name}: planned changes without a payload (provision/changes.py), "
+                                        f"nothing applied: {'; '.join(untyped)}")
                 with WRITE_GUARD.allow("--provision"):
                     conv.apply(self.ctx, r.planned, r)
                 r.applied = list(r.planned)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from provision import labels as labels_mod
 from provision.context import NoHostAccess, RunContext
 from provision.hostfacts import SmiFacts, nvidia_smi_facts
 from provision.hosts.results import HostUnreachable
@@ -55,7 +56,7 @@ def product(ctx: RunContext, node: str) -> str | None:
     if ctx.kube is None:
         return None
     labels = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata") or {}).get("labels") or {}
-    p = labels.get("nvidia.com/gpu.product")
+    p = labels.get(labels_mod.GPU_PRODUCT)
     # GFD: <model>[-MIG-<profile>][-SHARED] (sanitised: spaces as "-")
     return p.removesuffix("-SHARED").split("-MIG-")[0].replace("-", " ") if p else None
 
@@ -69,7 +70,7 @@ def replicas(ctx: RunContext, node: str) -> int:
 
 
 # ----------------------------------------------------------------------------------- the node's sharing config
-DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+DEVICE_PLUGIN_CONFIG_LABEL = labels_mod.DEVICE_PLUGIN_CONFIG
 
 
 @dataclass(frozen=True)

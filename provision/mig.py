@@ -98,6 +98,7 @@ def node_mode(ctx: RunContext, node: str) -> MigMode | None:
         return None   # the common case, decided without nvidia-smi or the mig-parted config
     product = expect.product(ctx, node)
     want = desired_profile(ctx.settings.mig_profiles, node, product)
+    from_setting = want is not None   # else from the node's label
     if want is None:
         want = (label, f"node label {obs.CONFIG_LABEL}") if label else None
     if want is None:
@@ -110,7 +111,7 @@ def node_mode(ctx: RunContext, node: str) -> MigMode | None:
         return None
     strategy = desired_strategy(ctx.settings.mig_strategies, node, product)
     if strategy is None:
-        strategy = "single" if want[1].startswith("setting") else effective_strategy(ctx, node)
+        strategy = "single" if from_setting else effective_strategy(ctx, node)
     return MigMode(want[0], want[1], strategy)
 
 

@@ -12,6 +12,16 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from provision import expect
+from provision import labels as labels_mod
+from provision.changes import (
+    AdvertiseWait,
+    ClusterPolicyPatch,
+    ConfigMapWrite,
+    NodeLabels,
+    RolloutRestart,
+    apply_node_labels,
+    changed_since_plan,
+)
 from provision.context import RunContext
 from provision.converge.settle import not_rendered, pending_pods, template_generations
 from provision.engine import Change, ConvergeError, Result
@@ -22,8 +32,9 @@ TIME_SLICING_CM = "time-slicing-config"
 SINGLE_KEY = "any"
 DEVICE_PLUGIN_DS = "nvidia-device-plugin-daemonset"
 GFD_DS = "gpu-feature-discovery"
-GFD_REPLICAS = "nvidia.com/gpu.replicas"
+GFD_REPLICAS = labels_mod.GPU_REPLICAS
 DEFAULT_CONFIG_ENV = "DEFAULT_CONFIG"
+PLUGIN_CONFIG_PATH = ("spec", "devicePlugin", "config")
 
 
 def template_env(ds: dict, value: str) -> set[str]:
@@ -31,7 +42,7 @@ def template_env(ds: dict, value: str) -> set[str]:
     tmpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
     return {e.get("name", "") for c in (tmpl.get("containers") or []) + (tmpl.get("initContainers") or [])
             for e in c.get("env") or [] if e.get("value") == value}
-CONFIG_LABEL = "nvidia.com/device-plugin.config"
+CONFIG_LABEL = labels_mod.DEVICE_PLUGIN_CONFIG
 DISCOVERY_CM = "thinkube-service-config"
 GPU = "nvidia.com/gpu"
 
@@ -116,12 +127,15 @@ class TimeSlicing:
         cm = snap.configmaps.get(TIME_SLICING_CM)
         have = (cm or {}).get("data") or {}
         diff_keys = sorted(k for k in data if have.get(k) != data[k])
+        cm_target = f"ConfigMap {s.namespace}/{TIME_SLICING_CM}"
         if cm is None:
-            changes.append(Change(self.name, None, f"ConfigMap {s.namespace}/{TIME_SLICING_CM}", "create",
-                                  f"keys {sorted(data)}; default {default}; replicas {s.replicas}"))
+            changes.append(Change(self.name, None, cm_target, "create",
+                                  f"keys {sorted(data)}; default {default}; replicas {s.replicas}",
+                                  ConfigMapWrite(s.namespace, TIME_SLICING_CM, data, {MANAGED_BY: SUITE})))
         elif diff_keys:
-            changes.append(Change(self.name, None, f"ConfigMap {s.namespace}/{TIME_SLICING_CM}", "update",
-                                  f"keys {diff_keys} -> replicas per config"))
+            changes.append(Change(self.name, None, cm_target, "update", f"keys {diff_keys} -> replicas per config",
+                                  ConfigMapWrite(s.namespace, TIME_SLICING_CM, {k: data[k] for k in diff_keys},
+                                                 before={k: have.get(k) for k in diff_keys})))
         foreign = sorted(k for k in have if k not in data)
         if foreign:
             result.kept.append(f"ConfigMap {s.namespace}/{TIME_SLICING_CM} keys {foreign} (another installer's "
@@ -133,17 +147,22 @@ class TimeSlicing:
                 why = "" if key else (f" (a config this run does not set, e.g. the playbooks' profile label: the "
                                       f"node takes the default {default}; recorded, --rollback restores it)")
                 changes.append(Change(self.name, node, f"node {node} label {CONFIG_LABEL}", "label",
-                                      f"{cur} -> {key or 'unset'}{why}"))
+                                      f"{cur} -> {key or 'unset'}{why}",
+                                      NodeLabels({CONFIG_LABEL: key}, before={CONFIG_LABEL: cur})))
         cp = snap.cluster_policy
+        want_cfg = {"name": TIME_SLICING_CM, "default": default}
         if cp is None:
             result.notes.append("ClusterPolicy cluster-policy does not exist yet (operator not installed)")
             changes.append(Change(self.name, None, "ClusterPolicy cluster-policy spec.devicePlugin.config", "patch",
-                                  f"-> name {TIME_SLICING_CM}, default {default} (after the operator install)"))
+                                  f"-> name {TIME_SLICING_CM}, default {default} (after the operator install)",
+                                  ClusterPolicyPatch(PLUGIN_CONFIG_PATH, want_cfg, unseen=True)))
         else:
-            cur_cfg = ((cp.get("spec") or {}).get("devicePlugin") or {}).get("config") or {}
+            raw_cfg = ((cp.get("spec") or {}).get("devicePlugin") or {}).get("config")
+            cur_cfg = raw_cfg or {}
             if cur_cfg.get("name") != TIME_SLICING_CM or cur_cfg.get("default") != default:
                 changes.append(Change(self.name, None, "ClusterPolicy cluster-policy spec.devicePlugin.config",
-                                      "patch", f"{cur_cfg or '{}'} -> name {TIME_SLICING_CM}, default {default}"))
+                                      "patch", f"{cur_cfg or '{}'} -> name {TIME_SLICING_CM}, default {default}",
+                                      ClusterPolicyPatch(PLUGIN_CONFIG_PATH, want_cfg, before=raw_cfg)))
         expected = self._expected(ctx, nodes)
         wrong = {n: (_allocatable(snap.nodes.get(n, {}), desired_resource(ctx, n)), want) for n, want in expected.items()
                  if want is not None and _allocatable(snap.nodes.get(n, {}), desired_resource(ctx, n)) != want}
@@ -152,48 +171,64 @@ class TimeSlicing:
                 result.node_errors[n] = "cannot tell how many GPUs the node has (no host access, no setting, no label)"
         if changes:
             changes.append(Change(self.name, None, f"DaemonSet {s.namespace}/{DEVICE_PLUGIN_DS}", "restart",
-                                  "rollout restart so the plugin loads the new config"))
-        for n, (have, want) in sorted(wrong.items()):
+                                  "rollout restart so the plugin loads the new config",
+                                  RolloutRestart(s.namespace, DEVICE_PLUGIN_DS, tuple(sorted(nodes)))))
+        for n, (have_n, want) in sorted(wrong.items()):
             changes.append(Change(self.name, n, f"device plugin on {n}", "restart",
-                                  f"{desired_resource(ctx, n)} allocatable {have} -> {want} (physical x replicas)"))
+                                  f"{desired_resource(ctx, n)} allocatable {have_n} -> {want} (physical x replicas)",
+                                  RolloutRestart(s.namespace, DEVICE_PLUGIN_DS, (n,))))
+        if changes:
+            from provision import mig
+
+            # After a cluster-wide change every node is waited for (one cluster-wide wait); after device plugin
+            # restarts of single nodes only those (a wait per node: no drift for the other nodes in an audit).
+            cluster_wide = any(c.node is None for c in changes)
+            counted = {n: w for n, w in expected.items() if w is not None and (cluster_wide or n in wrong)}
+            groups = [(None, tuple(sorted(nodes)))] if cluster_wide else [(n, (n,)) for n in sorted(wrong)]
+            for where, group in groups:
+                mine = {n: w for n, w in counted.items() if n in group}
+                changes.append(Change(
+                    self.name, where, "GPU nodes advertise physical GPUs x replicas" if where is None
+                    else f"device plugin on {where} advertises physical GPUs x replicas", "wait",
+                    ", ".join(f"{n}: {w} {desired_resource(ctx, n)}" for n, w in sorted(mine.items())) or "no node",
+                    AdvertiseWait(nodes=group, expected=mine, resources={n: desired_resource(ctx, n) for n in mine},
+                                  replicas={n: str(mig.expected_replicas_label(ctx, n, expect.replicas(ctx, n)))
+                                            for n in mine},
+                                  config=want_cfg)))
         return changes
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
-        s = ctx.settings
-        nodes = self._supported(ctx)
-        data, default, labels = _with_mig(ctx, nodes, desired_timeslicing(ctx, nodes))
-        self._configmap(ctx, data)
-        for node in nodes:
-            key = labels.get(node)
-            cur = (ctx.kube.snapshot().nodes.get(node, {}).get("metadata", {}).get("labels") or {}).get(CONFIG_LABEL)
-            if cur != key and not (key is None and cur in data):
-                ctx.record.add("node-label", f"{node}:{CONFIG_LABEL}", cur)
-                ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node,
-                                 {"metadata": {"labels": {CONFIG_LABEL: key}}})
-        cp = ctx.kube.get_cluster_policy()
-        if cp is None:
-            raise RuntimeError("ClusterPolicy cluster-policy does not exist: the operator release did not create it")
-        cur_cfg = ((cp.get("spec") or {}).get("devicePlugin") or {}).get("config")
-        want_cfg = {"name": TIME_SLICING_CM, "default": default}
-        if {k: (cur_cfg or {}).get(k) for k in want_cfg} != want_cfg:
-            ctx.record.add("clusterpolicy-field", "spec.devicePlugin.config", cur_cfg)
-            ctx.kube.guarded("patch ClusterPolicy cluster-policy spec.devicePlugin.config",
-                             ctx.kube.custom.patch_cluster_custom_object, CP_GROUP, CP_VERSION, CP_PLURAL, CP_NAME,
-                             {"spec": {"devicePlugin": {"config": want_cfg}}})
+        waits = [c.payload for c in changes if isinstance(c.payload, AdvertiseWait)]
+        if not waits or len({json.dumps(w.config, sort_keys=True) for w in waits}) != 1:
+            raise ConvergeError(f"{self.name}: the plan has no advertise wait, or waits for different configs: "
+                                + "; ".join(c.line() for c in changes))
+        wait = AdvertiseWait(nodes=tuple(sorted({n for w in waits for n in w.nodes})),
+                             expected={n: v for w in waits for n, v in w.expected.items()},
+                             resources={n: v for w in waits for n, v in w.resources.items()},
+                             replicas={n: v for w in waits for n, v in w.replicas.items()}, config=waits[0].config)
+        restart: set[str] = set()
+        for c in changes:   # in the plan's order: ConfigMap, node labels, ClusterPolicy, then the restarts
+            p = c.payload
+            if isinstance(p, ConfigMapWrite):
+                write_configmap(ctx, p)
+            elif isinstance(p, NodeLabels) and c.node:
+                apply_node_labels(ctx, c.node, p)
+            elif isinstance(p, ClusterPolicyPatch):
+                patch_cluster_policy(ctx, p)
+            elif isinstance(p, RolloutRestart):
+                restart |= set(p.nodes)
+            elif not isinstance(p, AdvertiseWait):
+                raise ConvergeError(f"{self.name}: no way to apply {c.line()} ({type(p).__name__})")
+        nodes = list(wait.nodes)
         # The operator renders the device plugin DaemonSet for the config (config manager, the ConfigMap volume) in
         # its own time: a plugin restarted before that comes back from the old template with no config at all.
-        self._wait_plugin_rendered(ctx, want_cfg)
-        config_changed = any(c.node is None or c.action != "restart" for c in changes)
-        snap = ctx.kube.snapshot(refresh=True)
-        expected = self._expected(ctx, nodes)
-        restart = [n for n in nodes if config_changed or (
-            expected.get(n) is not None and _allocatable(snap.nodes.get(n, {}), desired_resource(ctx, n)) != expected[n])]
-        self._wait_config_rendered(ctx, default)
+        self._wait_plugin_rendered(ctx, wait.config)
+        self._wait_config_rendered(ctx, wait.config["default"])
         # GFD of the new template first, then the plugin restart: GFD labels what the plugin loaded.
         self._wait_rollout(ctx, nodes, (GFD_DS,))
-        self._restart_plugin(ctx, restart, s.namespace)
+        self._restart_plugin(ctx, sorted(restart), ctx.settings.namespace)
         self._wait_rollout(ctx, nodes, (DEVICE_PLUGIN_DS,))
-        self._wait_advertised(ctx, nodes, result)
+        self._wait_advertised(ctx, wait, result)
 
     def _wait_plugin_rendered(self, ctx: RunContext, cfg: dict[str, str]) -> None:
         def missing(objs: dict[str, dict]) -> list[str]:
@@ -249,21 +284,6 @@ class TimeSlicing:
             kube.wait_for(f"{', '.join(apps)} to roll out", kube.core.list_namespaced_pod,
                           lambda o: not missing(o), missing, ctx.settings.timeout("advertise"), lambda _: "", ns)
 
-    def _configmap(self, ctx: RunContext, data: dict[str, str]) -> None:
-        s = ctx.settings
-        core = ctx.kube.core
-        try:
-            core.read_namespaced_config_map(TIME_SLICING_CM, s.namespace, _request_timeout=ctx.kube.timeout)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            ctx.record.add("configmap", f"{s.namespace}/{TIME_SLICING_CM}", None)
-            ctx.kube.guarded(f"create ConfigMap {s.namespace}/{TIME_SLICING_CM}", core.create_namespaced_config_map,
-                             s.namespace, {"metadata": {"name": TIME_SLICING_CM, "labels": {MANAGED_BY: SUITE}},
-                                           "data": data})
-            return
-        update_configmap_keys(ctx, s.namespace, TIME_SLICING_CM, data)
-
     def _restart_plugin(self, ctx: RunContext, nodes: list[str], ns: str) -> None:
         """Restart the device plugin so it reloads its config (the operator does not watch the ConfigMap).
         The DaemonSet's template is stamped like `kubectl rollout restart` does, and the pods on the nodes
@@ -289,28 +309,35 @@ class TimeSlicing:
                     ctx.kube.guarded(f"delete Pod {ns}/{pod['metadata']['name']} ({why})",
                                      ctx.kube.core.delete_namespaced_pod, pod["metadata"]["name"], ns)
 
-    def _wait_advertised(self, ctx: RunContext, nodes: list[str], result: Result) -> None:
+    def _wait_advertised(self, ctx: RunContext, wait: AdvertiseWait, result: Result) -> None:
         """Wait (watch) until every node advertises physical x replicas; nodes still wrong at the timeout
         fail with diagnostics, the others are converged."""
-        expected = {n: v for n, v in self._expected(ctx, nodes).items() if v is not None}
+        expected, replicas, resources = wait.expected, wait.replicas, wait.resources
         ns = ctx.settings.namespace
 
-        from provision import mig
+        def stale_gfd(objs: dict[str, dict]) -> dict[str, str]:
+            """node -> what GFD labels wrong on it."""
+            out = {}
+            for n, r in sorted(replicas.items()):
+                got = ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get(GFD_REPLICAS)
+                if got != r:
+                    out[n] = f"GFD label gpu.replicas={got}, want {r}"
+            return out
 
-        replicas = {n: mig.expected_replicas_label(ctx, n, expect.replicas(ctx, n)) for n in expected}
-        resources = {n: desired_resource(ctx, n) for n in expected}
-
-        def stale_gfd(objs: dict[str, dict]) -> list[str]:
-            return [f"{n} (GFD label gpu.replicas="
-                    f"{((objs.get(n, {}).get('metadata') or {}).get('labels') or {}).get(GFD_REPLICAS)}, want {r})"
-                    for n, r in sorted(replicas.items())
-                    if ((objs.get(n, {}).get("metadata") or {}).get("labels") or {}).get(GFD_REPLICAS) != str(r)]
+        def wrong(objs: dict[str, dict], labels: bool = True) -> dict[str, list[str]]:
+            """node -> what is still wrong on it (advertised count, GFD label)."""
+            out: dict[str, list[str]] = {}
+            for n, w in sorted(expected.items()):
+                have = _allocatable(objs.get(n, {}), resources[n])
+                if have != w:
+                    out.setdefault(n, []).append(
+                        f"advertises {have}{'' if resources[n] == GPU else ' ' + resources[n]}, want {w}")
+            for n, what in (stale_gfd(objs) if labels else {}).items():
+                out.setdefault(n, []).append(what)
+            return out
 
         def missing(objs: dict[str, dict], labels: bool = True) -> list[str]:
-            out = [f"{n} (advertises {_allocatable(objs.get(n, {}), resources[n])}"
-                   f"{'' if resources[n] == GPU else ' ' + resources[n]}, want {w})"
-                   for n, w in sorted(expected.items()) if _allocatable(objs.get(n, {}), resources[n]) != w]
-            return out + (stale_gfd(objs) if labels else [])
+            return [f"{n} ({what})" for n, whats in wrong(objs, labels).items() for what in whats]
 
         def diagnostics(objs: dict[str, dict]) -> str:
             lines = []
@@ -332,25 +359,21 @@ class TimeSlicing:
 
         try:
             objs = ctx.kube.wait_for("every GPU node to advertise physical GPUs x replicas", ctx.kube.core.list_node,
-                                     lambda objs: not missing(objs, labels=False), lambda o: missing(o, labels=False),
+                                     lambda objs: not wrong(objs, labels=False), lambda o: missing(o, labels=False),
                                      ctx.settings.timeout("advertise"), diagnostics)
             # GPU feature discovery labels from the config it started with: a GFD pod that started before the
             # plugin loaded the new config keeps the old replicas label until it restarts.
-            stale = [e.partition(" ")[0] for e in stale_gfd(objs)]
+            stale = sorted(stale_gfd(objs))
             if stale:
                 self._delete_pods(ctx, GFD_DS, stale, ns, "GFD relabels when it restarts")
                 self._wait_rollout(ctx, stale, (GFD_DS,))
                 self._delete_pods(ctx, DEVICE_PLUGIN_DS, stale, ns, "device plugin restart after GFD's")
             ctx.kube.wait_for("GPU feature discovery to label the replicas", ctx.kube.core.list_node,
-                              lambda objs: not missing(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
+                              lambda objs: not wrong(objs), missing, ctx.settings.timeout("advertise"), diagnostics)
         except WaitTimeout as exc:
             objs = ctx.kube.snapshot(refresh=True).nodes
             lines = str(exc).splitlines()
-            per_node: dict[str, list[str]] = {}
-            for entry in missing(objs):  # "<node> (<what is wrong>)", one or two per node: keep them all
-                node, _, what = entry.partition(" ")
-                per_node.setdefault(node, []).append(what.strip("()"))
-            for node, whats in sorted(per_node.items()):
+            for node, whats in wrong(objs).items():   # one or two per node: keep them all
                 detail = next((ln for ln in lines[1:] if ln.startswith(f"{node}:")), "")
                 result.node_failures[node] = (
                     f"timed out after {ctx.settings.timeout('advertise'):.0f}s waiting for {node} to advertise its "
@@ -381,12 +404,19 @@ def plugin_not_rendered(ds: dict | None, cm_name: str, default: str) -> str | No
 
 
 def update_configmap_keys(ctx: RunContext, namespace: str, name: str, data: dict[str, str],
-                          labels: dict[str, str] | None = None) -> bool:
-    """Set `data` keys (and labels) on a ConfigMap, keeping every other key; 409 conflicts are retried."""
+                          labels: dict[str, str] | None = None, before: dict[str, str | None] | None = None) -> bool:
+    """Set `data` keys (and labels) on a ConfigMap, keeping every other key; 409 conflicts are retried (another
+    party's keys are kept). `before`: the values of these keys the plan saw; a key changed since is refused
+    (ChangedSincePlan), on every try."""
     core = ctx.kube.core
 
     def read() -> dict:
-        return json.loads(core.read_namespaced_config_map(name, namespace, _preload_content=False).data)
+        try:
+            return json.loads(core.read_namespaced_config_map(name, namespace, _preload_content=False).data)
+        except ApiException as exc:
+            if exc.status == 404 and before is not None:
+                raise changed_since_plan(f"ConfigMap {namespace}/{name} (deleted)") from exc
+            raise
 
     def mutate(obj: dict) -> dict | None:
         cur = obj.get("data") or {}
@@ -394,14 +424,73 @@ def update_configmap_keys(ctx: RunContext, namespace: str, name: str, data: dict
         if all(cur.get(k) == v for k, v in data.items()) and all(
                 cur_labels.get(k) == v for k, v in (labels or {}).items()):
             return None
-        before = {k: cur.get(k) for k in data}
-        ctx.record.add("configmap-keys", f"{namespace}/{name}", before)
+        moved = sorted(k for k, v in (before or {}).items() if cur.get(k) != v)
+        if moved:
+            raise changed_since_plan(f"ConfigMap {namespace}/{name} key(s) {', '.join(moved)}")
+        ctx.record.add("configmap-keys", f"{namespace}/{name}", {k: cur.get(k) for k in data})
         obj["data"] = {**cur, **data}
         obj["metadata"]["labels"] = {**cur_labels, **(labels or {})}
         return obj
 
     return ctx.kube.update_with_retry(f"update ConfigMap {namespace}/{name}", read, mutate,
                                       lambda body: core.replace_namespaced_config_map(name, namespace, body))
+
+
+def write_configmap(ctx: RunContext, p: ConfigMapWrite) -> bool:
+    """Execute a planned ConfigMapWrite: create it (the plan saw none; refused when it exists now), or set its
+    planned keys (refused when one of them changed since the plan). True when something was written."""
+    if p.before is not None:
+        return update_configmap_keys(ctx, p.namespace, p.name, p.data, p.labels or None, before=p.before)
+    core, what = ctx.kube.core, f"ConfigMap {p.namespace}/{p.name}"
+    try:
+        core.read_namespaced_config_map(p.name, p.namespace, _request_timeout=ctx.kube.timeout)
+        raise changed_since_plan(f"{what} (created by someone else)")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    ctx.record.add("configmap", f"{p.namespace}/{p.name}", None)
+    try:
+        ctx.kube.guarded(f"create {what}", core.create_namespaced_config_map, p.namespace,
+                         {"metadata": {"name": p.name, "labels": dict(p.labels)}, "data": dict(p.data)})
+    except ApiException as exc:
+        if exc.status == 409:
+            raise changed_since_plan(f"{what} (created by someone else)") from exc
+        raise
+    return True
+
+
+def _field(obj: dict | None, path: tuple[str, ...]) -> dict | None:
+    for key in path:
+        obj = (obj or {}).get(key)
+    return obj
+
+
+def patch_cluster_policy(ctx: RunContext, p: ClusterPolicyPatch, attempts: int = 3) -> None:
+    """Execute a planned ClusterPolicyPatch: refused when the field is not what the plan saw (or there is no
+    ClusterPolicy). The merge patch carries the resourceVersion of the object it checked: 409 (written in
+    between, e.g. the operator's status) reads and checks again. The field's value before is recorded first."""
+    where = f"ClusterPolicy {CP_NAME} {'.'.join(p.path)}"
+    for attempt in range(attempts):
+        cp = ctx.kube.get_cluster_policy()
+        if cp is None:
+            raise ConvergeError(f"ClusterPolicy {CP_NAME} does not exist: the operator release did not create it")
+        cur = _field(cp, p.path)
+        if not p.unseen and (cur or None) != (p.before or None):
+            raise changed_since_plan(f"{where} (planned from {p.before}, now {cur})")
+        body: dict = dict(p.value)
+        for key in reversed(p.path):
+            body = {key: body}
+        body["metadata"] = {"resourceVersion": cp["metadata"]["resourceVersion"]}
+        if attempt == 0:
+            ctx.record.add("clusterpolicy-field", ".".join(p.path), cur)
+        try:
+            ctx.kube.guarded(f"patch {where}", ctx.kube.custom.patch_cluster_custom_object, CP_GROUP, CP_VERSION,
+                             CP_PLURAL, CP_NAME, body)
+            return
+        except ApiException as exc:
+            if exc.status != 409 or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def discovery_service(ns: str) -> dict:
@@ -436,26 +525,20 @@ class Discovery:
         ns = ctx.settings.namespace
         cm = ctx.kube.snapshot().configmaps.get(DISCOVERY_CM)
         if cm is None:
-            return [Change(self.name, None, f"ConfigMap {ns}/{DISCOVERY_CM}", "create", "service discovery entry")]
+            return [Change(self.name, None, f"ConfigMap {ns}/{DISCOVERY_CM}", "create", "service discovery entry",
+                           ConfigMapWrite(ns, DISCOVERY_CM, self.desired(ctx), {**DISCOVERY_LABELS, MANAGED_BY: SUITE}))]
         data = cm.get("data") or {}
         labels = cm["metadata"].get("labels") or {}
         want = self.desired(ctx)
         wrong = [k for k in want if data.get(k) != want[k]] + [k for k, v in DISCOVERY_LABELS.items()
                                                                if labels.get(k) != v]
         if wrong:
-            return [Change(self.name, None, f"ConfigMap {ns}/{DISCOVERY_CM}", "update", f"fix {wrong}")]
+            return [Change(self.name, None, f"ConfigMap {ns}/{DISCOVERY_CM}", "update", f"fix {wrong}",
+                           ConfigMapWrite(ns, DISCOVERY_CM, want, DISCOVERY_LABELS, before={k: data.get(k) for k in want}))]
         return []
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
-        ns = ctx.settings.namespace
-        try:
-            ctx.kube.core.read_namespaced_config_map(DISCOVERY_CM, ns, _request_timeout=ctx.kube.timeout)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            ctx.record.add("configmap", f"{ns}/{DISCOVERY_CM}", None)
-            ctx.kube.guarded(f"create ConfigMap {ns}/{DISCOVERY_CM}", ctx.kube.core.create_namespaced_config_map, ns,
-                             {"metadata": {"name": DISCOVERY_CM, "labels": {**DISCOVERY_LABELS, MANAGED_BY: SUITE}},
-                              "data": self.desired(ctx)})
-            return
-        update_configmap_keys(ctx, ns, DISCOVERY_CM, self.desired(ctx), DISCOVERY_LABELS)
+        for c in changes:
+            if not isinstance(c.payload, ConfigMapWrite):
+                raise ConvergeError(f"{self.name}: no way to apply {c.line()} ({type(c.payload).__name__})")
+            write_configmap(ctx, c.payload)

@@ -10,9 +10,10 @@ from pathlib import Path
 from provision.context import RunContext
 from provision.distribution import node_distribution
 from provision.engine import Change, ConvergeError, Result
+from provision.labels import deploy_label
 from provision.observe import distribution as dist
 
-OPERANDS_OFF = "nvidia.com/gpu.deploy.operands"   # =false: the GPU Operator runs no operand on the node
+OPERANDS_OFF = deploy_label("operands")   # =false: the GPU Operator runs no operand on the node
 DISTRIBUTIONS_FILE = "distributions.json"   # in the run folder: summary.json's per-node "distribution"
 
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 import posixpath
 
 from provision import expect
-from provision.changes import ChangedSincePlan, FileDelete, FileWrite, KeepBaseline, NodeLabels, UnitEnable, write_planned
+from provision import labels as labels_mod
+from provision.changes import (
+    ChangedSincePlan,
+    FileDelete,
+    FileWrite,
+    KeepBaseline,
+    NodeLabels,
+    UnitEnable,
+    apply_node_labels,
+    write_planned,
+)
 from provision.context import NoHostAccess, RunContext
 from provision.engine import Change, ConvergeError, Result
 from provision.hostfacts import DOCKER_DAEMON_JSON, containerd_facts, docker_config, has_docker, nvidia_smi_facts
@@ -20,7 +30,7 @@ from provision.observe.docker_daemon import DaemonJsonError
 
 DEPLOY_OPERANDS = ("driver", "container-toolkit", "device-plugin", "dcgm-exporter", "dcgm",
                    "gpu-feature-discovery", "operator-validator", "node-status-exporter", "mig-manager")
-DEPLOY_PREFIX = "nvidia.com/gpu.deploy."
+DEPLOY_PREFIX = labels_mod.DEPLOY_PREFIX
 UNIT_NAME = "nvidia-host-driver-ready.service"
 IS_ENABLED_ARGV = ("systemctl", "is-enabled", UNIT_NAME)   # also in the host gather (provision/hostfacts.py)
 IS_ENABLED_TIMEOUT_S = 30.0
@@ -108,9 +118,9 @@ class DockerRuntime:
             after = docker_daemon.merge_nvidia_runtime(before)
             lines = docker_daemon.diff(before, after)
             if not lines and set(before) <= {"runtimes", "default-runtime"}:
-                result.kept.append(f"[{node}] {DOCKER_DAEMON_JSON} on {node}: has the nvidia runtime and nothing else "
-                                   "(the playbooks write it whole; Docker settings it replaced cannot be recovered "
-                                   "from it): left alone")
+                result.keep(f"{DOCKER_DAEMON_JSON} on {node}: has the nvidia runtime and nothing else (the "
+                            "playbooks write it whole; Docker settings it replaced cannot be recovered from it): "
+                            "left alone", node)
             if lines:
                 write = FileWrite(DOCKER_DAEMON_JSON, docker_daemon.render(after, like=text), before=text,
                                   after=(("systemctl", "restart", "docker"),))
@@ -163,8 +173,8 @@ class HostDriver:
                                       "clear stale " + ", ".join(stale), NodeLabels(dict.fromkeys(stale))))
             for other in sorted(set(host.glob("/etc/systemd/system/*.service")) - {UNIT_PATH}):
                 if READY_FILE in (host.read_text(other) or ""):
-                    result.kept.append(f"[{node}] {other} on {node}: another installer's unit for {READY_FILE} (the "
-                                       f"playbooks'); left alone beside the suite's {UNIT_NAME}, --rollback keeps it")
+                    result.keep(f"{other} on {node}: another installer's unit for {READY_FILE} (the playbooks'); "
+                                f"left alone beside the suite's {UNIT_NAME}, --rollback keeps it", node)
             unit = host.read_text(UNIT_PATH)
             if unit != UNIT_TEXT:
                 changes.append(Change(self.name, node, f"{UNIT_PATH} on {node}", "create" if unit is None else "update",
@@ -181,7 +191,7 @@ class HostDriver:
             assert ch.node
             p = ch.payload
             if isinstance(p, NodeLabels):
-                self._labels(ctx, ch.node, p)
+                apply_node_labels(ctx, ch.node, p)
             elif isinstance(p, FileWrite):
                 err = _write(ctx, ch.node, p)
                 if err:
@@ -193,14 +203,6 @@ class HostDriver:
                     result.node_errors[ch.node] = f"{p.unit} failed on {ch.node}: {res.stderr or res.stdout}"
             else:
                 raise ConvergeError(f"{self.name}: no way to apply {ch.line()} ({type(p).__name__})")
-
-    @staticmethod
-    def _labels(ctx: RunContext, node: str, p: NodeLabels) -> None:
-        current = ctx.kube.core.read_node(node, _request_timeout=ctx.kube.timeout).metadata.labels or {}
-        patch = dict(p.labels)
-        for k in patch:
-            ctx.record.add("node-label", f"{node}:{k}", current.get(k))
-        ctx.kube.guarded(f"label node {node}", ctx.kube.core.patch_node, node, {"metadata": {"labels": patch}})
 
 
 class RuncDropIn:

@@ -12,6 +12,8 @@ from datetime import datetime
 import yaml
 from packaging.version import InvalidVersion, Version
 
+from provision.changes import ContainerdRestart as RestartPayload
+from provision.changes import FileDelete, HelmRelease, changed_since_plan
 from provision.context import NoHostAccess, RunContext
 from provision.converge.adopt import merge_values
 from provision.converge.settle import TEMPLATE_GENERATION, not_rendered
@@ -21,13 +23,14 @@ from provision.helm import HelmError, unknown_value_paths
 from provision.hostfacts import DEFAULT_BASE_DIR, containerd_facts, has_docker
 from provision.hosts.results import HostUnreachable
 from provision.kube import WaitTimeout, ready, ready_message
+from provision.labels import deploy_label
 from provision.observe import distribution as dist
 from provision.observe.dra import detect_stack, sharing_values, stack_values, switch_refusal
 
 TOOLKIT_APP = "nvidia-container-toolkit-daemonset"
 REPAIR = "repair first: "
-TOOLKIT_DEPLOY_LABEL = "nvidia.com/gpu.deploy.container-toolkit"
-DROPIN_NAME = "99-nvidia.toml"
+TOOLKIT_DEPLOY_LABEL = deploy_label("container-toolkit")
+DROPIN_NAME = dist.DROPIN_NAME
 CONTAINERD_SERVICE = "k8s.containerd"
 # NotReady messages of a containerd that refused its configuration: waiting does not heal them.
 PERMANENT_RUNTIME_ERRORS = ("failed to load plugin", "higher than root config version", "failed to load TOML")
@@ -204,17 +207,25 @@ class OperatorRelease:
         values, notes = desired_values(ctx)
         result.notes += notes
         rel = ctx.helm.release()
+        target = f"helm release {s.namespace}/{s.release}"
         if rel is None:
-            return [Change(self.name, None, f"helm release {s.namespace}/{s.release}", "install",
+            return [Change(self.name, None, target, "install",
                            f"chart gpu-operator {s.chart_version} from {s.chart_repo}; values " + yaml.safe_dump(
-                               values, default_flow_style=True, width=1000).strip())]
+                               values, default_flow_style=True, width=1000).strip(),
+                           HelmRelease(s.chart_version, values, None, suite_values=values))]
         changes = []
         refused = stack_refusal(ctx)
         if refused:
-            return [Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                           f"stack {s.stack} (refused: {refused})")]
+            return [Change(self.name, None, target, "upgrade", f"stack {s.stack} (refused: {refused})",
+                           HelmRelease(s.chart_version, {}, rel.revision, refused=refused))]
         user, effective = ctx.helm.values(), ctx.helm.values(all_values=True)
-        _, value_changes, kept = merge_values(user, values, effective)
+        # An existing release keeps its own values (the playbooks', a hand install's): the suite's are merged in.
+        merged, value_changes, kept = merge_values(user, values, effective)
+        upgrade = HelmRelease(s.chart_version, merged, rel.revision, suite_values=values)
+        down = is_downgrade(rel.chart_version, s.chart_version)
+        if down:   # refused whatever else the upgrade would do (also for a release that is not deployed)
+            upgrade = replace(upgrade, refused=downgrade_error(s.namespace, s.release, rel.chart_version,
+                                                               s.chart_version))
         adopted = self._adopting(ctx)
         if adopted:
             result.kept.append(f"helm release {s.namespace}/{s.release} revision {rel.revision} ({rel.chart}), "
@@ -223,15 +234,16 @@ class OperatorRelease:
         result.kept += [f"value {k}" for k in kept]
         what = "; ".join(value_changes)
         if rel.status != "deployed":
-            changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                                  f"release status is {rel.status!r}, want deployed" + (f"; {what}" if what else "")))
+            changes.append(Change(self.name, None, target, "upgrade",
+                                  f"release status is {rel.status!r}, want deployed" + (f"; {what}" if what else ""),
+                                  upgrade))
         elif rel.chart_version != s.chart_version:
-            refused = f" ({DOWNGRADE_REFUSED})" if is_downgrade(rel.chart_version, s.chart_version) else ""
-            changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                                  f"chart {rel.chart_version} -> {s.chart_version}{refused}" + (f"; {what}" if what else "")))
+            refused = f" ({DOWNGRADE_REFUSED})" if down else ""
+            changes.append(Change(self.name, None, target, "upgrade",
+                                  f"chart {rel.chart_version} -> {s.chart_version}{refused}" + (f"; {what}" if what else ""),
+                                  upgrade))
         elif value_changes:
-            changes.append(Change(self.name, None, f"helm release {s.namespace}/{s.release}", "upgrade",
-                                  ("adopt: " if adopted else "") + what))
+            changes.append(Change(self.name, None, target, "upgrade", ("adopt: " if adopted else "") + what, upgrade))
         return changes
 
     @staticmethod
@@ -258,12 +270,20 @@ class OperatorRelease:
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
         s = ctx.settings
-        values, _ = desired_values(ctx)
-        self.validate(ctx, values)
+        releases = [c.payload for c in changes if isinstance(c.payload, HelmRelease)]
+        if len(releases) != 1 or len(changes) != 1:
+            raise ConvergeError(f"{self.name}: expected one helm release change, planned: "
+                                + "; ".join(c.line() for c in changes))
+        planned = releases[0]
+        if planned.refused:
+            raise ConvergeError(planned.refused)
+        self.validate(ctx, planned.suite_values)
         before = ctx.helm.release()
-        if before is not None:
-            # An existing release keeps its own values (the playbooks', a hand install's): the suite's are merged in.
-            values, _, _ = merge_values(ctx.helm.values(), values)
+        if (before.revision if before else None) != planned.revision:
+            now = f"revision {before.revision}" if before else "no release"
+            raise changed_since_plan(f"helm release {s.namespace}/{s.release} (planned on "
+                                     f"{'revision ' + str(planned.revision) if planned.revision else 'no release'}, "
+                                     f"now {now})")
         if before is not None and before.status.startswith("pending-"):
             # A helm operation is running, or was killed before it could finish (helm would refuse with "another
             # operation is in progress"). Neither an upgrade nor a rollback is safe then: change nothing, say so.
@@ -274,12 +294,6 @@ class OperatorRelease:
                 f"({before.chart}): another helm operation is running or was killed before it finished; nothing was "
                 f"changed. If no helm operation is running, run helm rollback {s.release} -n {s.namespace}{first}, "
                 "then --provision again")
-        if before is not None:
-            refused = stack_refusal(ctx)
-            if refused:
-                raise ConvergeError(refused)
-        if before is not None and is_downgrade(before.chart_version, s.chart_version):
-            raise ConvergeError(downgrade_error(s.namespace, s.release, before.chart_version, s.chart_version))
         ns_existed = self._namespace_exists(ctx)
         if before is None:
             # What the operator, NFD and GFD will label, and which CRDs the chart brings, is only known
@@ -293,10 +307,10 @@ class OperatorRelease:
         ctx.record.add("helm-release", f"{s.namespace}/{s.release}",
                        {"revision": before.revision, "chart": before.chart} if before else None)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(values, f)
+            yaml.safe_dump(planned.values, f)
             values_file = f.name
         try:
-            ctx.helm.upgrade_install(s.chart_version, values_file, s.timeout("helm"))
+            ctx.helm.upgrade_install(planned.chart_version, values_file, s.timeout("helm"))
         except HelmError as exc:
             restored = "nothing to restore"
             try:
@@ -351,9 +365,7 @@ class ContainerdRestart:
                 return want
         except ConvergeError:
             pass
-        cp = ctx.kube.snapshot().cluster_policy or {}
-        env = {e["name"]: e.get("value") for e in ((cp.get("spec") or {}).get("toolkit") or {}).get("env") or []}
-        return env.get("RUNTIME_DROP_IN_CONFIG", "/etc/containerd/conf.d/99-nvidia.toml")
+        return dist.policy_dropin(ctx.kube.snapshot().cluster_policy)
 
     def plan(self, ctx: RunContext, result: Result) -> list[Change]:
         if ctx.settings.stack == "dra":
@@ -394,22 +406,29 @@ class ContainerdRestart:
                 failure = _node_runtime_failure(ctx, node)   # the node's own containerd already refuses
                 if failure:
                     result.node_failures[node] = failure
+            restart = RestartPayload(dropin)
+            stale_dropins = self._stale_dropins(host, dropin)
             if text is None:
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart",
-                                      f"after the toolkit writes {dropin}"))
+                                      f"after the toolkit writes {dropin}", restart))
             elif restarted_for != _sha(text):
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart",
-                                      f"load {dropin} ({' '.join(restart_argv(host))})"))
+                                      f"load {dropin} ({' '.join(restart_argv(host))})", restart))
+            elif stale_dropins:   # the restart that loads the drop-in without them
+                changes.append(Change(self.name, node, f"containerd on {node}", "restart",
+                                      f"load {dropin} without {', '.join(stale_dropins)}", restart))
             down = self._runtime_error(ctx, node)
             if down:
                 changes.append(Change(self.name, node, f"containerd on {node}", "restart", REPAIR + (
                     f"containerd fails to load its configuration ({down}) and no new toolkit pod can start on a "
-                    "NotReady node: restarted once with the previous toolkit's drop-in out of the way")))
-            for stale in self._stale_dropins(host, dropin):
+                    "NotReady node: restarted once with the previous toolkit's drop-in out of the way"),
+                    RestartPayload(dropin, repair=True)))
+            for stale in stale_dropins:
                 changes.append(Change(
                     self.name, node, f"{stale} on {node}", "delete",
                     "the previous toolkit configuration's drop-in, still imported by containerd (its toolkit pod "
-                    "removes it when it stops; what is left then is removed before the restart, kept in the record)"))
+                    "removes it when it stops; what is left then is removed before the restart, kept in the record)",
+                    FileDelete(stale)))
         return changes
 
     @staticmethod
@@ -429,13 +448,22 @@ class ContainerdRestart:
         msg = ready_message(obj)
         return msg if any(m in msg for m in PERMANENT_RUNTIME_ERRORS) else None
 
-    def _repair(self, ctx: RunContext, host, node: str, dropin: str, result: Result) -> bool:
+    @staticmethod
+    def _remove_stale(ctx: RunContext, host, node: str, stale: list[str]) -> None:
+        """Remove the planned stale drop-ins that are still there (the toolkit pod removes its own when it stops),
+        each one's content and backup kept in the host record."""
+        for path in stale:
+            text = host.read_text(path)
+            if text is None:
+                continue
+            ctx.host_record(node).file_changed(path, text)
+            ctx.host_record(node).backup_made(host.remove(path).backup_path)
+
+    def _repair(self, ctx: RunContext, host, node: str, stale: list[str], result: Result) -> bool:
         """A node whose containerd fails on the previous configuration (the playbooks' drop-in without runc on a
         Docker host): move that drop-in out of the way (recorded), and restart containerd if what is left has
         runc; True when the node is Ready again."""
-        for stale in self._stale_dropins(host, dropin):
-            ctx.host_record(node).file_changed(stale, host.read_text(stale))
-            ctx.host_record(node).backup_made(host.remove(stale).backup_path)
+        self._remove_stale(ctx, host, node, stale)
         facts = containerd_facts(host)
         eff = facts.effective
         if eff is None or "runc" not in eff.runtimes or eff.default_runtime_name not in (None, "runc"):
@@ -474,25 +502,34 @@ class ContainerdRestart:
         return [p for p in facts.dropins() if posixpath.basename(p) == name and p != dropin]
 
     def apply(self, ctx: RunContext, changes: list[Change], result: Result) -> None:
-        dropin = self._dropin(ctx)
-        assert dropin
+        restarts: dict[str, list[RestartPayload]] = {}
+        stale: dict[str, list[str]] = {}
+        for c in changes:
+            if c.node is None:
+                raise ConvergeError(f"{self.name}: a cluster-wide change is not one of its own: {c.line()}")
+            if isinstance(c.payload, RestartPayload):
+                restarts.setdefault(c.node, []).append(c.payload)
+            elif isinstance(c.payload, FileDelete):
+                stale.setdefault(c.node, []).append(c.payload.path)
+            else:
+                raise ConvergeError(f"{self.name}: no way to apply {c.line()} ({type(c.payload).__name__})")
+        dropins = {p.dropin for ps in restarts.values() for p in ps}
+        if len(dropins) != 1 or set(stale) - set(restarts):
+            raise ConvergeError(f"{self.name}: the plan names drop-ins {sorted(dropins)} and stale drop-ins on nodes "
+                                f"{sorted(set(stale) - set(restarts))} without a restart; expected one drop-in and a "
+                                "restart on every node with a change")
+        dropin = dropins.pop()
         repaired_failed = set()
-        for ch in sorted((c for c in changes if c.detail.startswith(REPAIR)), key=lambda c: c.node or ""):
-            assert ch.node
-            if not self._repair(ctx, ctx.host(ch.node), ch.node, dropin, result):
-                repaired_failed.add(ch.node)
+        for node in sorted(n for n, ps in restarts.items() if any(p.repair for p in ps)):
+            if not self._repair(ctx, ctx.host(node), node, stale.get(node, []), result):
+                repaired_failed.add(node)
         generation = self._wait_rendered(ctx, dropin)
-        todo = sorted({c.node: c for c in changes if c.node and c.node not in repaired_failed}.values(),
-                      key=lambda c: c.node or "")
-        for i, ch in enumerate(todo):
-            node = ch.node
-            assert node
+        todo = sorted(n for n in restarts if n not in repaired_failed)
+        for i, node in enumerate(todo):
             host = ctx.host(node)
             self._wait_toolkit(ctx, node, generation)
             text = self._wait_dropin(ctx, host, node, dropin)
-            for stale in self._stale_dropins(host, dropin):
-                ctx.host_record(node).file_changed(stale, host.read_text(stale))
-                ctx.host_record(node).backup_made(host.remove(stale).backup_path)
+            self._remove_stale(ctx, host, node, stale.get(node, []))
             error = self._restart_and_wait(ctx, host, node)
             if error is None:
                 ctx.host_record(node).set_state("containerd_restarted_for", _sha(text))
@@ -507,8 +544,7 @@ class ContainerdRestart:
                                           "(canonical/k8s-snap#1991: a drop-in whose CRI section lacks runc)")
             ctx.host_record(node).set_state("containerd_restart_failed", result.node_failures[node])
             for later in todo[i + 1:]:
-                assert later.node
-                result.node_errors[later.node] = (f"containerd not restarted: the rolling restart stopped at {node} "
+                result.node_errors[later] = (f"containerd not restarted: the rolling restart stopped at {node} "
                                                   "(fix that node, then run --provision again)")
             return
 

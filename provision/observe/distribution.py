@@ -24,6 +24,9 @@ DISTRIBUTIONS = (K8S_SNAP, KUBEADM, K3S, RKE2, MICROK8S)
 # --provision changes these; on the others it stops and names what to change by hand
 PROVISIONABLE = (K8S_SNAP, KUBEADM)
 DROPIN_NAME = "99-nvidia.toml"
+# The toolkit's own RUNTIME_DROP_IN_CONFIG when the ClusterPolicy sets none (nvidia-container-toolkit's containerd
+# configurer default; the original playbooks' toolkit wrote it there).
+TOOLKIT_DEFAULT_DROPIN = posixpath.join("/etc/containerd/conf.d", DROPIN_NAME)
 
 K8S_SNAP_LOCK = "/var/snap/k8s/common/lock/.containerd-base-dir"
 K8S_SNAP_DEFAULT_BASE = "/var/lib/k8s-containerd"
@@ -200,3 +203,11 @@ def mixed_message(by_node: Mapping[str, str]) -> str | None:
             "cluster-wide (one helm release), so no single configuration fits them all. --provision changes "
             "nothing: provision one distribution's nodes at a time (--gpu-nodes), or give each its own toolkit "
             "settings by hand")
+
+
+def policy_dropin(cluster_policy: Mapping[str, Any] | None) -> str:
+    """The drop-in the toolkit writes as a ClusterPolicy configures it: its toolkit env RUNTIME_DROP_IN_CONFIG,
+    else the toolkit's default. Pure."""
+    spec = (cluster_policy or {}).get("spec") or {}
+    env = {e.get("name"): e.get("value") for e in (spec.get("toolkit") or {}).get("env") or []}
+    return str(env.get("RUNTIME_DROP_IN_CONFIG") or TOOLKIT_DEFAULT_DROPIN)

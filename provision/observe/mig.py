@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from provision.labels import GPU_PRODUCT
 from provision.observe.nvidia_smi import MigDevice
 
 __all__ = [
@@ -91,7 +92,7 @@ def parse_labels(labels: Mapping[str, str]) -> MigLabels:
     """The MIG labels of a node's label map (the node's metadata.labels)."""
     capable = labels.get(CAPABLE_LABEL)
     state = labels.get(STATE_LABEL)
-    product = labels.get("nvidia.com/gpu.product") or ""
+    product = labels.get(GPU_PRODUCT) or ""
     single = product.removesuffix("-SHARED").split("-MIG-", 1)[1] if "-MIG-" in product else None
     mixed: dict[str, int] = {}
     replicas: dict[str, int] = {}

@@ -17,18 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from provision.names import is_dns1123_subdomain as is_dns1123_subdomain  # re-exported; home: provision/names.py
 from provision.reporting import CLUSTER_KEY, NODE_LABEL
 
 log = logging.getLogger(__name__)
-
-_DNS1123_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(?:\.{_DNS1123_LABEL})*")
 
 METADATA_FILES = frozenset(
     {
@@ -44,11 +41,6 @@ METADATA_FILES = frozenset(
         "categories-trend.json",
     }
 )
-
-
-def is_dns1123_subdomain(name: str) -> bool:
-    """True for a Kubernetes node name: a DNS-1123 subdomain (lower-case, at most 253 characters)."""
-    return isinstance(name, str) and 0 < len(name) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(name) is not None
 
 
 def validate_node_name(name: str) -> str:

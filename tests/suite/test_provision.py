@@ -108,6 +108,14 @@ def test_plan_provision_idempotence_audit_and_rollback(fresh, tmp_path):
         if key != "runtimes":
             assert daemon[key] == value, f"daemon.json lost {key}"
     assert daemon["runtimes"]["crun"] == DAEMON_JSON["runtimes"]["crun"]
+    # What --provision applied is what it planned, every change typed; and for the convergers whose plan no
+    # earlier apply changes (hosts, then the release), what the --plan run showed: the same typed changes.
+    results = {f.stem: json.loads(f.read_text()) for f in (first.run_dir / "converge").glob("*.json")}
+    for name, doc in results.items():
+        assert doc["applied"] == doc["planned"] and all(c["payload"] for c in doc["applied"]), (name, doc["applied"])
+    for name in ("runc-dropin", "docker-runtime", "host-driver", "operator-release"):
+        planned = json.loads((plan.run_dir / "converge" / f"{name}.json").read_text())["planned"]
+        assert planned and results[name]["applied"] == planned, (name, planned, results[name]["applied"])
 
     second = run_suite(lab, tmp_path / "r3", "--provision")
     assert second.rc == 0, second.output[-3000:]

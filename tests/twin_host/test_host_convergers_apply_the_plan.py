@@ -1,5 +1,5 @@
-"""The host convergers apply exactly the typed changes they planned (provision/changes.py), so `--plan` is what
-`--provision` does: every mutating host operation and node patch of `apply` is recorded and compared with the
+"""The host convergers (and containerd-restart) apply exactly the typed changes they planned (provision/changes.py),
+so `--plan` is what `--provision` does: every mutating host operation and node patch of `apply` is recorded and compared with the
 plan's payloads; planning again afterwards finds nothing. In lab host views (no Kubernetes: a fake node API)."""
 
 from __future__ import annotations
@@ -148,5 +148,62 @@ def test_a_file_changed_since_the_plan_is_not_overwritten(hosts: dict[str, Path]
         assert "changed since the plan" in result.node_errors["spark-1"], result.node_errors
         assert json.loads(daemon.read_text()) == {"log-driver": "journald"}
         assert not [op for op in recorded if op[0] == "write"]
+    finally:
+        ctx.close()
+
+
+class FakeCluster(FakeNodes):
+    """FakeNodes plus what containerd-restart reads: Ready nodes, no ClusterPolicy yet, no ConfigMaps."""
+
+    def snapshot(self, refresh: bool = False):
+        ready = {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {
+            "containerRuntimeVersion": "containerd://1.7.35"}}
+        return SimpleNamespace(nodes={n: {"metadata": {"name": n, "labels": dict(v)}, "status": ready}
+                                      for n, v in self.labels.items()}, cluster_policy=None, configmaps={})
+
+
+def test_containerd_restart_applies_its_typed_plan(hosts: dict[str, Path], tmp_path: Path, recorded, monkeypatch) -> None:
+    """Restart payloads (one drop-in for the fleet) and the stale drop-ins as FileDeletes: apply removes exactly
+    those and restarts exactly the planned nodes, in order; planning again finds nothing."""
+    from provision.changes import ContainerdRestart as Restart
+    from provision.converge.operator import ContainerdRestart, restart_argv
+
+    from .conftest import SNAP_DROP_IN
+
+    nodes = ("gpu-a", "gpu-b")
+    for n in nodes:   # the toolkit pod has written the suite's drop-in on both nodes
+        hp(hosts[n], SNAP_DROP_IN).write_text('version = 2\n# nvidia\n')
+    # gpu-a: the previous (playbooks') toolkit's drop-in, imported through /etc/containerd/conf.d
+    cfg = hp(hosts["gpu-a"], SNAP_DROP_IN.replace("conf.d/99-nvidia.toml", "config.toml"))
+    cfg.write_text(cfg.read_text().replace('imports = ["', 'imports = ["/etc/containerd/conf.d/*.toml", "', 1))
+    hp(hosts["gpu-a"], "/etc/containerd/conf.d/99-nvidia.toml").write_text('version = 2\n# playbooks\n')
+    settings = validate({"host_backend": "lab", "host_roots": {n: str(hosts[n]) for n in nodes}, "mode": "provision"})
+    ctx = RunContext(settings, FakeCluster({n: {} for n in nodes}), tmp_path, nodes)  # type: ignore[arg-type]
+    waited: list[tuple] = []
+    monkeypatch.setattr(ContainerdRestart, "_wait_rendered", lambda self, ctx, dropin: waited.append(("rendered", dropin)) or "1")
+    monkeypatch.setattr(ContainerdRestart, "_wait_toolkit", lambda self, ctx, node, gen=None: waited.append(("toolkit", node)))
+
+    def restart_and_wait(self, ctx, host, node):   # the restart itself; the Ready wait is the API's
+        host.run(restart_argv(host), timeout=180, mutates=True)
+    monkeypatch.setattr(ContainerdRestart, "_restart_and_wait", restart_and_wait)
+    conv = ContainerdRestart()
+    try:
+        planned = conv.plan(ctx, Result(conv.name, "provision"))
+        assert [Change.from_json(json.loads(json.dumps(c.to_json()))) for c in planned] == planned
+        assert [(c.node, type(c.payload).__name__) for c in planned] == [
+            ("gpu-a", "ContainerdRestart"), ("gpu-a", "FileDelete"), ("gpu-b", "ContainerdRestart")], \
+            [c.line() for c in planned]
+        assert {c.payload for c in planned if isinstance(c.payload, Restart)} == {Restart(SNAP_DROP_IN)}
+        recorded.clear()
+        result = Result(conv.name, "provision")
+        with WRITE_GUARD.allow("--provision"):
+            conv.apply(ctx, planned, result)
+        assert not result.node_errors and not result.node_failures, (result.node_errors, result.node_failures)
+        argv = {n: tuple(restart_argv(ctx.host(n))) for n in nodes}
+        assert recorded == [("remove", "gpu-a", "/etc/containerd/conf.d/99-nvidia.toml"), ("run", "gpu-a", argv["gpu-a"]),
+                            ("run", "gpu-b", argv["gpu-b"])], recorded
+        assert waited == [("rendered", SNAP_DROP_IN), ("toolkit", "gpu-a"), ("toolkit", "gpu-b")]
+        again = conv.plan(ctx, Result(conv.name, "provision"))
+        assert again == [], [c.line() for c in again]
     finally:
         ctx.close()
