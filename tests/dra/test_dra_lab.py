@@ -197,7 +197,7 @@ def _t(event: dict) -> float:
 
 def test_no_write_at_all_without_workload(dra_lab, audited, tmp_path):
     run = run_suite(dra_lab, tmp_path, *ARGS, "--no-workload")
-    assert run.summary["results"], run.output[-2000:]
+    assert run.summary.get("results"), run.output[-3000:]
     assert suite_writes(dra_lab, run) == []
     workload = [r for r in run.results() if r["scenario"] == WORKLOAD]
     assert workload and all(r["outcome"] == "skipped" for r in workload)
