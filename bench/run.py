@@ -443,8 +443,9 @@ class Bench:
         rows say so."""
         gpu = [x for x in lab["nodes"] if x["gpus"]]
         ref = gpu[0]
-        one = self.suite(n, lab, "first-provision", "0", "full", extra=("--gpu-nodes", ref["name"]),
-                         label_extra="-one-host")
+        # the other nodes' hosts are not converged yet: bounded waits for what they cannot reach before the copy
+        one = self.suite(n, lab, "first-provision", "0", "full", label_extra="-one-host", extra=(
+            "--gpu-nodes", ref["name"], "--timeouts", "cluster_policy=120,advertise=120,operands_settle=30,api=60"))
         one.selection = (one.selection + ", " if one.selection else "") + f"--gpu-nodes {ref['name']}"
         self.runs.append(one)
         t0 = time.monotonic()

@@ -35,10 +35,9 @@ from pydantic import Strict as Strict
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+from provision import names
 from provision.observe.timeslicing import validate_replicas
 
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CHART_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
 Mode = Literal["audit", "provision", "plan", "rollback"]
 HostBackend = Literal["none", "lab", "local", "ssh", "paramiko", "ansible", "pod"]
@@ -192,9 +191,10 @@ def _sharing_profile(prof: dict[str, Any]) -> dict[str, Any]:
     return out | ({"config": prof["config"]} if prof.get("config") else {})
 
 
-NodeName = Annotated[str, Strict(), StringConstraints(max_length=253, pattern=DNS1123_SUBDOMAIN.pattern)]
-Namespace = Annotated[str, Strict(), StringConstraints(max_length=63, pattern=DNS1123_LABEL.pattern)]
-ConfigKey = Annotated[str, Strict(), StringConstraints(max_length=63, pattern=DNS1123_LABEL.pattern)]
+# DNS-1123 from its one home (provision/names.py)
+NodeName = Annotated[str, Strict(), StringConstraints(max_length=names.SUBDOMAIN_MAX, pattern=f"^{names.SUBDOMAIN.pattern}$")]
+Namespace = Annotated[str, Strict(), StringConstraints(max_length=names.LABEL_MAX, pattern=f"^{names.LABEL.pattern}$")]
+ConfigKey = Annotated[str, Strict(), StringConstraints(max_length=names.LABEL_MAX, pattern=f"^{names.LABEL.pattern}$")]
 ChartVersion = Annotated[str, Strict(), StringConstraints(pattern=CHART_VERSION.pattern)]
 Replicas = Annotated[int, BeforeValidator(validate_replicas)]  # an int, or a string of digits (the command line)
 ProductOrNode = Annotated[str, Strict(), StringConstraints(pattern=r"\S")]  # a node name or a GPU product
