@@ -36,6 +36,14 @@ from lab.twin.hostview import (
 _SEED_VERDICTS: dict[tuple, Any] = {}
 
 
+def _copy_spec_files(root: Path, node: NodeSpec) -> None:
+    """The files the node's spec seeds (`files: {host path: local file}`), over what seeding wrote."""
+    for host, local in node.files.items():
+        target = host_path(root, host)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+
+
 def seed(paths: LabPaths, node: NodeSpec) -> Path:
     """Create the host view of ``node`` and return its root. Idempotent.
 
@@ -53,10 +61,7 @@ def seed(paths: LabPaths, node: NodeSpec) -> Path:
             host_path(root, d).mkdir(parents=True, exist_ok=True)
         _seed_distribution(root, node)
         _write_shims(root, node)
-        for host, local in node.files.items():
-            target = host_path(root, host)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, target)
+        _copy_spec_files(root, node)
         tw = twin_dir(root)
         write_json(tw / "node.json", _node_to_json(node))
         write_json(tw / "containerd.json", containerd.state_record(containerd.effective(root), restarts=0))
@@ -87,10 +92,7 @@ def seed(paths: LabPaths, node: NodeSpec) -> Path:
         host_path(root, "/var/run/nri/nri.sock").touch()
     place_containerd(root, node)
     _write_shims(root, node)
-    for host, local in node.files.items():
-        target = host_path(root, host)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
+    _copy_spec_files(root, node)
 
     tw = twin_dir(root)
     write_json(tw / "node.json", _node_to_json(node))
