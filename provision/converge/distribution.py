@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from provision.atomic import write_atomic
 from provision.context import RunContext
 from provision.distribution import node_distribution
 from provision.engine import Change, ConvergeError, Result
@@ -18,10 +19,7 @@ DISTRIBUTIONS_FILE = "distributions.json"   # in the run folder: summary.json's 
 
 
 def write_distributions(run_dir: Path, data: dict[str, dict[str, str | None]]) -> None:
-    path = Path(run_dir) / DISTRIBUTIONS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    write_atomic(Path(run_dir) / DISTRIBUTIONS_FILE, json.dumps(data, indent=2, sort_keys=True))
 
 
 def read_distributions(run_dir: Path) -> dict[str, dict[str, str | None]]:

@@ -14,11 +14,12 @@ Only for runs that change nothing (audit, plan): a provisioning run's writes mak
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
+
+from provision.atomic import write_atomic
 
 from .results import HostUnreachable
 
@@ -57,16 +58,11 @@ class SharedGathers:
             try:
                 out = run()
             except HostUnreachable as exc:
-                _write(err, json.dumps({"detail": getattr(exc, "detail", str(exc))}).encode())
+                write_atomic(err, json.dumps({"detail": getattr(exc, "detail", str(exc))}).encode())
                 raise
             except failed as exc:
-                _write(bad, str(exc).encode())
+                write_atomic(bad, str(exc).encode())
                 return None, str(exc)
-            _write(doc, out)
+            write_atomic(doc, out)
             return out, None
 
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)

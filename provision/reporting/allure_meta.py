@@ -19,7 +19,6 @@ case folded by character classes, no inline flags.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provision.atomic import write_atomic
 from provision.reporting import NODE_LABEL
 
 FAMILY_LABEL = "failure_family"
@@ -205,16 +205,10 @@ def allure2_categories() -> list[dict[str, Any]]:
     return cats
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    # Write a new file and rename it over the old one: the old one may be a hard link into the raw results.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def write_categories_json(results_dir: Path | str) -> Path:
-    return _atomic_write(Path(results_dir) / "categories.json", json.dumps(allure2_categories(), indent=1) + "\n")
+    return write_atomic(Path(results_dir) / "categories.json", json.dumps(allure2_categories(), indent=1) + "\n")
 
 
 def _str(value: Any) -> str:
@@ -293,7 +287,7 @@ def properties_text(items: Mapping[str, str]) -> str:
 
 def write_environment(results_dir: Path | str, summary: Mapping[str, Any], node: str | None = None) -> Path:
     """Write ``environment.properties`` for one results folder (``node`` None: cluster / whole run)."""
-    return _atomic_write(Path(results_dir) / "environment.properties", properties_text(environment_items(summary, node)))
+    return write_atomic(Path(results_dir) / "environment.properties", properties_text(environment_items(summary, node)))
 
 
 def allure_config(
@@ -333,4 +327,4 @@ def allure_config(
 def write_allure_config(path: Path | str, config: Mapping[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _atomic_write(path, json.dumps(config, indent=1) + "\n")
+    return write_atomic(path, json.dumps(config, indent=1) + "\n")

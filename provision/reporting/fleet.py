@@ -21,6 +21,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
+from provision.atomic import write_atomic
 from provision.reporting import ALL_KEY, CLUSTER_KEY
 from provision.reporting.allure_split import is_dns1123_subdomain
 from provision.reporting.exit_codes import describe, exit_code, outcome_counts
@@ -414,8 +415,4 @@ def write_fleet(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     links, cell_links = discover_links(run_dir, summary)
-    path = run_dir / FLEET_FILE
-    tmp = path.with_name(f".{FLEET_FILE}.tmp")
-    tmp.write_text(render_fleet(summary, links, cell_links=cell_links), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(run_dir / FLEET_FILE, render_fleet(summary, links, cell_links=cell_links))
