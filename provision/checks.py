@@ -621,14 +621,19 @@ class DcgmUnavailable(Exception):
     """The node's DCGM exporter could not be scraped: ``kind`` no-pod | no-ip | no-answer, ``pod`` its name."""
 
     def __init__(self, kind: str, why: str, pod: str | None = None, detail: str = "") -> None:
-        super().__init__(why)
+        super().__init__(kind, why, pod, detail)  # all in args: RunContext.host_fact re-raises a remembered one anew
         self.kind, self.why, self.pod, self.detail = kind, why, pod, detail
+
+    def __str__(self) -> str:
+        return self.why
 
 
 def dcgm_scrape(ctx: RunContext, node: str) -> tuple[str, str]:
     """(pod name, metrics text) of the node's DCGM exporter, through the apiserver's pod proxy (default) or the pod
-    IP (--dcgm-access direct). One scrape per node and run, shared by the metrics and the Xid checks; a failure is
-    not remembered (the next scenario asks again: under --provision the exporter may come up in between)."""
+    IP (--dcgm-access direct). One scrape per node and run, shared by the metrics and the Xid checks. A failure is
+    remembered too in a read-only run (nothing it does can bring the exporter up: a failing 1000-node fleet was
+    scraped 4000 times); under --provision it is not (the next scenario asks again: the exporter may come up in
+    between)."""
     def read() -> tuple[str, str]:
         s, kube = ctx.settings, ctx.kube
         app = dcgm_app(ctx)[0]
@@ -648,7 +653,9 @@ def dcgm_scrape(ctx: RunContext, node: str) -> tuple[str, str]:
         except (OSError, ApiException) as exc:
             raise DcgmUnavailable("no-answer", f"{name} did not answer ({exc})", name, str(exc)) from None
 
-    return ctx.host_fact(node, "dcgm-scrape", read)
+    if ctx.settings.mode == "provision":
+        return ctx.host_fact(node, "dcgm-scrape", read)
+    return ctx.host_fact(node, "dcgm-scrape", read, remember=(DcgmUnavailable,))
 
 
 def dcgm_metrics(ctx: RunContext, node: str) -> Finding:

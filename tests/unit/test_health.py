@@ -288,20 +288,18 @@ def test_every_catalogue_row_names_the_catalogues_mnemonic_and_bucket() -> None:
     assert xid_catalog.describe(9999).meaning == "see NVIDIA's Xid catalogue"
 
 
-def test_one_dcgm_scrape_per_node_is_shared_and_a_failure_is_asked_again(tmp_path) -> None:
-    """The metrics check and the Xid check read one scrape per node and run (through the apiserver's pod proxy by
-    default); a failed scrape is not remembered."""
+def _scraping_ctx(tmp_path, mode: str, answers: list):
+    """A RunContext whose apiserver proxy answers ``answers`` in turn (an exception is raised); the calls list."""
     from types import SimpleNamespace
 
-    from provision import checks
     from provision.context import RunContext
 
     calls: list[str] = []
-    answers = iter([OSError("connection refused"), "DCGM_FI_DEV_XID_ERRORS{UUID=\"GPU-1\"} 0\n"])
+    left = iter(answers)
 
     def proxy(name, ns, path, **_):
         calls.append(f"{ns}/{name}/{path}")
-        got = next(answers)
+        got = next(left)
         if isinstance(got, Exception):
             raise got
         return got
@@ -309,9 +307,36 @@ def test_one_dcgm_scrape_per_node_is_shared_and_a_failure_is_asked_again(tmp_pat
     pod = {"metadata": {"name": "nvidia-dcgm-exporter-x"}, "status": {"podIP": "198.18.0.9"}}
     kube = SimpleNamespace(snapshot=lambda: SimpleNamespace(pod_on=lambda app, node: pod), timeout=5,
                            core=SimpleNamespace(connect_get_namespaced_pod_proxy_with_path=proxy))
-    ctx = RunContext(validate({}), kube, tmp_path, ("n1",))  # type: ignore[arg-type]
+    return RunContext(validate({"mode": mode}), kube, tmp_path, ("n1",)), calls  # type: ignore[arg-type]
+
+
+def test_one_dcgm_scrape_per_node_is_shared_and_under_provision_a_failure_is_asked_again(tmp_path) -> None:
+    """The metrics check and the Xid check read one scrape per node and run (through the apiserver's pod proxy by
+    default); under --provision a failed scrape is not remembered (the exporter may come up in between)."""
+    from provision import checks
+
+    ctx, calls = _scraping_ctx(tmp_path, "provision",
+                               [OSError("connection refused"), "DCGM_FI_DEV_XID_ERRORS{UUID=\"GPU-1\"} 0\n"])
     with pytest.raises(checks.DcgmUnavailable, match="did not answer"):
         checks.dcgm_scrape(ctx, "n1")
     assert health.scrape_dcgm(ctx, "n1") == ('DCGM_FI_DEV_XID_ERRORS{UUID="GPU-1"} 0\n', None)
     assert checks.dcgm_scrape(ctx, "n1")[0] == "nvidia-dcgm-exporter-x"
     assert calls == ["gpu-operator/nvidia-dcgm-exporter-x:9400/metrics"] * 2, calls
+
+
+def test_a_read_only_run_scrapes_a_failing_exporter_once(tmp_path) -> None:
+    """An audit cannot bring the exporter up: its failed scrape is remembered for the node's other scenarios (a
+    failing 1000-node fleet was scraped 4000 times), and each scenario gets its own exception with the same
+    kind, pod and detail."""
+    from provision import checks
+
+    ctx, calls = _scraping_ctx(tmp_path, "audit", [OSError("connection refused"), "never asked"])
+    seen = []
+    for _ in range(3):
+        with pytest.raises(checks.DcgmUnavailable, match="did not answer") as info:
+            checks.dcgm_scrape(ctx, "n1")
+        seen.append(info.value)
+    assert calls == ["gpu-operator/nvidia-dcgm-exporter-x:9400/metrics"], calls
+    assert {(e.kind, e.pod, e.detail) for e in seen} == {("no-answer", "nvidia-dcgm-exporter-x", "connection refused")}
+    assert len({id(e) for e in seen}) == 3 and all(e.__traceback__ is not None for e in seen)
+    assert health.scrape_dcgm(ctx, "n1")[0] is None and calls == ["gpu-operator/nvidia-dcgm-exporter-x:9400/metrics"]
