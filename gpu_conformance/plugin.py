@@ -19,7 +19,7 @@ import pytest
 from gpu_conformance import reporting, step_lookup
 from gpu_conformance.options import add_options, raw_settings
 from gpu_conformance.run import STATE, Setup, discover, open_run, run_controller_mode
-from provision.heap import HeapSettler, release_item
+from provision.heap import HeapSettler, release_item, release_report
 
 pytest_plugins = ["gpu_conformance.reporting"]  # the reporting hooks, registered with this plugin
 PER_NODE, CLUSTER = "per_node", "cluster"
@@ -77,6 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.allure_report_dir = str(run_dir / "allure-results")
     config.stash[STATE] = Setup(settings, run_id, run_dir, started=time.time())
     step_lookup.install()  # pytest-bdd's step lookup once per step text, not per step of every item
+    config.pluginmanager.register(ReportReleaser(config), "gpu-conformance-report-release")
     if not worker:
         discover(config.stash[STATE])
 
@@ -204,6 +205,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     finally:
         release_item(item)
         _HEAP.item_done()
+
+
+class ReportReleaser:
+    """Registered for an active run: after every plugin has logged a report, what is kept of it only for them is
+    released (provision/heap.py release_report)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        release_report(report, self.config)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -198,3 +198,36 @@ def test_use_fast_writer_switches_the_registered_file_logger(tmp_path, monkeypat
         assert use_fast_writer() == 0
     finally:
         allure_commons.plugin_manager.unregister(name="test-fast-writer")
+
+
+def _logged_report(keywords: dict):
+    from _pytest.reports import TestReport
+    from pytest_bdd.reporting import ReportContext, test_report_context_registry
+
+    report = TestReport("f.py::t[gpu-a]", ("f.py", 1, "t"), keywords, "passed", None, "call")
+    test_report_context_registry[report] = ReportContext(scenario={"steps": ["x" * 1000]}, name="t")
+    return report, test_report_context_registry
+
+
+def test_a_logged_report_loses_pytest_bdds_scenario_copy_and_its_keywords():
+    from types import SimpleNamespace
+
+    from provision.heap import release_report
+
+    report, registry = _logged_report({"gpu-a": 1, "per_node": 1})
+    release_report(report, SimpleNamespace(option=SimpleNamespace(cucumber_json_path=None,
+                                                                  gherkin_terminal_reporter=False)))
+    assert report not in registry and report.keywords == {}
+    assert report.nodeid == "f.py::t[gpu-a]" and report.passed  # what the terminal's summary reads is kept
+
+
+def test_the_scenario_copy_stays_for_the_plugins_that_read_it():
+    from types import SimpleNamespace
+
+    from provision.heap import release_report
+
+    for option in (SimpleNamespace(cucumber_json_path="c.json", gherkin_terminal_reporter=False),
+                   SimpleNamespace(cucumber_json_path=None, gherkin_terminal_reporter=True)):
+        report, registry = _logged_report({"gpu-a": 1})
+        release_report(report, SimpleNamespace(option=option))
+        assert registry[report].name == "t", option

@@ -172,3 +172,17 @@ def test_allure_pytest_bdd_step_traceback_formatter() -> None:
     for tb in tracebacks:
         assert ours(tb) == theirs(tb), _broken("allure_commons.utils.format_traceback's text", where)
     assert ours(None) is theirs(None) is None
+
+
+def test_pytest_bdd_report_context_registry() -> None:
+    """provision/heap.py release_report: pytest-bdd keeps each report's serialized scenario in a registry keyed by
+    the report (3.7 kB per item at fleet scale, until the session ends)."""
+    from weakref import WeakKeyDictionary
+
+    from pytest_bdd import reporting
+
+    ours = "provision/heap.py"
+    assert isinstance(getattr(reporting, "test_report_context_registry", None), WeakKeyDictionary), \
+        _broken("pytest_bdd.reporting.test_report_context_registry", ours)
+    assert "test_report_context_registry[rep]" in inspect.getsource(reporting.runtest_makereport), \
+        _broken("pytest_bdd.reporting.runtest_makereport's registry key", ours)
