@@ -178,15 +178,24 @@ def request_key(event: dict) -> str:
 
 
 def suite_requests(lines: list[bytes], user: str, start: float, end: float) -> Counter[str]:
+    """The requests of ``user`` received between start and end, by verb and resource, each counted once: a
+    long-running request (pods/proxy, watch, exec) is logged at ResponseStarted and again at ResponseComplete
+    (the lab's audit policy omits RequestReceived only), so events are counted by their auditID. Until 2026-12-01
+    the bench counted events, so its pods/proxy figures were twice the requests."""
     needle = json.dumps(user).encode()
     counts: Counter[str] = Counter()
+    seen: set[str] = set()
     for line in lines:
         if needle not in line:
             continue
         ev = json.loads(line)
         if ev.get("user", {}).get("username") != user:
             continue
+        audit_id = ev.get("auditID") or line.decode(errors="replace")
+        if audit_id in seen:
+            continue
         if start <= _epoch(ev["requestReceivedTimestamp"]) <= end:
+            seen.add(audit_id)
             counts[request_key(ev)] += 1
     return counts
 

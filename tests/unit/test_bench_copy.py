@@ -37,3 +37,21 @@ def test_files_are_copied_with_the_name_replaced_and_own_parts_kept(tmp_path: Pa
     assert (dst / ".twin/node.json").read_text() == '{"name": "gpu-0001"}'
     assert (dst / "usr/bin/nvidia-smi").read_text().endswith("gpu-0001\n")
     assert not list(dst.rglob("*.bench-copy"))
+
+
+def test_a_long_running_request_is_counted_once_not_once_per_audit_stage():
+    """The lab's audit log has a pods/proxy request twice (ResponseStarted, ResponseComplete): one request."""
+    import json
+
+    from bench.run import suite_requests
+
+    def event(audit_id: str, stage: str, user: str = "suite", sub: str = "proxy") -> bytes:
+        return json.dumps({"auditID": audit_id, "stage": stage, "verb": "get", "user": {"username": user},
+                           "requestReceivedTimestamp": "2026-12-01T10:00:00.5Z",
+                           "objectRef": {"resource": "pods", "subresource": sub}}).encode()
+
+    lines = [event("a", "ResponseStarted"), event("a", "ResponseComplete"), event("b", "ResponseComplete"),
+             event("c", "ResponseComplete", user="someone-else")]
+    start = 1796119200.0  # 2026-12-01T10:00:00Z
+    assert suite_requests(lines, "suite", start, start + 1) == {"get pods/proxy": 2}
+    assert suite_requests(lines, "suite", start + 1, start + 2) == {}
