@@ -85,6 +85,7 @@ class RunContext:
         # node when it is first asked about (xdist workers: a worker gathers only the nodes it runs).
         self.prefetch_nodes: tuple[str, ...] | None = gpu_nodes
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._prefetched = False   # the gathers of prefetch_nodes were started
         self._pending: dict[str, concurrent.futures.Future] = {}
         self._prepared: dict[str, HostAccess] = {}   # pod backend: hosts whose access pods start_fleet started
         # xdist workers of a read-only run: the gathers stored once per node for every worker (provision/hosts/
@@ -135,8 +136,9 @@ class RunContext:
                 raise HostUnreachable(node, self._host_errors[node])
             if node in self._hosts:
                 return self._hosts[node]
-            if self.prefetch_nodes and self._pool is None and node in self.prefetch_nodes:
-                self._start_prefetch()
+            if self.prefetch_nodes and not self._prefetched and node in self.prefetch_nodes:
+                self._prefetched = True
+                self._submit_gathers(self.prefetch_nodes)
             pending = self._pending.get(node)
         if pending is not None and not pending.cancel():  # not started yet: gathered here, now
             with contextlib.suppress(HostUnreachable, NoHostAccess):
@@ -198,14 +200,16 @@ class RunContext:
             logging.getLogger(__name__).warning("%s; reading the host call by call", exc)
             return GatheredHost(h, None, why_not=str(exc))  # type: ignore[return-value]
 
-    def _start_prefetch(self) -> None:
-        """(with self._lock) Gather the hosts of prefetch_nodes concurrently, in their order. With the pod
-        backend, the access pods of all of them are started first, together (provision/hosts/pod_backend.py
-        start_fleet), in the pool's first task; the gathers wait for it."""
-        assert self.prefetch_nodes is not None
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.host_concurrency,
-                                                           thread_name_prefix="host-gather")
-        todo = [n for n in self.prefetch_nodes if n not in self._hosts and n not in self._host_errors]
+    def _submit_gathers(self, nodes: tuple[str, ...]) -> None:
+        """(with self._lock) Gather the hosts of ``nodes`` concurrently, in their order, in the run's pool (started
+        at the first call); nodes already gathered, failed or on their way are left alone. With the pod backend,
+        the access pods of the new ones are started first, together (provision/hosts/pod_backend.py start_fleet),
+        in one task of the pool; their gathers wait for it."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.host_concurrency,
+                                                               thread_name_prefix="host-gather")
+        todo = [n for n in dict.fromkeys(nodes)
+                if n not in self._hosts and n not in self._host_errors and n not in self._pending]
         # access pods only for the nodes no other worker has gathered yet (the others are read from the run folder)
         pods = tuple(n for n in todo if self.shared_gathers is None or not self.shared_gathers.known(n))
         fleet = self._pool.submit(self._start_pods, pods) if self.settings.host_backend == "pod" and pods else None
@@ -234,14 +238,15 @@ class RunContext:
             self._open_host(node)
 
     def prefetch_hosts(self, nodes: tuple[str, ...] | None = None) -> None:
-        """Gather the hosts of ``nodes`` (default prefetch_nodes) now, all at once, and wait for them."""
-        nodes = self.prefetch_nodes if nodes is None else nodes
+        """Gather the hosts of ``nodes`` (default prefetch_nodes) now, all at once in the run's pool, and wait for
+        them: also nodes outside the run's GPU nodes (the distribution gate asks the other GPU nodes' hosts)."""
+        nodes = self.prefetch_nodes if nodes is None else tuple(nodes)
         if not nodes:
             return
         with self._lock:
-            self.prefetch_nodes = tuple(nodes)
-            if self._pool is None:
-                self._start_prefetch()
+            if nodes == self.prefetch_nodes:
+                self._prefetched = True
+            self._submit_gathers(nodes)
             pending = [self._pending[n] for n in nodes if n in self._pending]
         concurrent.futures.wait(pending)
 

@@ -251,3 +251,51 @@ def test_host_concurrency_is_validated() -> None:
         with pytest.raises(SettingsError, match="host_concurrency"):
             validate({"host_concurrency": bad})
     assert validate({}).host_concurrency >= 2
+
+
+def test_hosts_outside_the_runs_nodes_are_gathered_together_in_the_pool(views: dict[str, str]) -> None:
+    """The distribution gate asks the other GPU nodes' hosts (provisioning one node of a fleet): all at once in
+    the run's pool, one round trip each, and later questions are answered from those gathers."""
+    import threading
+
+    from bench.host_round_trips import _NoCluster
+
+    names = sorted(views)
+    s = validate({"host_backend": "lab", "host_roots": views, "mode": "provision", "host_concurrency": 3})
+    ctx = RunContext(s, _NoCluster(), Path(views[names[0]]).parent, (names[0],))  # type: ignore[arg-type]
+    threads: dict[str, list[str]] = {n: [] for n in names}
+    original = HostAccess._execute
+
+    def counted(self, argv, timeout=None):
+        threads[self.name].append(threading.current_thread().name)
+        return original(self, argv, timeout)
+
+    HostAccess._execute = counted  # type: ignore[method-assign]
+    try:
+        ctx.prefetch_hosts(tuple(names[1:]))
+        assert all(len(threads[n]) == 1 and threads[n][0].startswith("host-gather") for n in names[1:]), threads
+        assert threads[names[0]] == [], "the run's own node is gathered at its first question, not before"
+        for n in names:
+            assert ctx.host(n).document is not None
+        assert {n: len(t) for n, t in threads.items()} == dict.fromkeys(names, 1), threads
+    finally:
+        HostAccess._execute = original  # type: ignore[method-assign]
+        ctx.close()
+
+
+def test_the_distribution_gate_asks_the_other_gpu_nodes_hosts_all_at_once() -> None:
+    from types import SimpleNamespace
+
+    from provision.converge.distribution import DistributionGate
+
+    gpu = {"metadata": {"labels": {"nvidia.com/gpu.present": "true"}}}
+    nodes = {"gpu-a": gpu, "gpu-b": gpu, "gpu-c": gpu, "cpu-1": {"metadata": {"labels": {}}},
+             "gpu-k3s": {"metadata": {"labels": {"nvidia.com/gpu.present": "true"}},
+                         "status": {"nodeInfo": {"kubeletVersion": "v1.31.4+k3s1"}}}}
+    asked: list[tuple[str, ...]] = []
+    ctx = SimpleNamespace(settings=validate({"host_backend": "ssh"}), gpu_nodes=("gpu-a",),
+                          kube=SimpleNamespace(snapshot=lambda: SimpleNamespace(nodes=nodes)),
+                          prefetch_hosts=asked.append, host=lambda n: (_ for _ in ()).throw(OSError("no host")))
+    found = DistributionGate._other_gpu_nodes(ctx, {"k8s-snap"})  # type: ignore[arg-type]
+    assert asked == [("gpu-b", "gpu-c")], "one batch, only the GPU nodes whose node object names no distribution"
+    assert found == {"gpu-k3s": "k3s"}
