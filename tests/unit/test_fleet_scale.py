@@ -231,3 +231,61 @@ def test_the_scenario_copy_stays_for_the_plugins_that_read_it():
         report, registry = _logged_report({"gpu-a": 1})
         release_report(report, SimpleNamespace(option=option))
         assert registry[report].name == "t", option
+
+
+class _Pages:
+    """A LIST endpoint that serves ``items`` in pages of the ``limit`` asked for (continue token: the offset),
+    raising 410 Gone for the tokens in ``expired``; records each call's limit and token."""
+
+    def __init__(self, items: list[dict], expired: tuple[str, ...] = ()) -> None:
+        self.items, self.expired, self.calls = items, expired, []
+
+    def __call__(self, *args, _preload_content=True, _request_timeout=None, limit=None, _continue=None, **kw):
+        from types import SimpleNamespace
+
+        from kubernetes.client.rest import ApiException
+
+        self.calls.append((limit, _continue))
+        if _continue in self.expired:
+            raise ApiException(status=410, reason="Gone: the continue token expired")
+        start = int(_continue or 0)
+        end = len(self.items) if limit is None else min(len(self.items), start + limit)
+        meta = {"resourceVersion": "7", **({"continue": str(end)} if end < len(self.items) else {})}
+        body = {"kind": "PodList", "metadata": meta, "items": self.items[start:end]}
+        return SimpleNamespace(data=json.dumps(body).encode())
+
+
+def _kube():
+    from provision.kube import Kube
+    from provision.settings import validate
+
+    kube = Kube.__new__(Kube)
+    kube.timeout = (5.0, 10.0)
+    kube.settings = validate({})
+    return kube
+
+
+def test_a_large_list_is_read_in_pages_and_slimmed_page_by_page():
+    from provision.kube import LIST_PAGE
+
+    pods = [{"metadata": {"name": f"p{i}", "managedFields": [{"x": 1}]},
+             "spec": {"nodeName": f"n{i}", "containers": [{"image": "big"}]}} for i in range(2 * LIST_PAGE + 3)]
+    endpoint = _Pages(pods)
+    got = _kube()._list(endpoint, "gpu-operator", slim=slim_pod_dict)
+    assert [p["metadata"]["name"] for p in got] == [f"p{i}" for i in range(len(pods))]
+    assert got[0] == {"metadata": {"name": "p0"}, "spec": {"nodeName": "n0"}}
+    assert endpoint.calls == [(LIST_PAGE, None), (LIST_PAGE, str(LIST_PAGE)), (LIST_PAGE, str(2 * LIST_PAGE))]
+
+
+def test_an_expired_continue_token_falls_back_to_one_whole_list():
+    import pytest
+    from kubernetes.client.rest import ApiException
+
+    from provision.kube import LIST_PAGE
+
+    items = [{"metadata": {"name": f"n{i}"}} for i in range(LIST_PAGE + 1)]
+    endpoint = _Pages(items, expired=(str(LIST_PAGE),))
+    got = _kube()._list(endpoint)
+    assert len(got) == LIST_PAGE + 1 and endpoint.calls[-1] == (None, None)
+    with pytest.raises(ApiException):  # a 410 on the first page is not a stale token: raised
+        _kube()._list(_Pages(items, expired=(None,)))
