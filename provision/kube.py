@@ -183,10 +183,14 @@ class Kube:
     # --------------------------------------------------------------- reads
     def _list(self, fn: Callable[..., Any], *args: Any, slim: Callable[[dict], dict] | None = None,
               **kw: Any) -> list[dict]:
-        """Every item of a LIST, in pages of LIST_PAGE (client-go's pager size): a 1000-node cluster's operator
-        namespace has 6000 pods, 68 MB of JSON, and one unpaged LIST held the body, its decoded copy and the
-        parsed items at once (a 336 MB process before the first scenario). A continue token that expired
-        between pages (410 Gone) is answered by one unpaged LIST, as client-go's pager does."""
+        return self._list_at(fn, *args, slim=slim, **kw)[0]
+
+    def _list_at(self, fn: Callable[..., Any], *args: Any, slim: Callable[[dict], dict] | None = None,
+                 **kw: Any) -> tuple[list[dict], str]:
+        """Every item of a LIST and the list's resourceVersion, in pages of LIST_PAGE (client-go's pager size): a
+        1000-node cluster's operator namespace has 6000 pods, 68 MB of JSON, and one unpaged LIST held the body,
+        its decoded copy and the parsed items at once (a 336 MB process before the first scenario). A continue
+        token that expired between pages (410 Gone) is answered by one unpaged LIST, as client-go's pager does."""
         items: list[dict] = []
         token = None
         while True:
@@ -196,14 +200,16 @@ class Kube:
             except ApiException as exc:
                 if exc.status != 410 or token is None:
                     raise
-                resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kw)
-                return json.loads(resp.data, object_hook=slim).get("items", [])
+                doc = json.loads(fn(*args, _preload_content=False, _request_timeout=self.timeout, **kw).data,
+                                 object_hook=slim)
+                return doc.get("items", []), (doc.get("metadata") or {}).get("resourceVersion", "")
             page = json.loads(resp.data, object_hook=slim)
             del resp
             items += page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue")
+            meta = page.get("metadata") or {}
+            token = meta.get("continue")
             if not token:
-                return items
+                return items, meta.get("resourceVersion", "")
 
     def snapshot(self, refresh: bool = False) -> Snapshot:
         with self._lock:
@@ -296,10 +302,8 @@ class Kube:
             remaining = deadline - time.monotonic()
             try:
                 if rv is None:
-                    resp = list_fn(*args, _preload_content=False, _request_timeout=self.timeout, **kw)
-                    doc = json.loads(resp.data)
-                    objs = {o["metadata"]["name"]: o for o in doc.get("items", [])}
-                    rv = doc["metadata"]["resourceVersion"]
+                    items, rv = self._list_at(list_fn, *args, **kw)
+                    objs = {o["metadata"]["name"]: o for o in items}
                 if done(objs):
                     _log_wait(what, started)
                     return objs
