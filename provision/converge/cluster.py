@@ -25,7 +25,7 @@ from provision.changes import (
 from provision.context import RunContext
 from provision.converge.settle import not_rendered, pending_pods, template_generations
 from provision.engine import Change, ConvergeError, Result
-from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE, WaitTimeout
+from provision.kube import CP_GROUP, CP_NAME, CP_PLURAL, CP_VERSION, MANAGED_BY, SUITE, WaitTimeout, slim_pod_dict
 from provision.observe.timeslicing import render_config
 
 TIME_SLICING_CM = "time-slicing-config"
@@ -283,7 +283,8 @@ class TimeSlicing:
 
         with contextlib.suppress(WaitTimeout):  # what did not roll out is reported by the advertise wait
             kube.wait_for(f"{', '.join(apps)} to roll out", kube.core.list_namespaced_pod,
-                          lambda o: not missing(o), missing, ctx.settings.timeout("advertise"), lambda _: "", ns)
+                          lambda o: not missing(o), missing, ctx.settings.timeout("advertise"), lambda _: "", ns,
+                          slim=slim_pod_dict)
 
     def _restart_plugin(self, ctx: RunContext, nodes: list[str], ns: str) -> None:
         """Restart the device plugin so it reloads its config (the operator does not watch the ConfigMap).

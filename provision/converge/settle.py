@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable
 
 from provision.context import RunContext
-from provision.kube import CP_NAME, WaitTimeout, ready
+from provision.kube import CP_NAME, WaitTimeout, ready, slim_pod_dict
 
 SLICE_S = 5.0  # a watch is re-opened this often so that a pod stuck without events is noticed
 
@@ -145,7 +145,7 @@ def settle_operands(ctx: RunContext, apps: Iterable[str], nodes: Iterable[str]) 
         try:
             pods = kube.wait_for("the operands to settle on every GPU node", kube.core.list_namespaced_pod,
                                  lambda objs: not missing(objs), missing, max(0.0, min(SLICE_S, left)),
-                                 lambda _: "", s.namespace)
+                                 lambda _: "", s.namespace, slim=slim_pod_dict)
             break
         except WaitTimeout as exc:
             if left <= SLICE_S:

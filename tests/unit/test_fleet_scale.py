@@ -289,3 +289,15 @@ def test_an_expired_continue_token_falls_back_to_one_whole_list():
     assert len(got) == LIST_PAGE + 1 and endpoint.calls[-1] == (None, None)
     with pytest.raises(ApiException):  # a 410 on the first page is not a stale token: raised
         _kube()._list(_Pages(items, expired=(None,)))
+
+
+def test_a_watched_pod_is_slimmed_as_a_listed_one_is():
+    from provision.kube import slim_tree
+
+    pod = {"metadata": {"name": "p", "managedFields": [{"m": 1}], "labels": {"app": "a"}},
+           "spec": {"nodeName": "n", "containers": [{"image": "big"}], "volumes": [{}]},
+           "status": {"phase": "Running", "containerStatuses": [{"ready": True}]}}
+    listed = json.loads(json.dumps(pod), object_hook=slim_pod_dict)
+    assert slim_tree(pod, slim_pod_dict) == listed
+    assert listed == {"metadata": {"name": "p", "labels": {"app": "a"}}, "spec": {"nodeName": "n"},
+                      "status": {"phase": "Running", "containerStatuses": [{"ready": True}]}}
