@@ -165,6 +165,7 @@ def run(request: pytest.FixtureRequest):
     nodes, error = _nodes(config)
     with open_run(setup.settings, setup.run_dir, nodes) as opened:
         if hasattr(config, "workerinput"):
+            opened.ctx.prefetch_fact_nodes = ()  # DCGM scrapes: each worker reads the nodes it runs, no node twice
             if setup.settings.mode != "provision":
                 # read-only: each node's gather is made once, by whichever worker asks first, and read from the run
                 # folder by the others (provision/hosts/shared.py): one round trip per node, all nodes in one pool

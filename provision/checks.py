@@ -633,8 +633,9 @@ def dcgm_scrape(ctx: RunContext, node: str) -> tuple[str, str]:
     IP (--dcgm-access direct). One scrape per node and run, shared by the metrics and the Xid checks. A failure is
     remembered too in a read-only run (nothing it does can bring the exporter up: a failing 1000-node fleet was
     scraped 4000 times); under --provision it is not (the next scenario asks again: the exporter may come up in
-    between)."""
-    def read() -> tuple[str, str]:
+    between). In a read-only run the first scrape starts those of every GPU node of the run at once
+    (RunContext.prefetch_facts, a pool of host_concurrency), as the host gathers are."""
+    def read(node: str) -> tuple[str, str]:
         s, kube = ctx.settings, ctx.kube
         app = dcgm_app(ctx)[0]
         pod = kube.snapshot().pod_on(app, node)
@@ -654,8 +655,10 @@ def dcgm_scrape(ctx: RunContext, node: str) -> tuple[str, str]:
             raise DcgmUnavailable("no-answer", f"{name} did not answer ({exc})", name, str(exc)) from None
 
     if ctx.settings.mode == "provision":
-        return ctx.host_fact(node, "dcgm-scrape", read)
-    return ctx.host_fact(node, "dcgm-scrape", read, remember=(DcgmUnavailable,))
+        return ctx.host_fact(node, "dcgm-scrape", lambda: read(node), remember=())
+    if node in ctx.prefetch_fact_nodes:
+        ctx.prefetch_facts("dcgm-scrape", ctx.prefetch_fact_nodes, read, (DcgmUnavailable,))
+    return ctx.host_fact(node, "dcgm-scrape", lambda: read(node), remember=(DcgmUnavailable,))
 
 
 def dcgm_metrics(ctx: RunContext, node: str) -> Finding:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -79,6 +80,12 @@ class RunContext:
         self._hosts: dict[str, HostAccess] = {}
         self._host_errors: dict[str, str] = {}
         self._facts: dict[tuple[str, str], object] = {}
+        self._fact_pending: dict[tuple[str, str], concurrent.futures.Future] = {}   # prefetch_facts' reads
+        self._fact_names: set[str] = set()
+        self._fact_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # The nodes whose per-node network facts (DCGM scrapes) are read all at once at the first question; ()
+        # in xdist workers: a worker reads only the nodes it runs, so no node is scraped twice.
+        self.prefetch_fact_nodes: tuple[str, ...] = gpu_nodes
         self._lock = threading.Lock()
         self._node_locks: dict[str, threading.Lock] = {}
         # Which nodes' hosts to gather all at once, at the first host question (prefetch_hosts); None: each
@@ -254,20 +261,56 @@ class RunContext:
                   remember: tuple[type[Exception], ...] = (NoHostAccess, HostUnreachable)) -> T:
         """A fact about the node's host (e.g. its nvidia-smi query), read once per node and run. An error of a
         `remember` type is remembered too, and raised as a new exception each time: re-raising the cached object
-        would keep the frames of every raise alive through its traceback (at 1000 nodes, megabytes per scenario)."""
+        would keep the frames of every raise alive through its traceback (at 1000 nodes, megabytes per scenario).
+        A read that prefetch_facts started for it is waited for (or, not started yet, done here instead)."""
         key = (node, name)
         with self._lock:
             hit = self._facts.get(key, _MISSING)
-        if hit is _MISSING:
-            try:
-                hit = read()
-            except remember as exc:
-                hit = exc.with_traceback(None)
+            pending = self._fact_pending.pop(key, None) if hit is _MISSING else None
+        if pending is not None and not pending.cancel():
+            concurrent.futures.wait([pending])
             with self._lock:
-                hit = self._facts.setdefault(key, hit)
+                hit = self._facts.get(key, _MISSING)
+        return self._fact(key, read, remember) if hit is _MISSING else self._raise_or_return(hit)
+
+    def _fact(self, key: tuple[str, str], read: Callable[[], T], remember: tuple[type[Exception], ...]) -> T:
+        try:
+            hit: object = read()
+        except remember as exc:
+            hit = exc.with_traceback(None)
+        with self._lock:
+            hit = self._facts.setdefault(key, hit)
+        return self._raise_or_return(hit)
+
+    @staticmethod
+    def _raise_or_return(hit: object):
         if isinstance(hit, Exception):
             raise type(hit)(*hit.args) from None
-        return hit  # type: ignore[return-value]
+        return hit
+
+    def prefetch_facts(self, name: str, nodes: tuple[str, ...], read: Callable[[str], object],
+                       remember: tuple[type[Exception], ...]) -> None:
+        """Start reading the fact ``name`` of every node in ``nodes`` at once, in a pool of ``host_concurrency``
+        (once per name and run; host_fact then waits for each node's read). For per-node network reads that are
+        not host commands, such as the DCGM exporters' scrapes: one after another, 1000 scrapes through a busy
+        apiserver's pod proxy at 0.5 s each were eight minutes of the main thread waiting."""
+        with self._lock:
+            if name in self._fact_names:
+                return
+            self._fact_names.add(name)
+            if self._fact_pool is None:
+                self._fact_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.settings.host_concurrency, thread_name_prefix="fact-read")
+            for node in nodes:
+                key = (node, name)
+                if key not in self._facts and key not in self._fact_pending:
+                    self._fact_pending[key] = self._fact_pool.submit(
+                        self._prefetched_fact, key, functools.partial(read, node), remember)
+
+    def _prefetched_fact(self, key: tuple[str, str], read: Callable[[], object],
+                         remember: tuple[type[Exception], ...]) -> None:
+        with contextlib.suppress(Exception):  # not remembered (e.g. under --provision): host_fact reads again
+            self._fact(key, read, remember)
 
     def _log_round_trips(self) -> None:
         """Host round trips per node of this process, appended to the file GPU_CONFORMANCE_HOST_LOG names (the
@@ -302,8 +345,9 @@ class RunContext:
 
     def close(self) -> None:
         """Stop the gathers and release every host; the pod backend's access pods are deleted together."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._pool, self._fact_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         hosts = [getattr(h, "host", h) for h in (*self._hosts.values(), *self._prepared.values())]
         pods = [h._transport for h in hosts if h.spec.backend == "pod"]
         if pods:

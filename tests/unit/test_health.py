@@ -340,3 +340,67 @@ def test_a_read_only_run_scrapes_a_failing_exporter_once(tmp_path) -> None:
     assert {(e.kind, e.pod, e.detail) for e in seen} == {("no-answer", "nvidia-dcgm-exporter-x", "connection refused")}
     assert len({id(e) for e in seen}) == 3 and all(e.__traceback__ is not None for e in seen)
     assert health.scrape_dcgm(ctx, "n1")[0] is None and calls == ["gpu-operator/nvidia-dcgm-exporter-x:9400/metrics"]
+
+
+def _fleet_scraping_ctx(tmp_path, nodes: tuple[str, ...], delay_s: float):
+    """A read-only RunContext of ``nodes`` whose pod proxy takes ``delay_s`` per scrape; who scraped which node,
+    from which thread, and the most scrapes in flight at once."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from provision.context import RunContext
+
+    seen: list[tuple[str, str]] = []
+    state = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    def proxy(name, ns, path, **_):
+        name = name.removesuffix(":9400")
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            seen.append((name, threading.current_thread().name))
+        time.sleep(delay_s)
+        with lock:
+            state["now"] -= 1
+        return f'DCGM_FI_DEV_XID_ERRORS{{pod="{name}"}} 0\n'
+
+    def pod_on(app, node):
+        return {"metadata": {"name": f"exporter-{node}"}, "status": {"podIP": "198.18.0.9"}}
+
+    kube = SimpleNamespace(snapshot=lambda: SimpleNamespace(pod_on=pod_on), timeout=5,
+                           core=SimpleNamespace(connect_get_namespaced_pod_proxy_with_path=proxy))
+    ctx = RunContext(validate({"mode": "audit", "host_concurrency": 4}), kube, tmp_path, nodes)  # type: ignore[arg-type]
+    return ctx, seen, state
+
+
+def test_an_audits_first_scrape_starts_every_nodes_scrape_at_once(tmp_path) -> None:
+    """One node's scrape at a time, 1000 scrapes through a busy apiserver's proxy (0.5 s each) kept the main
+    thread waiting for eight minutes: the first one starts all of them in the pool, each node once."""
+    from provision import checks
+
+    nodes = tuple(f"n{i}" for i in range(8))
+    ctx, seen, state = _fleet_scraping_ctx(tmp_path, nodes, 0.2)
+    try:
+        assert checks.dcgm_scrape(ctx, "n3")[0] == "exporter-n3"
+        for n in nodes:
+            assert checks.dcgm_scrape(ctx, n)[1] == f'DCGM_FI_DEV_XID_ERRORS{{pod="exporter-{n}"}} 0\n'
+    finally:
+        ctx.close()
+    assert sorted(name for name, _ in seen) == sorted(f"exporter-{n}" for n in nodes), "each node scraped once"
+    assert state["peak"] > 1, "the scrapes ran one at a time"
+    assert sum(t.startswith("fact-read") for _, t in seen) >= len(nodes) - 1
+
+
+def test_an_xdist_worker_scrapes_only_the_nodes_it_asks_about(tmp_path) -> None:
+    from provision import checks
+
+    ctx, seen, _ = _fleet_scraping_ctx(tmp_path, ("n0", "n1", "n2"), 0.0)
+    ctx.prefetch_fact_nodes = ()  # as the plugin sets it in an xdist worker
+    try:
+        checks.dcgm_scrape(ctx, "n1")
+        checks.dcgm_scrape(ctx, "n1")
+    finally:
+        ctx.close()
+    assert [name for name, _ in seen] == ["exporter-n1"]
