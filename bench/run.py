@@ -664,10 +664,11 @@ def evaluate(runs: list[Run]) -> list[dict]:
         lo, hi = rs[0], rs[-1]
         # LISTs are paged (provision/kube.py LIST_PAGE: 500 objects), so a larger cluster adds pages, never a
         # request per node: the target is "far below one per node" (it was "constant" before the paging)
+        # (a constant per process, up to ~35 before the paging, plus the pages: at most 40 + one per ten nodes)
         add(f"LIST/WATCH count far below one per node ({key[1]}, {_how(lo)})",
-            all(c <= max(20, 0.1 * n) for n, c in counts.items()),
+            all(c <= 40 + 0.1 * n for n, c in counts.items()),
             f"list+watch by N: {counts}; all requests by N: {totals}",
-            f"{counts[hi.nodes]} at N={hi.nodes}: more than one per ten nodes")
+            f"{counts[hi.nodes]} at N={hi.nodes}: more than 40 + one per ten nodes")
     for r in measured:
         per_object = {k: v for k, v in r.requests.items() if k.split()[0] == "get" and k.split()[1] in
                       ("nodes", "pods", "daemonsets", "nodes/status", "pods/status")}
