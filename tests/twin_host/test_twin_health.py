@@ -66,3 +66,29 @@ def test_xid_79_is_in_the_kernel_log_and_the_exporter(make_host) -> None:
     msg = health.evaluate_xids(inputs, DEFAULT_HEALTH).message()
     assert "kernel log (journalctl)" in msg and "DCGM exporter DCGM_FI_DEV_XID_ERRORS=79" in msg
     assert "reboot the node" in msg
+
+
+def test_every_exporter_endpoint_is_served_by_one_thread(paths, spec_nodes) -> None:
+    """lab/twin/dcgm_server.py Servers: one selector thread for all endpoints (a serve_forever thread per node
+    woke every 0.5 s: 2000 wake-ups a second at 1000 nodes); a stopped endpoint refuses, the others still answer."""
+    import threading
+    import urllib.request
+
+    node = spec_nodes["gpu-a"]
+    paths.root.mkdir(parents=True, exist_ok=True)
+    servers = dcgm_server.Servers(paths)
+    ips = ["127.0.0.21", "127.0.0.22", "127.0.0.23"]
+    urls = [servers.start(f"uid-{i}", ip, node, gpus_for(node)) for i, ip in enumerate(ips)]
+    try:
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                assert b"DCGM_FI_DEV_GPU_TEMP" in resp.read()
+        assert [t.name for t in threading.enumerate() if t.name.startswith("dcgm")] == ["dcgm-servers"]
+        servers.stop("uid-1")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(urls[1], timeout=30)
+        with urllib.request.urlopen(urls[2], timeout=30) as resp:
+            assert resp.status == 200
+    finally:
+        for i in (0, 2):
+            servers.stop(f"uid-{i}")
