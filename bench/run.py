@@ -663,8 +663,7 @@ def evaluate(runs: list[Run]) -> list[dict]:
         totals = {r.nodes: sum(r.requests.values()) for r in rs}
         lo, hi = rs[0], rs[-1]
         # LISTs are paged (provision/kube.py LIST_PAGE: 500 objects), so a larger cluster adds pages, never a
-        # request per node: the target is "far below one per node" (it was "constant" before the paging)
-        # (a constant per process, up to ~35 before the paging, plus the pages: at most 40 + one per ten nodes)
+        # request per node: a constant per process (up to ~35 before the paging) plus at most one per ten nodes
         add(f"LIST/WATCH count far below one per node ({key[1]}, {_how(lo)})",
             all(c <= 40 + 0.1 * n for n, c in counts.items()),
             f"list+watch by N: {counts}; all requests by N: {totals}",

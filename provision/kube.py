@@ -202,19 +202,18 @@ class Kube:
         its decoded copy and the parsed items at once (a 336 MB process before the first scenario). A continue
         token that expired between pages (410 Gone) is answered by one unpaged LIST, as client-go's pager does."""
         items: list[dict] = []
-        token = None
+        token, paging = None, {"limit": LIST_PAGE}
         while True:
             try:
-                resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, limit=LIST_PAGE,
+                resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **paging,
                           **({"_continue": token} if token else {}), **kw)
             except ApiException as exc:
                 if exc.status != 410 or token is None:
                     raise
-                doc = json.loads(fn(*args, _preload_content=False, _request_timeout=self.timeout, **kw).data,
-                                 object_hook=slim)
-                return doc.get("items", []), (doc.get("metadata") or {}).get("resourceVersion", "")
+                items, token, paging = [], None, {}  # the token expired: the whole list, unpaged, from the start
+                continue
             page = json.loads(resp.data, object_hook=slim)
-            del resp
+            del resp  # the page's body, before the next one is read
             items += page.get("items") or []
             meta = page.get("metadata") or {}
             token = meta.get("continue")

@@ -8,6 +8,7 @@ import http.server
 import json
 import selectors
 import threading
+import time
 from pathlib import Path
 
 from lab.spec import Fault, NodeSpec
@@ -81,6 +82,7 @@ class Servers:
             try:
                 ready = self._selector.select(timeout=1.0)
             except (OSError, ValueError):  # a socket closed while the selector waited on it: wait again
+                time.sleep(0.1)
                 continue
             for key, _ in ready:
                 srv: http.server.ThreadingHTTPServer = key.data
