@@ -89,23 +89,32 @@ def pytest_configure_node(node) -> None:
     if STATE not in config.stash:
         return
     setup = config.stash[STATE]
+    own = None
+    if _node_scheduling(config):
+        from gpu_conformance.xdist_nodes import own_nodes
+
+        own = own_nodes(setup.nodes, node.workerinput["workerid"], node.workerinput["workercount"])
     node.workerinput["gpu_conformance"] = {
         "settings": setup.settings.to_json(), "run_id": setup.run_id, "run_dir": str(setup.run_dir),
         "nodes": list(setup.nodes), "discovery_error": setup.discovery_error,
+        "own_nodes": None if own is None else list(own),   # the GPU nodes NodeScheduling gives this worker
     }
+
+
+def _node_scheduling(config: pytest.Config) -> bool:
+    """xdist's default scheduling of a run with GPU nodes: the suite's NodeScheduling instead (xdist_nodes.py)."""
+    return STATE in config.stash and config.getvalue("dist") == "load" and bool(config.stash[STATE].nodes)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """With host checks on and xdist's default scheduling: one node's scenarios on one worker (xdist_nodes.py)."""
-    if STATE not in config.stash or config.getvalue("dist") != "load":
-        return None
-    setup = config.stash[STATE]
-    if setup.settings.host_backend == "none" or not setup.nodes:
+    """Under xdist's default scheduling: each GPU node's scenarios on one worker, fixed before the run, so that
+    each worker gathers and scrapes only its own nodes (xdist_nodes.py)."""
+    if not _node_scheduling(config):
         return None
     from gpu_conformance.xdist_nodes import NodeScheduling
 
-    return NodeScheduling(config, log, setup.nodes)
+    return NodeScheduling(config, log, config.stash[STATE].nodes)
 
 
 def _nodes(config: pytest.Config) -> tuple[tuple[str, ...], str | None]:
@@ -165,15 +174,19 @@ def run(request: pytest.FixtureRequest):
     nodes, error = _nodes(config)
     with open_run(setup.settings, setup.run_dir, nodes) as opened:
         if hasattr(config, "workerinput"):
-            opened.ctx.prefetch_fact_nodes = ()  # DCGM scrapes: each worker reads the nodes it runs, no node twice
+            own = config.workerinput["gpu_conformance"].get("own_nodes")
+            # Under NodeScheduling a worker runs exactly `own`: it gathers and scrapes those all at once at its first
+            # question. Otherwise (another --dist, a worker that replaced a crashed one) it reads each node when it
+            # first runs one of its scenarios.
+            opened.ctx.prefetch_fact_nodes = () if own is None else tuple(own)
+            opened.ctx.prefetch_nodes = None if own is None else tuple(own)
             if setup.settings.mode != "provision":
-                # read-only: each node's gather is made once, by whichever worker asks first, and read from the run
-                # folder by the others (provision/hosts/shared.py): one round trip per node, all nodes in one pool
+                # read-only: a node some other worker's scenario also asks about (a cluster scenario, a crashed
+                # worker's items) is gathered once, by whichever asks first, and read from the run folder by the
+                # others (provision/hosts/shared.py): one round trip per node
                 from provision.hosts.shared import SharedGathers
 
                 opened.ctx.shared_gathers = SharedGathers(setup.run_dir / "host-gathers")
-            else:  # a worker gathers a node's host when it first runs one of its scenarios
-                opened.ctx.prefetch_nodes = None
         yield RunState(opened.ctx, opened.engine, nodes, error)
 
 

@@ -323,7 +323,8 @@ class RunContext:
             return
         trips = {n: getattr(getattr(h, "host", h), "round_trips", 0) for n, h in sorted(self._hosts.items())}
         live = {n: h.live_calls for n, h in sorted(self._hosts.items()) if getattr(h, "live_calls", None)}
-        entry: dict = {"pid": os.getpid(), "round_trips": trips, "not_gathered": live}
+        entry: dict = {"pid": os.getpid(), "worker": os.environ.get("PYTEST_XDIST_WORKER"), "round_trips": trips,
+                       "not_gathered": live}
         hosts = [getattr(h, "host", h) for h in (*self._hosts.values(), *self._prepared.values())]
         pods = [h._transport for h in hosts if h.spec.backend == "pod"]
         if pods:

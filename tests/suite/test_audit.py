@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from gpu_conformance.xdist_nodes import partition
 from lab.spec import Fault
 from tests.suite.runner import run_suite, suite_writes
 
@@ -64,22 +65,25 @@ def test_serial_and_xdist_give_identical_results(faulty, tmp_path):
                          env={"GPU_CONFORMANCE_HOST_LOG": str(trips["xdist"])})
     assert serial.summary["results"], serial.output[-2000:]
 
-    # one host round trip per GPU node (the gather), serial and with xdist: there the convergers' cluster-wide plan
-    # reads every node's host in one worker, and the worker that runs a node's scenarios reads that gather from the
-    # run folder (provision/hosts/shared.py) instead of asking the host again
+    # one host round trip per GPU node (the gather), serial and with xdist; with xdist each worker gathers exactly
+    # the nodes NodeScheduling dealt it (gpu_conformance/xdist_nodes.py), all of whose scenarios it runs
     gpu_nodes = sorted([*FAULTY, *HEALTHY])
     per_node: dict[str, dict[str, int]] = {k: {} for k in trips}
+    per_worker: dict[str, set[str]] = {}
     not_gathered: dict[str, list[str]] = {}
     for kind, path in trips.items():
         for line in path.read_text().splitlines():
             doc = json.loads(line)
             for node, n in doc["round_trips"].items():
                 per_node[kind][node] = per_node[kind].get(node, 0) + n
+                if kind == "xdist" and n:
+                    per_worker.setdefault(doc["worker"], set()).add(node)
             if kind == "serial":
                 for node, calls in (doc.get("not_gathered") or {}).items():
                     not_gathered.setdefault(node, []).extend(calls)
     assert per_node["serial"] == dict.fromkeys(gpu_nodes, 1), (per_node["serial"], not_gathered)
     assert per_node["xdist"] == dict.fromkeys(gpu_nodes, 1), per_node
+    assert per_worker == {f"gw{i}": set(mine) for i, mine in enumerate(partition(gpu_nodes, 2))}, per_worker
 
     def comparable(run):
         return sorted((r["node"] or "", r["feature"], r["scenario"], r["outcome"]) for r in run.summary["results"])
