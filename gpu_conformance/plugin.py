@@ -184,9 +184,12 @@ def run(request: pytest.FixtureRequest):
                 # read-only: a node some other worker's scenario also asks about (a cluster scenario, a crashed
                 # worker's items) is gathered once, by whichever asks first, and read from the run folder by the
                 # others (provision/hosts/shared.py): one round trip per node
+                from gpu_conformance.xdist_nodes import owners
                 from provision.hosts.shared import SharedGathers
 
-                opened.ctx.shared_gathers = SharedGathers(setup.run_dir / "host-gathers")
+                opened.ctx.shared_gathers = SharedGathers(
+                    setup.run_dir / "host-gathers", me=config.workerinput["workerid"],
+                    owners=owners(nodes, config.workerinput["workercount"]) if own is not None else None)
         yield RunState(opened.ctx, opened.engine, nodes, error)
 
 

@@ -32,6 +32,11 @@ def partition(nodes: Sequence[str], workers: int) -> list[tuple[str, ...]]:
     return [tuple(ordered[i::workers]) for i in range(max(workers, 1))]
 
 
+def owners(nodes: Sequence[str], workers: int) -> dict[str, str]:
+    """node -> the id of the worker that runs its scenarios (gw0, gw1, ...)."""
+    return {n: f"gw{i}" for i, mine in enumerate(partition(nodes, workers)) for n in mine}
+
+
 def own_nodes(nodes: Sequence[str], gateway_id: str, workers: int) -> tuple[str, ...] | None:
     """The GPU nodes the worker ``gateway_id`` of ``workers`` runs; None for a worker started later."""
     index = worker_index(gateway_id)
@@ -74,8 +79,8 @@ class NodeScheduling(LoadScopeScheduling):
         workers = sorted(self.nodes, key=lambda w: (worker_index(w.gateway.id) is None,
                                                     worker_index(w.gateway.id) or 0, w.gateway.id))
         by_index = {worker_index(w.gateway.id): w for w in workers}
-        owner = {f"{NODE_SCOPE}[{n}]": i for i, mine in enumerate(partition(self._gpu_nodes, len(workers)))
-                 for n in mine}
+        # as the workers were told (workercount: the workers asked for, even if one did not start)
+        owner = {f"{NODE_SCOPE}[{n}]": worker_index(gw) or 0 for n, gw in owners(self._gpu_nodes, self.numnodes).items()}
         dealt = 0
         for scope, unit in units.items():
             if scope in owner:

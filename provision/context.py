@@ -143,9 +143,8 @@ class RunContext:
                 raise HostUnreachable(node, self._host_errors[node])
             if node in self._hosts:
                 return self._hosts[node]
-            if self.prefetch_nodes and not self._prefetched and node in self.prefetch_nodes:
-                self._prefetched = True
-                self._submit_gathers(self.prefetch_nodes)
+            if self.prefetch_nodes and not self._prefetched:
+                self._start_prefetch()
             pending = self._pending.get(node)
         if pending is not None and not pending.cancel():  # not started yet: gathered here, now
             with contextlib.suppress(HostUnreachable, NoHostAccess):
@@ -223,6 +222,31 @@ class RunContext:
         for n in todo:
             self._pending[n] = self._pool.submit(self._prefetch_one, n, fleet)
 
+    def _start_prefetch(self) -> None:
+        """(with self._lock) The gathers of prefetch_nodes, once per run. With shared gathers (xdist), the other
+        workers are told this one has started on its nodes, and when all of its gathers have ended."""
+        self._prefetched = True
+        assert self.prefetch_nodes is not None
+        self._submit_gathers(self.prefetch_nodes)
+        shared = self.shared_gathers
+        if shared is None:
+            return
+        shared.started()
+        mine = [self._pending[n] for n in self.prefetch_nodes if n in self._pending]
+        left, count_lock = [len(mine)], threading.Lock()   # not self._lock: held here, and a done future calls back now
+
+        def one_ended(_: concurrent.futures.Future) -> None:
+            with count_lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                shared.finished()
+
+        if not mine:
+            shared.finished()
+        for future in mine:
+            future.add_done_callback(one_ended)
+
     def _start_pods(self, nodes: tuple[str, ...]) -> None:
         from provision.hosts.pod_backend import close_fleet, start_fleet
 
@@ -251,9 +275,10 @@ class RunContext:
         if not nodes:
             return
         with self._lock:
-            if nodes == self.prefetch_nodes:
-                self._prefetched = True
-            self._submit_gathers(nodes)
+            if nodes == self.prefetch_nodes and not self._prefetched:
+                self._start_prefetch()
+            else:
+                self._submit_gathers(nodes)
             pending = [self._pending[n] for n in nodes if n in self._pending]
         concurrent.futures.wait(pending)
 

@@ -4,6 +4,7 @@ the run context's pool (identical findings to the serial, call-by-call reading; 
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 from pathlib import Path
 
@@ -299,3 +300,48 @@ def test_the_distribution_gate_asks_the_other_gpu_nodes_hosts_all_at_once() -> N
     found = DistributionGate._other_gpu_nodes(ctx, {"k8s-snap"})  # type: ignore[arg-type]
     assert asked == [("gpu-b", "gpu-c")], "one batch, only the GPU nodes whose node object names no distribution"
     assert found == {"gpu-k3s": "k3s"}
+
+
+def test_xdist_workers_each_gather_only_their_own_nodes_while_asking_about_all(views: dict[str, str],
+                                                                                tmp_path: Path) -> None:
+    """Two workers of one read-only run (gpu_conformance/xdist_nodes.py deals them the nodes): each asks about
+    every node, as the cluster-wide plan does, and each gathers exactly its own, waiting for the other's."""
+    import threading
+
+    from bench.host_round_trips import _NoCluster
+    from gpu_conformance.xdist_nodes import owners, partition
+    from provision.hosts.shared import SharedGathers
+
+    names = sorted(views)
+    s = validate({"host_backend": "lab", "host_roots": views, "mode": "audit", "host_concurrency": 2})
+    gathered: dict[str, list[str]] = {}
+    original = HostAccess._execute
+
+    def counted(self, argv, timeout=None):
+        gathered.setdefault(threading.current_thread().name.split("/")[0], []).append(self.name)
+        return original(self, argv, timeout)
+
+    def worker(index: int, mine: tuple[str, ...]) -> None:
+        ctx = RunContext(s, _NoCluster(), tmp_path, tuple(names))  # type: ignore[arg-type]
+        ctx.prefetch_nodes = mine
+        ctx.shared_gathers = SharedGathers(tmp_path / "host-gathers", me=f"gw{index}", owners=owners(names, 2))
+        ctx._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix=f"gw{index}/host-gather")
+        try:
+            for n in names:   # the plan: every node, in order
+                assert ctx.host(n).document is not None, n
+        finally:
+            ctx.close()
+
+    HostAccess._execute = counted  # type: ignore[method-assign]
+    try:
+        threads = [threading.Thread(target=worker, args=(i, mine), name=f"gw{i}/main")
+                   for i, mine in enumerate(partition(names, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        HostAccess._execute = original  # type: ignore[method-assign]
+    assert {w: sorted(ns) for w, ns in gathered.items()} == \
+        {f"gw{i}": list(mine) for i, mine in enumerate(partition(names, 2))}, gathered
+    assert all((tmp_path / "host-gathers" / f".{m}-gw{i}").exists() for m in ("started", "finished") for i in (0, 1))

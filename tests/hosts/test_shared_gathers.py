@@ -71,3 +71,50 @@ def test_a_name_that_is_not_a_file_name_is_refused(tmp_path: Path) -> None:
 
 def _never() -> bytes:
     raise AssertionError("the stored result should have been read")
+
+
+OWNERS = {"gpu-a": "gw0", "gpu-b": "gw1"}
+
+
+def _never_asked() -> bytes:
+    raise AssertionError("a node another worker owns was gathered here while its owner was working")
+
+
+def test_a_node_another_worker_owns_is_waited_for_not_gathered(tmp_path: Path) -> None:
+    gw0 = SharedGathers(tmp_path, me="gw0", owners=OWNERS)
+    gw1 = SharedGathers(tmp_path, me="gw1", owners=OWNERS, grace_s=5)
+    gw0.started()
+    owner = threading.Timer(0.3, lambda: gw0.obtain("gpu-a", lambda: b"gpu-a by gw0\0", Failed))
+    owner.start()
+    assert gw1.obtain("gpu-a", _never_asked, Failed) == (b"gpu-a by gw0\0", None)
+    owner.join()
+
+
+def test_an_owner_that_does_not_start_in_time_is_not_waited_for_again(tmp_path: Path) -> None:
+    gw1 = SharedGathers(tmp_path, me="gw1", owners={**OWNERS, "gpu-c": "gw0"}, grace_s=0.2)
+    assert gw1.obtain("gpu-a", lambda: b"gpu-a by gw1\0", Failed) == (b"gpu-a by gw1\0", None)
+    assert "gw0" in gw1._gone
+    assert gw1.obtain("gpu-c", lambda: b"gpu-c by gw1\0", Failed)[0] == b"gpu-c by gw1\0"
+
+
+def test_an_owner_that_ended_or_died_without_the_node_leaves_it_to_the_asker(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gw0 = SharedGathers(tmp_path / "ended", me="gw0", owners=OWNERS)
+    gw0.started()
+    gw0.finished()
+    asker = SharedGathers(tmp_path / "ended", me="gw1", owners=OWNERS, grace_s=60)
+    assert asker.obtain("gpu-a", lambda: b"mine\0", Failed)[0] == b"mine\0"   # at once, not after 60 s
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "died").mkdir()
+    (tmp_path / "died" / ".started-gw0").write_text(dead.stdout.strip())   # the owner's pid, no longer running
+    asker = SharedGathers(tmp_path / "died", me="gw1", owners=OWNERS, grace_s=60)
+    assert asker.obtain("gpu-a", lambda: b"mine\0", Failed)[0] == b"mine\0"
+
+
+def test_own_nodes_and_nodes_without_an_owner_are_gathered_at_once(tmp_path: Path) -> None:
+    gw1 = SharedGathers(tmp_path, me="gw1", owners=OWNERS, grace_s=60)
+    assert gw1.obtain("gpu-b", lambda: b"b\0", Failed)[0] == b"b\0"
+    assert gw1.obtain("gpu-z", lambda: b"z\0", Failed)[0] == b"z\0"
