@@ -190,10 +190,16 @@ class Twin:
             self.submit(lambda: self._finish_delete(pod))
             return
         with self.lock:
-            if uid in self.pod_state:
-                return
-            self.pod_state[uid] = "starting"
-        self.timers.after(self.timing.pod_start_s, lambda: self._start_pod(pod))
+            state = self.pod_state.get(uid)
+            if state is None:
+                self.pod_state[uid] = "starting"
+        if state is None:
+            self.timers.after(self.timing.pod_start_s, lambda: self._start_pod(pod))
+        elif state == "running" and self.node_ready.get(node) == "True" and self._marked_not_ready(pod):
+            # The node controller marked it while the node was Unknown, after the node came back (at 1000 nodes
+            # it marks pods long after the node, past _pods_ready_again's two looks): kubelet's status sync puts
+            # Ready back; so does the twin, for each such pod as its update arrives.
+            self.submit(lambda: self._ready_again(pod))
 
     # ----------------------------------------------------------------- pod lifecycle
     def pod_ip(self, pod: dict) -> str:
@@ -298,15 +304,20 @@ class Twin:
         if self.node_ready.get(node) != "True":
             return
         for pod in self.informers["pods"].items():
-            if (pod.get("spec") or {}).get("nodeName") != node:
-                continue
-            conds = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
-            if conds.get("Ready") != "False" or conds.get("ContainersReady") != "True":
-                continue
-            with self.lock:
-                if self.pod_state.get(pod["metadata"]["uid"]) != "running":
-                    continue
-            self._patch_status(pod, {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}]})
+            if (pod.get("spec") or {}).get("nodeName") == node and self._marked_not_ready(pod):
+                self._ready_again(pod)
+
+    @staticmethod
+    def _marked_not_ready(pod: dict) -> bool:
+        """Ready=False with ContainersReady=True: the node controller's mark (the twin never sets that pair)."""
+        conds = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
+        return conds.get("Ready") == "False" and conds.get("ContainersReady") == "True"
+
+    def _ready_again(self, pod: dict) -> None:
+        with self.lock:
+            if self.pod_state.get(pod["metadata"]["uid"]) != "running":
+                return
+        self._patch_status(pod, {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}]})
 
     def _patch_status(self, pod: dict, status: dict) -> None:
         md = pod["metadata"]

@@ -293,3 +293,34 @@ def test_cluster_policy_is_not_ready_while_operands_fail(faulty_lab: Lab):
     conds = {c["type"]: c for c in cp["status"]["conditions"]}
     assert conds["Ready"]["status"] == "False"
     assert "state-device-plugin" in conds["Error"]["message"], conds
+
+
+def _pod_ready(pod: client.V1Pod) -> str | None:
+    return next((c.status for c in pod.status.conditions or [] if c.type == "Ready"), None)
+
+
+def test_a_pod_the_node_controller_marked_not_ready_is_ready_again_once_its_node_is(faulty_lab: Lab):
+    """What kubelet's status sync does after a node came back from Unknown: the node controller set Ready=False on
+    its pods (ContainersReady stays True) and may do so long after the node is Ready again (at 1000 nodes it did:
+    400 toolkit pods and the operator's stayed unready for good, and every wait on them ran out). The twin puts
+    Ready back as each such pod's update arrives."""
+    core = faulty_lab.core
+    deadline = time.monotonic() + 120
+    while True:
+        pods = core.list_namespaced_pod(NS, label_selector="app=nvidia-container-toolkit-daemonset",
+                                        field_selector="spec.nodeName=ok-1").items
+        if pods and _pod_ready(pods[0]) == "True":
+            break
+        assert time.monotonic() < deadline, f"the toolkit pod on ok-1 never got ready: {pods}"
+        time.sleep(0.5)
+    pod = pods[0]
+    conditions = [{"type": c.type, "status": "False" if c.type == "Ready" else c.status,
+                   "reason": "NodeNotReady" if c.type == "Ready" else c.reason,
+                   "lastTransitionTime": c.last_transition_time} for c in pod.status.conditions]
+    core.patch_namespaced_pod_status(pod.metadata.name, NS, {"status": {"conditions": conditions}})
+    marked = core.read_namespaced_pod(pod.metadata.name, NS)
+    assert {c.type: c.status for c in marked.status.conditions}["ContainersReady"] == "True"
+    deadline = time.monotonic() + 60
+    while _pod_ready(core.read_namespaced_pod(pod.metadata.name, NS)) != "True":
+        assert time.monotonic() < deadline, "the twin did not put Ready back on a pod of a Ready node"
+        time.sleep(0.5)
