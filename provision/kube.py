@@ -39,6 +39,48 @@ def _log_wait(what: str, started: float) -> None:
             f.write(line)
 
 
+# A wait's predicate reads every object it watches (6000 pods at 1000 nodes: 20 ms), and a rollout brings thousands of
+# events: evaluated after each, the waits were most of the suite's CPU. A predicate that takes SLOW_CHECK_S or more
+# is evaluated at most once per CHECK_EVERY x its last cost during a burst, and the watch is then re-opened (from
+# where it was, no LIST) at least every STALE_S, so that the last event of a burst is evaluated within that long.
+# A cheaper one (a small fleet's) is evaluated after every event, as before.
+SLOW_CHECK_S = 0.002
+CHECK_EVERY = 10
+CHECK_GAP_MAX_S = 1.0
+STALE_S = 2.0
+
+
+class _Pacer:
+    """When a wait evaluates its predicate: after every event while that is cheap; see CHECK_EVERY."""
+
+    def __init__(self) -> None:
+        self.gap = 0.0
+        self.last = float("-inf")
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.gap
+
+    @property
+    def slow(self) -> bool:
+        return self.gap > 0
+
+    def check(self, done: Callable[[dict[str, dict]], bool], objs: dict[str, dict]) -> bool:
+        t0 = time.monotonic()
+        ok = done(objs)
+        self.last = time.monotonic()
+        cost = self.last - t0
+        self.gap = 0.0 if cost < SLOW_CHECK_S else min(CHECK_GAP_MAX_S, CHECK_EVERY * cost)
+        return ok
+
+
+@dataclass
+class WatchResume:
+    """What one wait saw (its objects and the resourceVersion it got to), for the next wait on the same LIST to go
+    on from: a wait re-opened every few seconds (provision/converge/settle.py) LISTed 6000 pods each time."""
+    objs: dict[str, dict] = field(default_factory=dict)
+    rv: str | None = None
+
+
 class ClusterUnreachable(RuntimeError):
     """The apiserver could not be reached or refused the credentials."""
 
@@ -301,50 +343,54 @@ class Kube:
     def wait_for(self, what: str, list_fn: Callable[..., Any], done: Callable[[dict[str, dict]], bool],
                  missing: Callable[[dict[str, dict]], Iterable[str]], timeout: float,
                  diagnostics: Callable[[dict[str, dict]], str] = lambda _: "", *args: Any,
-                 slim: Callable[[dict], dict] | None = None, **kw: Any) -> dict:
+                 slim: Callable[[dict], dict] | None = None, resume: WatchResume | None = None,
+                 **kw: Any) -> dict:
         """LIST once, then WATCH until done(objects) holds; resumes after a dropped watch (apiserver restart)
         from the last resourceVersion, re-listing if that has expired. Times out with what is missing.
         ``slim`` (slim_pod_dict, slim_node_dict) is applied to every object kept, listed or watched, for
-        predicates that read only what it keeps: a wait on 6000 whole pods held 1.2 GB at 1000 nodes."""
+        predicates that read only what it keeps: a wait on 6000 whole pods held 1.2 GB at 1000 nodes. With
+        ``resume`` it starts from what an earlier wait on the same LIST saw, and leaves what it saw there. A slow
+        predicate is evaluated less often than after every event (_Pacer)."""
         started = time.time()
         deadline = time.monotonic() + timeout
-        objs: dict[str, dict] = {}
-        rv: str | None = None
+        seen = resume if resume is not None else WatchResume()
+        pace = _Pacer()
         while True:
             remaining = deadline - time.monotonic()
             try:
-                if rv is None:
+                if seen.rv is None:
                     items, rv = self._list_at(list_fn, *args, slim=slim, **kw)
-                    objs = {o["metadata"]["name"]: o for o in items}
-                if done(objs):
+                    seen.objs, seen.rv = {o["metadata"]["name"]: o for o in items}, rv
+                if pace.check(done, seen.objs):
                     _log_wait(what, started)
-                    return objs
+                    return seen.objs
                 if remaining <= 0:
                     break
                 w = watch.Watch()
-                for ev in w.stream(list_fn, *args, resource_version=rv, allow_watch_bookmarks=True,
-                                   timeout_seconds=max(1, int(remaining) + 1), _request_timeout=remaining + 5, **kw):
+                stream_s = min(remaining, STALE_S) if pace.slow else remaining
+                for ev in w.stream(list_fn, *args, resource_version=seen.rv, allow_watch_bookmarks=True,
+                                   timeout_seconds=max(1, int(stream_s) + 1), _request_timeout=stream_s + 5, **kw):
                     obj = ev["raw_object"]
                     if ev["type"] == "ERROR":
-                        rv = None
+                        seen.rv = None
                         break
-                    rv = obj["metadata"].get("resourceVersion", rv)
+                    seen.rv = obj["metadata"].get("resourceVersion", seen.rv)
                     if ev["type"] == "BOOKMARK":
                         continue
                     if ev["type"] == "DELETED":
-                        objs.pop(obj["metadata"]["name"], None)
+                        seen.objs.pop(obj["metadata"]["name"], None)
                     else:
-                        objs[obj["metadata"]["name"]] = slim_tree(obj, slim) if slim else obj
-                    if done(objs):
+                        seen.objs[obj["metadata"]["name"]] = slim_tree(obj, slim) if slim else obj
+                    if pace.due() and pace.check(done, seen.objs):
                         w.stop()
                         _log_wait(what, started)
-                        return objs
+                        return seen.objs
                     if time.monotonic() > deadline:
                         w.stop()
                         break
             except ApiException as exc:
                 if exc.status == 410:
-                    rv = None
+                    seen.rv = None
                     continue
                 if time.monotonic() > deadline:
                     break
@@ -356,7 +402,7 @@ class Kube:
                 time.sleep(0.2)
             if time.monotonic() > deadline:
                 break
-        still = sorted(missing(objs))
-        diag = diagnostics(objs)
+        still = sorted(missing(seen.objs))
+        diag = diagnostics(seen.objs)
         raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; still missing: "
                           f"{', '.join(still) or '(nothing listed)'}" + (f"\n{diag}" if diag else ""))

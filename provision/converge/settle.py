@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable
 
 from provision.context import RunContext
-from provision.kube import CP_NAME, WaitTimeout, ready, slim_pod_dict
+from provision.kube import CP_NAME, WaitTimeout, WatchResume, ready, slim_pod_dict
 
 SLICE_S = 5.0  # a watch is re-opened this often so that a pod stuck without events is noticed
 
@@ -140,12 +140,13 @@ def settle_operands(ctx: RunContext, apps: Iterable[str], nodes: Iterable[str]) 
         return pending_pods(objs.values(), apps, nodes, time.time(), settle_s, generations)
 
     last_missing, changed = "", time.monotonic()
+    seen = WatchResume()   # each slice goes on from the last one's pods and resourceVersion: one LIST, not one per slice
     while True:
         left = deadline - time.monotonic()
         try:
             pods = kube.wait_for("the operands to settle on every GPU node", kube.core.list_namespaced_pod,
                                  lambda objs: not missing(objs), missing, max(0.0, min(SLICE_S, left)),
-                                 lambda _: "", s.namespace, slim=slim_pod_dict)
+                                 lambda _: "", s.namespace, slim=slim_pod_dict, resume=seen)
             break
         except WaitTimeout as exc:
             if left <= SLICE_S:
