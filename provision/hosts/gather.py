@@ -47,18 +47,19 @@ _SCRIPT = r"""
 R=$1; shift
 exec 4>&1
 b() { base64 -w0 "$@"; }
+e64() { [ -z "$1" ] || printf '%s' "$1" | b; }  # an empty value is "" without a process (most stderrs)
 run() {  # run ID CMD...: stdout and stderr base64, the exit status last on stderr's channel
   printf '{"k":"c","a":"%s","o":"' "$1"; shift
   err=$( { { "$@" 2>&5 5>&- 4>&-; echo "rc=$?" >&5; } | b >&4; } 5>&1 )
   rc=${err##*rc=}; err=${err%rc=*}
-  printf '","e":"'; printf '%s' "$err" | b; printf '","rc":%s}\n' "$rc"
+  printf '","e":"'; e64 "$err"; printf '","rc":%s}\n' "$rc"
 }
 readf() {  # readf ID FSPATH
   if [ -e "$2" ]; then
     printf '{"k":"f","a":"%s","o":"' "$1"
     err=$( { b -- "$2" 2>&5 5>&-; echo "rc=$?" >&5; } 5>&1 >&4 )
     rc=${err##*rc=}; err=${err%rc=*}
-    printf '","e":"'; printf '%s' "$err" | b; printf '","rc":%s}\n' "$rc"
+    printf '","e":"'; e64 "$err"; printf '","rc":%s}\n' "$rc"
   else printf '{"k":"f","a":"%s","rc":3}\n' "$1"; fi
 }
 listd() {  # listd ID FSDIR DEPTH PATTERN (in a subshell: sh has no local variables)
@@ -66,7 +67,12 @@ listd() {  # listd ID FSDIR DEPTH PATTERN (in a subshell: sh has no local variab
   [ -d "$dir" ] || { printf '{"k":"ls","a":"%s","rc":3}\n' "$id"; return; }
   set -- "$dir"/* "$dir"/.*
   printf '{"k":"ls","a":"%s","o":"' "$id"
-  for e do
+  any=
+  for e do  # an empty folder (most of them) is "" without a pipe and a process
+    case ${e##*/} in .|..) continue;; esac
+    if [ -e "$e" ] || [ -L "$e" ]; then any=1; break; fi
+  done
+  [ -z "$any" ] || for e do
     n=${e##*/}; case $n in .|..) continue;; esac
     if [ -d "$e" ]; then t=d; elif [ -f "$e" ]; then t=f; elif [ -e "$e" ]; then t=o
     elif [ -L "$e" ]; then t=l; else continue; fi

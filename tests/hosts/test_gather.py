@@ -94,6 +94,23 @@ def test_hostile_names_and_contents_are_data(tmp_path: Path) -> None:
     assert doc.containerd_dump is None                               # no containerd binary in this folder
 
 
+def test_empty_folders_and_a_folder_of_one_dangling_link(tmp_path: Path) -> None:
+    # the script skips the encoder for an empty folder; a folder whose only entry is a dangling link is not empty
+    root = tmp_path / "host"
+    (root / "a/empty").mkdir(parents=True)
+    (root / "a/only-link").mkdir()
+    (root / "a/only-link/gone.toml").symlink_to("/nonexistent/target")
+    (root / "a/.only-hidden").mkdir()
+    (root / "a/.only-hidden/.x.toml").write_text("y = 2\n")
+    plan = GatherPlan(dirs=(DirSpec("/a", 2, "*.toml"), DirSpec("/a/empty", 1)))
+    doc = parse_document(plan, _run(plan, root))
+    assert doc.listings["/a/empty"] == {}
+    assert doc.listings["/a/only-link"] == {"gone.toml": "l"}
+    assert doc.listings["/a/.only-hidden"] == {".x.toml": "f"}
+    assert doc.files["/a/.only-hidden/.x.toml"] == b"y = 2\n"
+    assert doc.listings["/a"] == {"empty": "d", "only-link": "d", ".only-hidden": "d"}
+
+
 @pytest.mark.parametrize("output, why", [
     (b'{"k":"f","a":"f0","o":"not base64!","rc":0}\n', "not base64"),
     (b"plain text from a shell that is not the script's\n", "not JSON"),
