@@ -19,6 +19,7 @@ class FakeWatch:
     events: list[dict] = []
     streams: list[str] = []
     gap_s = 0.0
+    idle_cap_s = 0.3    # an idle stream's timeout, shortened (idle_cap_s = inf: the apiserver's own)
 
     def stop(self) -> None:
         pass
@@ -31,8 +32,15 @@ class FakeWatch:
                 continue
             time.sleep(FakeWatch.gap_s)
             yield ev
-        while time.monotonic() - t0 < min(timeout_seconds, 0.3):   # an idle stream until its timeout (shortened)
+        while time.monotonic() - t0 < min(timeout_seconds, FakeWatch.idle_cap_s):   # idle until its timeout
             time.sleep(0.01)
+
+
+def _spin(cpu_s: float) -> None:
+    """Use this much of the thread's CPU (the pacer measures CPU, not wall time)."""
+    t0 = time.thread_time()
+    while time.thread_time() - t0 < cpu_s:
+        pass
 
 
 def _pod(i: int, rv: int, ready: bool) -> dict:
@@ -52,7 +60,7 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Kube:
 
     monkeypatch.setattr(k, "_list_at", list_at)
     monkeypatch.setattr(kube_mod.watch, "Watch", FakeWatch)
-    FakeWatch.streams, FakeWatch.gap_s = [], 0.0
+    FakeWatch.streams, FakeWatch.gap_s, FakeWatch.idle_cap_s = [], 0.0, 0.3
     return k
 
 
@@ -63,12 +71,32 @@ def test_a_slow_predicate_is_paced_and_the_wait_still_ends_after_the_last_event(
 
     def all_ready(objs: dict[str, dict]) -> bool:
         calls.append(1)
-        time.sleep(0.02)   # 20 ms: 6000 pods' predicate at 1000 nodes
+        _spin(0.02)   # 20 ms: 6000 pods' predicate at 1000 nodes
         return all(o["status"]["ready"] for o in objs.values())
 
     objs = kube.wait_for("all ready", None, all_ready, lambda o: [], 30)
     assert all(o["status"]["ready"] for o in objs.values())
     assert len(calls) < 25, f"a 20 ms predicate was evaluated {len(calls)} times for 50 events of one burst"
+
+
+def test_a_predicate_that_turns_slow_in_a_long_watch_still_sees_the_last_event_soon(kube: Kube) -> None:
+    # Seen in CI: one evaluation of a cheap predicate took over 2 ms on a loaded machine, the last event of the
+    # rollout came within the pause that followed, and the watch (opened for the whole 300 s) then sat idle.
+    FakeWatch.events = [{"type": "MODIFIED", "raw_object": _pod(i, 2 + i, True)} for i in range(50)]
+    FakeWatch.idle_cap_s = float("inf")
+    calls: list[int] = []
+
+    def all_ready(objs: dict[str, dict]) -> bool:
+        calls.append(1)
+        if len(calls) > 40:
+            _spin(0.02)       # slow from the 40th evaluation on: the 41st pauses the rest of the burst
+        return all(o["status"]["ready"] for o in objs.values())
+
+    t0 = time.monotonic()
+    objs = kube.wait_for("all ready", None, all_ready, lambda o: [], 60)
+    took = time.monotonic() - t0
+    assert all(o["status"]["ready"] for o in objs.values())
+    assert took < kube_mod.STALE_S + 5, f"the last event was evaluated after {took:.1f} s (the watch's timeout)"
 
 
 def test_a_cheap_predicate_sees_every_event(kube: Kube) -> None:
