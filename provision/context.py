@@ -233,19 +233,12 @@ class RunContext:
             return
         shared.started()
         mine = [self._pending[n] for n in self.prefetch_nodes if n in self._pending]
-        left, count_lock = [len(mine)], threading.Lock()   # not self._lock: held here, and a done future calls back now
 
-        def one_ended(_: concurrent.futures.Future) -> None:
-            with count_lock:
-                left[0] -= 1
-                last = left[0] == 0
-            if last:
-                shared.finished()
-
-        if not mine:
+        def when_all_ended() -> None:
+            concurrent.futures.wait(mine)
             shared.finished()
-        for future in mine:
-            future.add_done_callback(one_ended)
+
+        threading.Thread(target=when_all_ended, name="gathers-finished", daemon=True).start()
 
     def _start_pods(self, nodes: tuple[str, ...]) -> None:
         from provision.hosts.pod_backend import close_fleet, start_fleet
